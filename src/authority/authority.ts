@@ -1,0 +1,48 @@
+// One interface for every signing backend (local, files, vault-*): the server
+// validates and authenticates, the authority only signs and names its roots.
+import type { Csr } from "../pki/csr.js";
+import type { SpiffeId } from "../pki/spiffe.js";
+
+export interface SignRequest {
+  /** The parsed, signature-checked CSR; its key is what gets certified. */
+  csr: Csr;
+  /** Requested lifetime in seconds, already bounded by the server's policy. */
+  ttlSeconds: number;
+  /** Common name to carry over from the CSR, when the server's policy allows it. */
+  commonName?: string;
+}
+
+/** What a workload receives: leaf, each intermediate on its own, and the roots. */
+export interface IssuedChain {
+  leafPem: string;
+  /** Intermediates from the leaf's issuer upwards, one PEM certificate each; no root. */
+  intermediatesPem: string[];
+  /** The trust bundle: every root a peer should trust, PEM. */
+  rootsPem: string[];
+}
+
+export type Readiness = { ready: true } | { ready: false; reason: string };
+
+export interface Authority {
+  /** Backend name as used in configuration (`local`, `files`, `vault-sign`, ...). */
+  readonly kind: string;
+  /** Loads or creates signing material; rejects with an actionable message when it cannot. */
+  start(): Promise<void>;
+  /** Signs `request` for `identity`; the identity is authenticated, never taken from the CSR. */
+  sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain>;
+  /** Current root certificates (PEM), the bundle peers should trust. */
+  trustBundle(): string[];
+  ready(): Readiness;
+  /** Stops timers and watchers. */
+  close(): Promise<void>;
+}
+
+/** Raised when an authority cannot sign right now (Vault down, sealed): clients should retry. */
+export class AuthorityUnavailableError extends Error {
+  override name = "AuthorityUnavailableError";
+}
+
+/** Raised when the backend refused this particular request (policy): clients should not retry. */
+export class AuthorityDeniedError extends Error {
+  override name = "AuthorityDeniedError";
+}
