@@ -152,7 +152,7 @@ function call(
       r.on("data", (c: Buffer) => chunks.push(c));
       r.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
-        let parsed: unknown = null;
+        let parsed: unknown;
         try {
           parsed = text ? JSON.parse(text) : null;
         } catch {
