@@ -1,0 +1,187 @@
+// Certificate issuance: SPIFFE X.509-SVID leaves as Istio issues them, and CA certificates.
+import { createPublicKey, randomBytes, type KeyObject } from "node:crypto";
+import { bitString, explicit, seq, smallInteger, time, unsignedInteger } from "./der.js";
+import { keyIdentifier, parseCertificateDer, type Certificate } from "./certificate.js";
+import {
+  encodeAki,
+  encodeBasicConstraints,
+  encodeDnsSans,
+  encodeExtension,
+  encodeExtKeyUsage,
+  encodeKeyUsage,
+  encodeSki,
+  encodeUriSans,
+} from "./extensions.js";
+import {
+  describeKey,
+  privateKeyMatches,
+  signatureSchemeFor,
+  signWith,
+  spkiDer,
+  type SignatureScheme,
+} from "./keys.js";
+import { encodeName, type NameFields } from "./name.js";
+import { OID } from "./oids.js";
+import { encodePem } from "./pem.js";
+
+/** Workload certificates start 2 minutes in the past, as Istio's do, to absorb clock skew. */
+export const BACKDATE_MS = 2 * 60 * 1000;
+
+export class IssueError extends Error {
+  override name = "IssueError";
+}
+
+/** A CA that can sign: its certificate, key, and what it puts in every child. */
+export interface Signer {
+  cert: Certificate;
+  key: KeyObject;
+  scheme: SignatureScheme;
+  /** Key identifier placed in children's AuthorityKeyIdentifier. */
+  keyId: Uint8Array;
+}
+
+export function createSigner(cert: Certificate, key: KeyObject): Signer {
+  if (!privateKeyMatches(key, cert.spki))
+    throw new IssueError("CA private key does not match the CA certificate's public key");
+  if (!cert.isCa) throw new IssueError("signing certificate is not a CA (basicConstraints CA:false)");
+  if (cert.keyUsage && !cert.keyUsage.includes("keyCertSign"))
+    throw new IssueError("signing certificate's keyUsage lacks keyCertSign");
+  return {
+    cert,
+    key,
+    scheme: signatureSchemeFor(describeKey(cert.publicKey)),
+    keyId: cert.subjectKeyId ?? keyIdentifier(cert.spki),
+  };
+}
+
+/** 128 random bits, positive (the DER encoder adds a sign byte when the top bit is set). */
+export function randomSerial(): Uint8Array {
+  const b = new Uint8Array(randomBytes(16));
+  if (b.every((x) => x === 0)) b[15] = 1;
+  return b;
+}
+
+function validity(notBefore: Date, notAfter: Date): Uint8Array {
+  return seq(time(notBefore), time(notAfter));
+}
+
+function signTbs(signer: Signer, tbs: Uint8Array): Uint8Array {
+  return seq(tbs, signer.scheme.algorithmIdentifier, bitString(signWith(signer.key, signer.scheme, tbs)));
+}
+
+export interface LeafOptions {
+  /** DER SubjectPublicKeyInfo of the workload key (from the CSR). */
+  spki: Uint8Array;
+  /** The one URI SAN: the workload's SPIFFE ID. */
+  spiffeId: string;
+  ttlSeconds: number;
+  now?: Date;
+  /** Only when the CSR carried one and configuration allows it. */
+  commonName?: string;
+  /** Extra DNS names, for serving certificates (not workload SVIDs). */
+  dnsNames?: string[];
+  ipAddresses?: string[];
+}
+
+export interface Issued {
+  der: Uint8Array;
+  pem: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/**
+ * A SPIFFE X.509-SVID: empty subject (unless a CN is allowed), one critical URI SAN,
+ * CA:false, KU digitalSignature+keyEncipherment (critical), EKU serverAuth+clientAuth,
+ * notBefore now-2min, notAfter clamped to the signer's.
+ */
+export function issueLeaf(signer: Signer, opts: LeafOptions): Issued {
+  const now = opts.now ?? new Date();
+  const notBefore = new Date(now.getTime() - BACKDATE_MS);
+  let notAfter = new Date(now.getTime() + opts.ttlSeconds * 1000);
+  if (notAfter > signer.cert.notAfter) notAfter = signer.cert.notAfter;
+  if (notBefore < signer.cert.notBefore && notAfter <= signer.cert.notBefore)
+    throw new IssueError("signing CA is not valid yet");
+  const subject = opts.commonName !== undefined ? encodeName({ commonName: opts.commonName }) : seq();
+  // With an empty subject the SAN carries the identity and must be critical (RFC 5280 4.2.1.6).
+  const sanCritical = opts.commonName === undefined;
+  const sans =
+    opts.dnsNames?.length || opts.ipAddresses?.length
+      ? encodeDnsSans(opts.dnsNames ?? [], opts.ipAddresses ?? [], [opts.spiffeId])
+      : encodeUriSans([opts.spiffeId]);
+  const extensions = seq(
+    encodeExtension(OID.keyUsage, true, encodeKeyUsage(["digitalSignature", "keyEncipherment"])),
+    encodeExtension(OID.extKeyUsage, false, encodeExtKeyUsage([OID.serverAuth, OID.clientAuth])),
+    encodeExtension(OID.basicConstraints, true, encodeBasicConstraints(false)),
+    encodeExtension(OID.authorityKeyIdentifier, false, encodeAki(signer.keyId)),
+    encodeExtension(OID.subjectAltName, sanCritical, sans),
+  );
+  const tbs = seq(
+    explicit(0, smallInteger(2)),
+    unsignedInteger(randomSerial()),
+    signer.scheme.algorithmIdentifier,
+    signer.cert.subjectRaw,
+    validity(notBefore, notAfter),
+    subject,
+    opts.spki,
+    explicit(3, extensions),
+  );
+  const der = signTbs(signer, tbs);
+  return { der, pem: encodePem("CERTIFICATE", der), notBefore, notAfter };
+}
+
+export interface CaOptions {
+  subject: NameFields;
+  /** Public or private key of the new CA. */
+  key: KeyObject;
+  ttlSeconds: number;
+  now?: Date;
+  pathLen?: number;
+  /** SPIFFE trust-domain ID for the CA (no path), as SPIFFE signing certs may carry. */
+  uris?: string[];
+}
+
+/** A CA certificate: self-signed root when `issuer` is omitted, otherwise an intermediate. */
+export function issueCa(opts: CaOptions, issuer?: Signer): Issued {
+  const now = opts.now ?? new Date();
+  const notBefore = new Date(now.getTime() - BACKDATE_MS);
+  let notAfter = new Date(now.getTime() + opts.ttlSeconds * 1000);
+  if (issuer && notAfter > issuer.cert.notAfter) notAfter = issuer.cert.notAfter;
+  const spki = spkiDer(opts.key);
+  const ski = keyIdentifier(spki);
+  const subject = encodeName(opts.subject);
+  const exts = [
+    encodeExtension(OID.keyUsage, true, encodeKeyUsage(["digitalSignature", "keyCertSign", "cRLSign"])),
+    encodeExtension(OID.basicConstraints, true, encodeBasicConstraints(true, opts.pathLen)),
+    encodeExtension(OID.subjectKeyIdentifier, false, encodeSki(ski)),
+    encodeExtension(OID.authorityKeyIdentifier, false, encodeAki(issuer ? issuer.keyId : ski)),
+  ];
+  if (opts.uris?.length) exts.push(encodeExtension(OID.subjectAltName, false, encodeUriSans(opts.uris)));
+  let scheme: SignatureScheme;
+  let signingKey: KeyObject;
+  if (issuer) {
+    scheme = issuer.scheme;
+    signingKey = issuer.key;
+  } else {
+    if (opts.key.type !== "private") throw new IssueError("a self-signed root needs the private key");
+    scheme = signatureSchemeFor(describeKey(createPublicKey(opts.key)));
+    signingKey = opts.key;
+  }
+  const tbs = seq(
+    explicit(0, smallInteger(2)),
+    unsignedInteger(randomSerial()),
+    scheme.algorithmIdentifier,
+    issuer ? issuer.cert.subjectRaw : subject,
+    validity(notBefore, notAfter),
+    subject,
+    spki,
+    explicit(3, seq(...exts)),
+  );
+  const der = seq(tbs, scheme.algorithmIdentifier, bitString(signWith(signingKey, scheme, tbs)));
+  return { der, pem: encodePem("CERTIFICATE", der), notBefore, notAfter };
+}
+
+/** Convenience for callers that want the parsed form of what they just issued. */
+export function parseIssued(issued: Issued): Certificate {
+  return parseCertificateDer(issued.der);
+}
