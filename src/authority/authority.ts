@@ -10,6 +10,8 @@ export interface SignRequest {
   ttlSeconds: number;
   /** Common name to carry over from the CSR, when the server's policy allows it. */
   commonName?: string;
+  /** DNS names, only for meshvault's own serving certificate, never for workloads. */
+  dnsNames?: string[];
 }
 
 /** What a workload receives: leaf, each intermediate on its own, and the roots. */

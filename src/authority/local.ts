@@ -1,0 +1,180 @@
+// The embedded `local` authority: a self-signed root and an intermediate kept in the
+// data directory (keys 0600), created on first start and reused afterwards.
+import { createPrivateKey } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { issueCa, parseIssued, createSigner } from "../pki/issue.js";
+import { generateKeyPairFor, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
+import { parseCertificate } from "../pki/certificate.js";
+import type { SpiffeId } from "../pki/spiffe.js";
+import {
+  AuthorityUnavailableError,
+  type Authority,
+  type IssuedChain,
+  type Readiness,
+  type SignRequest,
+} from "./authority.js";
+import { loadCaMaterial, signLeaf, type CaMaterial } from "./ca-material.js";
+
+export interface LocalAuthorityOptions {
+  /** Directory holding `local-ca/`; created 0700 when missing. */
+  dataDir: string;
+  trustDomain: string;
+  keyAlgorithm?: KeyAlgorithm;
+  rootTtlSeconds?: number;
+  intermediateTtlSeconds?: number;
+  organization?: string;
+  /** Re-issue the intermediate from the root when less than this fraction of its life is left. */
+  renewFraction?: number;
+  log?: { info(msg: string): void; warn(msg: string): void };
+}
+
+const YEAR = 365 * 86400;
+const FILES = {
+  rootCert: "root-cert.pem",
+  rootKey: "root-key.pem",
+  caCert: "ca-cert.pem",
+  caKey: "ca-key.pem",
+} as const;
+
+export class LocalAuthorityError extends Error {
+  override name = "LocalAuthorityError";
+}
+
+/** Writes atomically (temp + rename) with the given mode. */
+function writeSecure(path: string, data: string, mode: number): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, data, { mode });
+  chmodSync(tmp, mode);
+  renameSync(tmp, path);
+}
+
+export class LocalAuthority implements Authority {
+  readonly kind = "local";
+  private material: CaMaterial | undefined;
+  private readonly dir: string;
+
+  constructor(private readonly opts: LocalAuthorityOptions) {
+    this.dir = join(opts.dataDir, "local-ca");
+  }
+
+  async start(): Promise<void> {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const present = Object.values(FILES).filter((f) => existsSync(join(this.dir, f)));
+    if (present.length === 0) this.createRoot();
+    else if (!existsSync(join(this.dir, FILES.rootCert)) || !existsSync(join(this.dir, FILES.rootKey)))
+      throw new LocalAuthorityError(
+        `local CA in ${this.dir} is incomplete: found ${present.join(", ")} but not the root and its key; restore the missing files or move the directory away to start a new CA`,
+      );
+    if (!existsSync(join(this.dir, FILES.caCert)) || !existsSync(join(this.dir, FILES.caKey)))
+      this.createIntermediate();
+    this.material = this.load();
+    if (this.needsRenewal(this.material)) {
+      this.opts.log?.info("local CA intermediate is close to expiry: issuing a new one from the root");
+      this.createIntermediate();
+      this.material = this.load();
+    }
+  }
+
+  private read(name: string): string {
+    const path = join(this.dir, name);
+    try {
+      if (name.endsWith("key.pem") && (statSync(path).mode & 0o077) !== 0)
+        this.opts.log?.warn(`${path} is readable by group or others: chmod 600 it`);
+      return readFileSync(path, "utf8");
+    } catch (err) {
+      throw new LocalAuthorityError(
+        `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; check permissions of the data directory`,
+      );
+    }
+  }
+
+  private load(): CaMaterial {
+    try {
+      return loadCaMaterial({
+        certPem: this.read(FILES.caCert),
+        keyPem: this.read(FILES.caKey),
+        rootPem: this.read(FILES.rootCert),
+        source: `local CA in ${this.dir}`,
+      });
+    } catch (err) {
+      if (err instanceof LocalAuthorityError) throw err;
+      throw new LocalAuthorityError(
+        `${(err as Error).message}; the files in ${this.dir} are inconsistent: restore them from backup or move the directory away to start a new CA`,
+      );
+    }
+  }
+
+  private needsRenewal(m: CaMaterial): boolean {
+    const c = m.signer.cert;
+    const life = c.notAfter.getTime() - c.notBefore.getTime();
+    return c.notAfter.getTime() - Date.now() < life * (this.opts.renewFraction ?? 0.25);
+  }
+
+  private createRoot(): void {
+    const alg = this.opts.keyAlgorithm ?? "ec-p256";
+    const key = generateKeyPairFor(alg);
+    const root = issueCa({
+      subject: {
+        organization: this.opts.organization ?? "meshvault",
+        commonName: `meshvault root CA (${this.opts.trustDomain})`,
+      },
+      key: key.privateKey,
+      ttlSeconds: this.opts.rootTtlSeconds ?? 10 * YEAR,
+      uris: [`spiffe://${this.opts.trustDomain}`],
+    });
+    writeSecure(join(this.dir, FILES.rootKey), privateKeyPem(key.privateKey), 0o600);
+    writeSecure(join(this.dir, FILES.rootCert), root.pem, 0o644);
+    this.opts.log?.info(`created local root CA in ${this.dir}`);
+  }
+
+  private createIntermediate(): void {
+    const root = parseCertificate(this.read(FILES.rootCert), "local root certificate");
+    let rootKey;
+    try {
+      rootKey = createPrivateKey(this.read(FILES.rootKey));
+    } catch (err) {
+      if (err instanceof LocalAuthorityError) throw err;
+      throw new LocalAuthorityError(`${join(this.dir, FILES.rootKey)} is not a readable PEM private key`);
+    }
+    const rootSigner = createSigner(root, rootKey);
+    const key = generateKeyPairFor(this.opts.keyAlgorithm ?? "ec-p256");
+    const cert = issueCa(
+      {
+        subject: {
+          organization: this.opts.organization ?? "meshvault",
+          commonName: `meshvault intermediate CA (${this.opts.trustDomain})`,
+        },
+        key: key.publicKey,
+        ttlSeconds: this.opts.intermediateTtlSeconds ?? YEAR,
+        pathLen: 0,
+        uris: [`spiffe://${this.opts.trustDomain}`],
+      },
+      rootSigner,
+    );
+    parseIssued(cert);
+    writeSecure(join(this.dir, FILES.caKey), privateKeyPem(key.privateKey), 0o600);
+    writeSecure(join(this.dir, FILES.caCert), cert.pem, 0o644);
+    this.opts.log?.info(`issued local intermediate CA valid until ${cert.notAfter.toISOString()}`);
+  }
+
+  async sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain> {
+    if (!this.material) throw new AuthorityUnavailableError("local authority has not started");
+    return signLeaf(this.material, request, identity);
+  }
+
+  trustBundle(): string[] {
+    return this.material?.rootsPem ?? [];
+  }
+
+  ready(): Readiness {
+    return this.material ? { ready: true } : { ready: false, reason: "local CA not loaded yet" };
+  }
+
+  /** The signing material, for the server's own serving certificate. */
+  current(): CaMaterial | undefined {
+    return this.material;
+  }
+
+  async close(): Promise<void> {}
+}
