@@ -1,0 +1,335 @@
+// Vault auth methods, each with a configurable mount path. Every credential
+// that lives in a file is re-read at every login, so rotated service-account
+// tokens and secret_ids are picked up without a restart.
+
+import { readFile } from "node:fs/promises";
+import type { VaultClient, VaultAuthBlock, VaultResponse } from "./client.js";
+import {
+  DEFAULT_AUTH_MOUNTS,
+  DEFAULT_SA_TOKEN_FILE,
+  type AppRoleAuthConfig,
+  type JwtAuthConfig,
+  type KubernetesAuthConfig,
+  type TokenAuthConfig,
+  type VaultAuthConfig,
+  type VaultAuthMethodName,
+} from "./config.js";
+import { VaultAuthError, VaultConfigError, VaultError, VaultNotFoundError } from "./errors.js";
+
+export interface LoginResult {
+  /** The Vault token. Never log it. */
+  token: string;
+  /** Lease in seconds; 0 = never expires (e.g. a root token). */
+  leaseSeconds: number;
+  renewable: boolean;
+  accessor?: string | undefined;
+  policies: string[];
+}
+
+export interface AuthMethod {
+  readonly method: VaultAuthMethodName;
+  /** e.g. "approle login at auth/approle": for messages. */
+  readonly description: string;
+  /** Whether login() can produce a new token (false for a fixed VAULT_TOKEN). */
+  readonly canRelogin: boolean;
+  login(client: VaultClient): Promise<LoginResult>;
+  /** Secret values used by the last login, to scrub from messages. */
+  secrets(): string[];
+}
+
+function mountPath(mount: string | undefined, fallback: string): string {
+  return (mount ?? fallback)
+    .replace(/^\/+/, "")
+    .replace(/\/+$/, "")
+    .replace(/^auth\//, "");
+}
+
+async function readCredential(file: string, what: string, fix: string, address: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new VaultConfigError(`cannot read the ${what} file ${file} (${code}): ${fix}`, {
+      address,
+      cause: e,
+    });
+  }
+  const v = text.trim();
+  if (!v) throw new VaultConfigError(`the ${what} file ${file} is empty: ${fix}`, { address });
+  return v;
+}
+
+function toLoginResult(r: VaultResponse | null, where: string, address: string): LoginResult {
+  const a: VaultAuthBlock | null | undefined = r?.auth;
+  if (!a?.client_token) {
+    throw new VaultAuthError(`${where} returned no auth.client_token: is this an auth method's login path?`, {
+      address,
+      path: where,
+    });
+  }
+  return {
+    token: a.client_token,
+    leaseSeconds: a.lease_duration,
+    renewable: a.renewable,
+    accessor: a.accessor,
+    policies: a.token_policies ?? a.policies ?? [],
+  };
+}
+
+/**
+ * POST auth/<mount>/login and turn failures into messages that say what to
+ * check. Unavailable errors (connection, sealed, 5xx) pass through unchanged so
+ * callers retry; 400/403/404 become VaultAuthError.
+ */
+async function login(
+  client: VaultClient,
+  method: VaultAuthMethodName,
+  mount: string,
+  body: Record<string, unknown>,
+  secrets: string[],
+  hint: string,
+): Promise<LoginResult> {
+  const path = `auth/${mount}/login`;
+  try {
+    const r = await client.write(path, body, { noAuth: true, secrets });
+    return toLoginResult(r, path, client.address);
+  } catch (e) {
+    if (!(e instanceof VaultError) || e.retryable || e instanceof VaultConfigError) throw e;
+    if (e instanceof VaultNotFoundError) {
+      throw new VaultAuthError(
+        `${method} login failed: no auth method is mounted at auth/${mount} on Vault at ${client.address}. ` +
+          `Enable it (bao auth enable -path=${mount} ${method}) or set the auth mount (VAULT_AUTH_PATH / vault.auth.mount).`,
+        {
+          address: client.address,
+          path,
+          method: "POST",
+          status: e.status,
+          vaultErrors: e.vaultErrors,
+          cause: e,
+        },
+      );
+    }
+    const said = e.vaultErrors.length ? e.vaultErrors.join("; ") : `HTTP ${e.status ?? "?"}`;
+    throw new VaultAuthError(
+      `${method} login at ${path} on Vault at ${client.address} failed: ${said}. ${hint}`,
+      {
+        address: client.address,
+        path,
+        method: "POST",
+        status: e.status,
+        vaultErrors: e.vaultErrors,
+        cause: e,
+      },
+    );
+  }
+}
+
+/**
+ * Log in with a given JWT on a jwt or kubernetes role (per-workload logins in
+ * the `workload` identity mode). The JWT is never put in a message.
+ */
+export function loginWithJwt(
+  client: VaultClient,
+  mount: string,
+  role: string,
+  jwt: string,
+): Promise<LoginResult> {
+  const m = mountPath(mount, DEFAULT_AUTH_MOUNTS.jwt);
+  return login(
+    client,
+    "jwt",
+    m,
+    { role, jwt },
+    [jwt],
+    `Check that role "${role}" at auth/${m} accepts this token (bound_audiences, bound_claims / bound service accounts, ` +
+      `user_claim) and that Vault can validate its signature.`,
+  );
+}
+
+export class TokenAuth implements AuthMethod {
+  readonly method = "token" as const;
+  readonly description: string;
+  readonly canRelogin: boolean;
+  private last: string | undefined;
+  constructor(private readonly cfg: Omit<TokenAuthConfig, "method">) {
+    this.canRelogin = cfg.tokenFile !== undefined;
+    this.description = cfg.tokenFile ? `token from ${cfg.tokenFile}` : "token (VAULT_TOKEN)";
+  }
+  async login(client: VaultClient): Promise<LoginResult> {
+    const token = this.cfg.tokenFile
+      ? await readCredential(
+          this.cfg.tokenFile,
+          "Vault token",
+          "point the token file at a valid Vault token",
+          client.address,
+        )
+      : this.cfg.token;
+    if (!token) {
+      throw new VaultConfigError(
+        `no Vault token: set VAULT_TOKEN (or BAO_TOKEN), vault.token in the config file, or configure an auth method`,
+        { address: client.address },
+      );
+    }
+    this.last = token;
+    // lookup-self tells us the TTL and whether renew-self will work.
+    let r: VaultResponse<{
+      ttl?: number;
+      renewable?: boolean;
+      accessor?: string;
+      policies?: string[];
+    }> | null;
+    try {
+      r = await client.request("GET", "auth/token/lookup-self", undefined, { token });
+    } catch (e) {
+      if (e instanceof VaultError && !e.retryable && !(e instanceof VaultConfigError)) {
+        throw new VaultAuthError(
+          `the Vault token (${this.description}) was rejected by Vault at ${client.address}: it is expired, revoked or wrong. ` +
+            `Provide a valid token.`,
+          { address: client.address, path: "auth/token/lookup-self", status: e.status, cause: e },
+        );
+      }
+      throw e;
+    }
+    const d = r?.data ?? {};
+    return {
+      token,
+      leaseSeconds: d.ttl ?? 0,
+      renewable: d.renewable ?? false,
+      accessor: d.accessor,
+      policies: d.policies ?? [],
+    };
+  }
+  secrets(): string[] {
+    return this.last ? [this.last] : [];
+  }
+}
+
+export class KubernetesAuth implements AuthMethod {
+  readonly method = "kubernetes" as const;
+  readonly description: string;
+  readonly canRelogin = true;
+  private readonly mount: string;
+  private readonly tokenFile: string;
+  private last: string | undefined;
+  constructor(private readonly cfg: Omit<KubernetesAuthConfig, "method">) {
+    this.mount = mountPath(cfg.mount, DEFAULT_AUTH_MOUNTS.kubernetes);
+    this.tokenFile = cfg.tokenFile ?? DEFAULT_SA_TOKEN_FILE;
+    this.description = `kubernetes login at auth/${this.mount} as role "${cfg.role}"`;
+  }
+  async login(client: VaultClient): Promise<LoginResult> {
+    // Read at every login: projected tokens rotate underneath us.
+    const jwt = await readCredential(
+      this.tokenFile,
+      "service-account token",
+      "mount the service-account token or set VAULT_AUTH_TOKEN_FILE",
+      client.address,
+    );
+    this.last = jwt;
+    return login(
+      client,
+      "kubernetes",
+      this.mount,
+      { role: this.cfg.role, jwt },
+      [jwt],
+      `Check that role "${this.cfg.role}" binds this service account (bound_service_account_names / ` +
+        `bound_service_account_namespaces) and that Vault can reach the TokenReview API (auth/${this.mount}/config kubernetes_host).`,
+    );
+  }
+  secrets(): string[] {
+    return this.last ? [this.last] : [];
+  }
+}
+
+export class AppRoleAuth implements AuthMethod {
+  readonly method = "approle" as const;
+  readonly description: string;
+  readonly canRelogin = true;
+  private readonly mount: string;
+  private last: string[] = [];
+  constructor(private readonly cfg: Omit<AppRoleAuthConfig, "method">) {
+    this.mount = mountPath(cfg.mount, DEFAULT_AUTH_MOUNTS.approle);
+    this.description = `approle login at auth/${this.mount}`;
+  }
+  async login(client: VaultClient): Promise<LoginResult> {
+    const c = this.cfg;
+    const roleId =
+      c.roleId ??
+      (c.roleIdFile
+        ? await readCredential(c.roleIdFile, "approle role_id", "write the role_id into it", client.address)
+        : undefined);
+    const secretId =
+      c.secretId ??
+      (c.secretIdFile
+        ? await readCredential(
+            c.secretIdFile,
+            "approle secret_id",
+            `write a secret_id into it (bao write -f auth/${this.mount}/role/<role>/secret-id)`,
+            client.address,
+          )
+        : undefined);
+    if (!roleId) {
+      throw new VaultConfigError(
+        `approle auth needs a role_id: set VAULT_ROLE_ID / VAULT_ROLE_ID_FILE or vault.auth.roleId / roleIdFile`,
+        { address: client.address },
+      );
+    }
+    const secretFrom =
+      c.secretId !== undefined ? "the configured secret_id" : `the secret_id in ${c.secretIdFile}`;
+    const body: Record<string, unknown> = { role_id: roleId };
+    if (secretId) body["secret_id"] = secretId;
+    this.last = [roleId, ...(secretId ? [secretId] : [])];
+    return login(
+      client,
+      "approle",
+      this.mount,
+      body,
+      this.last,
+      secretId
+        ? `Check ${secretFrom}: it may be wrong, expired, used up (secret_id_num_uses), bound to other CIDRs or issued for ` +
+            `another role; create a new one with bao write -f auth/${this.mount}/role/<role>/secret-id.`
+        : `No secret_id was given: set VAULT_SECRET_ID_FILE, unless the role has bind_secret_id=false.`,
+    );
+  }
+  secrets(): string[] {
+    return this.last;
+  }
+}
+
+export class JwtAuth implements AuthMethod {
+  readonly method = "jwt" as const;
+  readonly description: string;
+  readonly canRelogin = true;
+  private readonly mount: string;
+  private last: string | undefined;
+  constructor(private readonly cfg: Omit<JwtAuthConfig, "method">) {
+    this.mount = mountPath(cfg.mount, DEFAULT_AUTH_MOUNTS.jwt);
+    this.description = `jwt login at auth/${this.mount} as role "${cfg.role}"`;
+  }
+  async login(client: VaultClient): Promise<LoginResult> {
+    const jwt = await readCredential(
+      this.cfg.tokenFile,
+      "JWT",
+      "point VAULT_AUTH_TOKEN_FILE / vault.auth.tokenFile at a file holding the JWT",
+      client.address,
+    );
+    this.last = jwt;
+    return loginWithJwt(client, this.mount, this.cfg.role, jwt);
+  }
+  secrets(): string[] {
+    return this.last ? [this.last] : [];
+  }
+}
+
+export function authMethodFromConfig(cfg: VaultAuthConfig): AuthMethod {
+  switch (cfg.method) {
+    case "token":
+      return new TokenAuth(cfg);
+    case "kubernetes":
+      return new KubernetesAuth(cfg);
+    case "approle":
+      return new AppRoleAuth(cfg);
+    case "jwt":
+      return new JwtAuth(cfg);
+  }
+}
