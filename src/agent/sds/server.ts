@@ -123,13 +123,21 @@ export async function startSdsServer(options: SdsServerOptions): Promise<SdsServ
 
   await prepareSocketDir(socketPath, options.dirMode ?? 0o700, logger);
 
-  // Build resources once per source snapshot.
+  // Encode resources once per distinct content (compared by value: a source may reuse its object).
   let cacheFor: WorkloadSecrets | undefined;
   let cache = new Map<string, BuiltResource>();
   const resourcesFor = (secrets: WorkloadSecrets): Map<string, BuiltResource> => {
-    if (cacheFor !== secrets) {
+    if (
+      cacheFor?.certChainPem !== secrets.certChainPem ||
+      cacheFor.privateKeyPem !== secrets.privateKeyPem ||
+      cacheFor.rootsPem !== secrets.rootsPem
+    ) {
       cache = buildResources(protos, secrets);
-      cacheFor = secrets;
+      cacheFor = {
+        certChainPem: secrets.certChainPem,
+        privateKeyPem: secrets.privateKeyPem,
+        rootsPem: secrets.rootsPem,
+      };
     }
     return cache;
   };
