@@ -111,6 +111,21 @@ async function login(
       );
     }
     const said = e.vaultErrors.length ? e.vaultErrors.join("; ") : `HTTP ${e.status ?? "?"}`;
+    if (e.status === 403 && e.vaultErrors.join() === "permission denied") {
+      // Vault answers a bare 403 for a login path that does not exist.
+      throw new VaultAuthError(
+        `${method} login at ${path} on Vault at ${client.address} was denied (permission denied): is an auth method mounted at ` +
+          `auth/${mount}? Enable it (bao auth enable -path=${mount} ${method}) or fix the auth mount (VAULT_AUTH_PATH / vault.auth.mount). ${hint}`,
+        {
+          address: client.address,
+          path,
+          method: "POST",
+          status: e.status,
+          vaultErrors: e.vaultErrors,
+          cause: e,
+        },
+      );
+    }
     throw new VaultAuthError(
       `${method} login at ${path} on Vault at ${client.address} failed: ${said}. ${hint}`,
       {
