@@ -1,0 +1,490 @@
+// The `files` authority: an operator-provided CA in a directory, in Istio's plug-in CA
+// layout (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem) or the kubernetes.io/tls
+// layout that cert-manager / istio-csr write (tls.crt, tls.key, ca.crt). The directory is
+// usually a mounted Secret, so it is watched and re-read on change; a new set replaces the
+// old one only when it validates completely, otherwise the old one keeps signing.
+import { createHash, createPrivateKey, type KeyObject } from "node:crypto";
+import { watch, type FSWatcher } from "node:fs";
+import { readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { parseCertificates, describeCertificate, type Certificate } from "../pki/certificate.js";
+import { privateKeyMatches } from "../pki/keys.js";
+import type { SpiffeId } from "../pki/spiffe.js";
+import {
+  AuthorityUnavailableError,
+  type Authority,
+  type IssuedChain,
+  type Readiness,
+  type SignRequest,
+} from "./authority.js";
+import { loadCaMaterial, signLeaf, type CaMaterial } from "./ca-material.js";
+
+export interface FilesAuthorityLog {
+  info(msg: string): void;
+  warn(msg: string): void;
+  error(msg: string): void;
+}
+
+export interface FilesAuthorityOptions {
+  /** Directory holding the CA files, e.g. `/etc/cacerts` (the `cacerts` Secret). */
+  dir: string;
+  /** Fallback poll for changes fs.watch misses (network filesystems, re-created dirs). Default 10 s; 0 disables. */
+  pollIntervalMs?: number;
+  /** Quiet time after the last change before the files are read. Default 200 ms. */
+  debounceMs?: number;
+  log?: FilesAuthorityLog;
+}
+
+/** Which file names a directory uses. */
+export interface FilesLayout {
+  name: "plugin" | "tls";
+  cert: string;
+  key: string;
+  /** Optional: certificates from the signing CA up to the root. */
+  chain?: string;
+  root: string;
+}
+
+export const PLUGIN_LAYOUT: FilesLayout = {
+  name: "plugin",
+  cert: "ca-cert.pem",
+  key: "ca-key.pem",
+  chain: "cert-chain.pem",
+  root: "root-cert.pem",
+};
+/** tls.crt may carry the signing CA followed by its chain. */
+export const TLS_LAYOUT: FilesLayout = { name: "tls", cert: "tls.crt", key: "tls.key", root: "ca.crt" };
+
+export type ReloadEvent =
+  | {
+      ok: true;
+      at: Date;
+      layout: FilesLayout["name"];
+      /** SHA-256 over the file contents that were loaded. */
+      fingerprint: string;
+      /** Subject / serial of the new signing CA. */
+      signingCa: string;
+      notAfter: Date;
+      rootsChanged: boolean;
+    }
+  | { ok: false; at: Date; error: string };
+
+export interface ReloadFailure {
+  at: Date;
+  message: string;
+}
+
+export class FilesAuthorityError extends Error {
+  override name = "FilesAuthorityError";
+}
+
+const DEFAULT_POLL_MS = 10_000;
+const DEFAULT_DEBOUNCE_MS = 200;
+/**
+ * A refused set is re-read after each quiet period until it stops changing (then it is
+ * reported), but at most this often, so a writer that never settles is still reported.
+ */
+const MAX_SETTLE_ATTEMPTS = 20;
+
+interface FileSet {
+  layout: FilesLayout;
+  texts: Map<string, string>;
+  fingerprint: string;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function certKey(c: Certificate): string {
+  return Buffer.from(c.der).toString("base64");
+}
+
+export class FilesAuthority implements Authority {
+  readonly kind = "files";
+  private material: CaMaterial | undefined;
+  private layout: FilesLayout | undefined;
+  private fingerprint: string | undefined;
+  /** Fingerprint of the last refused set, so a bad set is reported once, not on every poll. */
+  private failedFingerprint: string | undefined;
+  private lastError: ReloadFailure | undefined;
+  private counts = { succeeded: 0, failed: 0 };
+  private readonly listeners = new Set<(e: ReloadEvent) => void>();
+  private watcher: FSWatcher | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private debounceTimer: NodeJS.Timeout | undefined;
+  /** Reloads run one at a time; a change during a reload queues exactly one more. */
+  private running: Promise<void> | undefined;
+  private again = false;
+  private closed = false;
+
+  constructor(private readonly opts: FilesAuthorityOptions) {}
+
+  private get debounceMs(): number {
+    return this.opts.debounceMs ?? DEFAULT_DEBOUNCE_MS;
+  }
+
+  async start(): Promise<void> {
+    const set = await this.readSet();
+    const material = await this.validate(set);
+    this.install(set, material);
+    this.opts.log?.info(
+      `files authority: loaded ${this.layoutDescription(set.layout)} from ${this.opts.dir}; signing CA ${describeCertificate(material.signer.cert)}, valid until ${material.signer.cert.notAfter.toISOString()}`,
+    );
+    this.startWatching();
+  }
+
+  // ---- reading and validating -------------------------------------------------------
+
+  private layoutDescription(l: FilesLayout): string {
+    return [l.cert, l.key, l.chain, l.root].filter(Boolean).join(", ");
+  }
+
+  private missingHelp(): string {
+    return `the directory must hold either ${this.layoutDescription(PLUGIN_LAYOUT)} (Istio plug-in CA; cert-chain.pem optional) or ${this.layoutDescription(TLS_LAYOUT)} (kubernetes.io/tls); mount the CA Secret there`;
+  }
+
+  /** Picks the layout the way istiod does: tls.crt present means the TLS layout. */
+  private async detectLayout(): Promise<FilesLayout> {
+    const exists = async (name: string): Promise<boolean> => {
+      try {
+        await stat(join(this.opts.dir, name));
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    try {
+      const s = await stat(this.opts.dir);
+      if (!s.isDirectory())
+        throw new FilesAuthorityError(`${this.opts.dir} is not a directory: ${this.missingHelp()}`);
+    } catch (err) {
+      if (err instanceof FilesAuthorityError) throw err;
+      throw new FilesAuthorityError(
+        `CA directory ${this.opts.dir} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): ${this.missingHelp()}`,
+      );
+    }
+    if (await exists(TLS_LAYOUT.cert)) return TLS_LAYOUT;
+    if ((await exists(PLUGIN_LAYOUT.cert)) || (await exists(PLUGIN_LAYOUT.key))) return PLUGIN_LAYOUT;
+    throw new FilesAuthorityError(
+      `no CA files in ${this.opts.dir}: neither ${PLUGIN_LAYOUT.cert} nor ${TLS_LAYOUT.cert} is there; ${this.missingHelp()}`,
+    );
+  }
+
+  private async readSet(): Promise<FileSet> {
+    const layout = await this.detectLayout();
+    const texts = new Map<string, string>();
+    const hash = createHash("sha256").update(layout.name);
+    for (const name of [layout.cert, layout.key, layout.chain, layout.root]) {
+      if (!name) continue;
+      const path = join(this.opts.dir, name);
+      let text: string | undefined;
+      try {
+        text = await readFile(path, "utf8");
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "ENOENT" && name === layout.chain) text = undefined;
+        else if (code === "ENOENT")
+          throw new FilesAuthorityError(`${path} is missing: ${this.missingHelp()}`);
+        else
+          throw new FilesAuthorityError(
+            `cannot read ${path} (${code ?? (err as Error).message}): give meshvault read access to it`,
+          );
+      }
+      if (text !== undefined) texts.set(name, text);
+      hash.update(`\0${name}\0${text === undefined ? "-" : `+${text}`}`);
+    }
+    return { layout, texts, fingerprint: hash.digest("hex") };
+  }
+
+  /** Checks each file on its own first, so that errors name the file and the fix. */
+  private async validate(set: FileSet, at = new Date()): Promise<CaMaterial> {
+    const { layout, texts } = set;
+    const dir = this.opts.dir;
+    const p = (name: string): string => join(dir, name);
+    const certText = texts.get(layout.cert)!;
+    const keyText = texts.get(layout.key)!;
+    const rootText = texts.get(layout.root)!;
+    const chainText = layout.chain ? texts.get(layout.chain) : undefined;
+
+    let certs: Certificate[];
+    try {
+      certs = parseCertificates(certText, p(layout.cert));
+    } catch (err) {
+      throw new FilesAuthorityError(
+        `${(err as Error).message}: it must hold the signing CA certificate in PEM`,
+      );
+    }
+    let key: KeyObject;
+    try {
+      key = createPrivateKey(keyText);
+    } catch {
+      // Node's parser message is not useful and must not risk echoing key material.
+      throw new FilesAuthorityError(
+        `${p(layout.key)} is not a readable private key: it must hold the CA's unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)`,
+      );
+    }
+    const caCert = certs[0]!;
+    if (!privateKeyMatches(key, caCert.spki))
+      throw new FilesAuthorityError(
+        `${p(layout.key)} does not match the certificate in ${p(layout.cert)} (${describeCertificate(caCert)}): the key and certificate come from different CAs; put the key that belongs to this certificate`,
+      );
+    if (at > caCert.notAfter)
+      throw new FilesAuthorityError(
+        `the CA certificate in ${p(layout.cert)} (${describeCertificate(caCert)}) expired at ${caCert.notAfter.toISOString()}: replace the files with a renewed CA`,
+      );
+    if (at < caCert.notBefore)
+      throw new FilesAuthorityError(
+        `the CA certificate in ${p(layout.cert)} is not valid before ${caCert.notBefore.toISOString()}: check the clock or the certificate`,
+      );
+    try {
+      if (chainText?.trim()) parseCertificates(chainText, p(layout.chain!));
+      parseCertificates(rootText, p(layout.root));
+    } catch (err) {
+      throw new FilesAuthorityError(`${(err as Error).message}: it must hold PEM certificates`);
+    }
+    let material: CaMaterial;
+    try {
+      material = loadCaMaterial(
+        {
+          certPem: certText,
+          keyPem: key,
+          ...(chainText !== undefined ? { chainPem: chainText } : {}),
+          rootPem: rootText,
+          source: `CA files in ${dir}`,
+        },
+        at,
+      );
+    } catch (err) {
+      const chainFiles = [layout.cert, layout.chain].filter(Boolean).join(" and ");
+      throw new FilesAuthorityError(
+        `${(err as Error).message}; ${chainFiles} must lead from the signing CA to a root in ${p(layout.root)}: check that the files come from the same CA hierarchy`,
+      );
+    }
+    await this.checkKeyMode(p(layout.key));
+    return material;
+  }
+
+  private async checkKeyMode(path: string): Promise<void> {
+    try {
+      const mode = (await stat(path)).mode;
+      if ((mode & 0o077) !== 0)
+        this.opts.log?.warn(
+          `${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}): chmod 600 it, or set defaultMode: 0400 on the Secret volume`,
+        );
+    } catch {
+      // Already read successfully; a vanished file shows up on the next reload.
+    }
+  }
+
+  private install(set: FileSet, material: CaMaterial): void {
+    // One assignment: a sign() that already picked up the old material finishes with it.
+    this.material = material;
+    this.layout = set.layout;
+    this.fingerprint = set.fingerprint;
+    this.failedFingerprint = undefined;
+    this.lastError = undefined;
+  }
+
+  // ---- watching and reloading -------------------------------------------------------
+
+  private startWatching(): void {
+    try {
+      // Watch the directory, not the files: a Kubernetes Secret volume swaps its `..data`
+      // symlink, so the files themselves never change in place.
+      this.watcher = watch(this.opts.dir, { persistent: false }, () => this.schedule());
+      this.watcher.on("error", (err) => {
+        this.opts.log?.warn(
+          `files authority: watching ${this.opts.dir} failed (${err.message}); relying on polling`,
+        );
+        this.watcher?.close();
+        this.watcher = undefined;
+      });
+    } catch (err) {
+      this.opts.log?.warn(
+        `files authority: cannot watch ${this.opts.dir} (${(err as Error).message}); relying on polling`,
+      );
+    }
+    const poll = this.opts.pollIntervalMs ?? DEFAULT_POLL_MS;
+    if (poll > 0) {
+      this.pollTimer = setInterval(() => this.schedule(0), poll);
+      this.pollTimer.unref();
+    }
+  }
+
+  /** Debounces bursts: files of one update are written one after another. */
+  private schedule(delay = this.debounceMs): void {
+    if (this.closed) return;
+    if (this.debounceTimer) clearTimeout(this.debounceTimer);
+    this.debounceTimer = setTimeout(() => {
+      this.debounceTimer = undefined;
+      void this.reload();
+    }, delay);
+    this.debounceTimer.unref();
+  }
+
+  /**
+   * Re-reads the directory now and swaps in the new set when it differs and validates.
+   * Resolves when this (and any queued) reload is done; never rejects.
+   */
+  async reload(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      try {
+        do {
+          this.again = false;
+          await this.reloadOnce();
+        } while (this.again && !this.closed);
+      } finally {
+        // Cleared in the same tick the loop ends, so a later reload() cannot join a finished run.
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  private async reloadOnce(): Promise<void> {
+    let lastMessage = "";
+    /** Fingerprint of the set the previous attempt of this round refused. */
+    let refused: string | undefined;
+    for (let attempt = 0; attempt < MAX_SETTLE_ATTEMPTS; attempt++) {
+      if (this.closed) return;
+      let set: FileSet | undefined;
+      let fingerprint: string;
+      try {
+        set = await this.readSet();
+        fingerprint = set.fingerprint;
+      } catch (err) {
+        lastMessage = (err as Error).message;
+        fingerprint = `unreadable:${lastMessage}`;
+      }
+      if (fingerprint === this.failedFingerprint) return; // already reported
+      if (fingerprint === this.fingerprint) {
+        // Back to the set in use (a refused update was reverted): the old error no longer applies.
+        if (this.lastError)
+          this.opts.log?.info(`files authority: CA files in ${this.opts.dir} are back to the loaded set`);
+        this.failedFingerprint = undefined;
+        this.lastError = undefined;
+        return;
+      }
+      // The same bad set twice, one quiet period apart: the writer is done and it is bad.
+      if (fingerprint === refused) break;
+      refused = fingerprint;
+      if (!set) {
+        await sleep(this.debounceMs);
+        continue;
+      }
+      try {
+        const material = await this.validate(set);
+        const previous = this.material;
+        this.install(set, material);
+        this.counts.succeeded++;
+        const rootsChanged =
+          !previous ||
+          previous.roots.map(certKey).sort().join() !== material.roots.map(certKey).sort().join();
+        this.opts.log?.info(
+          `files authority: reloaded CA from ${this.opts.dir}; signing CA ${describeCertificate(material.signer.cert)}, valid until ${material.signer.cert.notAfter.toISOString()}`,
+        );
+        if (rootsChanged)
+          this.opts.log?.warn(
+            `files authority: the root certificate in ${this.opts.dir} changed; workloads trusting only the old root reject certificates signed from now on until they receive the new trust bundle`,
+          );
+        this.emit({
+          ok: true,
+          at: new Date(),
+          layout: set.layout.name,
+          fingerprint: set.fingerprint,
+          signingCa: describeCertificate(material.signer.cert),
+          notAfter: material.signer.cert.notAfter,
+          rootsChanged,
+        });
+        return;
+      } catch (err) {
+        lastMessage = (err as Error).message;
+      }
+      // Possibly a half-written update (files land one by one): give the writer time, look again.
+      await sleep(this.debounceMs);
+    }
+    if (this.closed) return;
+    this.failedFingerprint = refused;
+    this.counts.failed++;
+    this.lastError = { at: new Date(), message: lastMessage };
+    this.opts.log?.error(
+      `files authority: refused the new CA files in ${this.opts.dir} and kept signing with the previous CA: ${lastMessage}`,
+    );
+    this.emit({ ok: false, at: this.lastError.at, error: lastMessage });
+  }
+
+  private emit(e: ReloadEvent): void {
+    for (const l of this.listeners) {
+      try {
+        l(e);
+      } catch (err) {
+        this.opts.log?.warn(`files authority: reload listener threw: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  /** Called after every reload attempt that saw changed files; returns an unsubscribe function. */
+  onReload(listener: (e: ReloadEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Why the most recent changed set was refused; cleared by the next successful load. */
+  lastReloadError(): ReloadFailure | undefined {
+    return this.lastError;
+  }
+
+  /** Totals for metrics, e.g. `meshvault_ca_reloads_total{result="failure"}`. */
+  reloadCounts(): { succeeded: number; failed: number } {
+    return { ...this.counts };
+  }
+
+  // ---- Authority ------------------------------------------------------------------------
+
+  async sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain> {
+    const m = this.material;
+    if (!m) throw new AuthorityUnavailableError(`files authority: CA in ${this.opts.dir} is not loaded`);
+    if (m.signer.cert.notAfter < new Date())
+      throw new AuthorityUnavailableError(
+        `files authority: the CA certificate in ${this.opts.dir} expired at ${m.signer.cert.notAfter.toISOString()}; replace the files with a renewed CA`,
+      );
+    return signLeaf(m, request, identity);
+  }
+
+  trustBundle(): string[] {
+    return this.material?.rootsPem ?? [];
+  }
+
+  ready(): Readiness {
+    const m = this.material;
+    if (!m) return { ready: false, reason: `CA files in ${this.opts.dir} not loaded yet` };
+    if (m.signer.cert.notAfter < new Date())
+      return {
+        ready: false,
+        reason: `CA certificate in ${this.opts.dir} expired at ${m.signer.cert.notAfter.toISOString()}`,
+      };
+    return { ready: true };
+  }
+
+  /** The signing material, for the server's own serving certificate. */
+  current(): CaMaterial | undefined {
+    return this.material;
+  }
+
+  /** Which layout the directory currently uses. */
+  currentLayout(): FilesLayout | undefined {
+    return this.layout;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.watcher?.close();
+    this.watcher = undefined;
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    if (this.debounceTimer) clearTimeout(this.debounceTimer);
+    await this.running;
+  }
+}
