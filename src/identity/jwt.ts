@@ -542,7 +542,7 @@ export class JwtAuthenticator implements Authenticator {
     }
     if (err instanceof errors.JWSSignatureVerificationFailed)
       return new AuthenticationError(
-        `signature invalid: the token was altered, or signed by a key other than the one in the ${this.source.description} with its kid`,
+        `signature invalid: the token was altered, or signed by a different key under the kid of a key in the ${this.source.description}`,
       );
     if (err instanceof errors.JOSEAlgNotAllowed)
       return new AuthenticationError(`token alg is not allowed; allowed: ${this.algorithms.join(", ")}`);
