@@ -102,6 +102,7 @@ class FileKeySource implements KeySource {
   private keys: ReturnType<typeof createLocalJWKSet> | undefined;
   private stamp = "";
   private lastCheck = 0;
+  private pending: Promise<boolean> | undefined;
 
   constructor(
     private readonly path: string,
@@ -124,8 +125,13 @@ class FileKeySource implements KeySource {
     await this.reloadIfChanged();
   }
 
-  /** Returns true when a new key set was loaded. */
-  private async reloadIfChanged(): Promise<boolean> {
+  /** Returns true when a new key set was loaded; concurrent callers share one check. */
+  private reloadIfChanged(): Promise<boolean> {
+    this.pending ??= this.check().finally(() => (this.pending = undefined));
+    return this.pending;
+  }
+
+  private async check(): Promise<boolean> {
     this.lastCheck = Date.now();
     let stamp: string;
     try {
@@ -141,6 +147,8 @@ class FileKeySource implements KeySource {
       const json = JSON.parse(await readFile(this.path, "utf8")) as JSONWebKeySet;
       next = createLocalJWKSet(json);
     } catch (err) {
+      // Remember the broken version: it is not re-read (and re-logged) until it changes again.
+      if (this.keys) this.stamp = stamp;
       return this.failed(`${causeText(err)} (expected a JSON object {"keys": [...]} of public JWKs)`);
     }
     const first = !this.keys;

@@ -289,6 +289,10 @@ test("JWKS file rotation: a rewritten file's new key is accepted without a resta
   // A broken rewrite keeps the last good keys.
   await writeFile(path, "{ not json");
   assert.ok(await auth.authenticate(bearer(await sign(next, k8sClaims()))));
+  // ...and a fixed file is picked up again.
+  const third = await makeKey("ES256", "ec-3");
+  await writeJwks(path, [third.jwk]);
+  assert.ok(await auth.authenticate(bearer(await sign(third, k8sClaims()))));
 });
 
 test("missing JWKS file: ready() and authenticate() report unavailable, naming the file", async () => {
