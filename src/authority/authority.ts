@@ -12,6 +12,8 @@ export interface SignRequest {
   commonName?: string;
   /** DNS names, only for meshvault's own serving certificate, never for workloads. */
   dnsNames?: string[];
+  /** IP addresses, likewise only for the serving certificate. */
+  ipAddresses?: string[];
 }
 
 /** What a workload receives: leaf, each intermediate on its own, and the roots. */

@@ -111,6 +111,7 @@ export function signLeaf(material: CaMaterial, request: SignRequest, identity: S
     ttlSeconds: request.ttlSeconds,
     ...(request.commonName !== undefined ? { commonName: request.commonName } : {}),
     ...(request.dnsNames?.length ? { dnsNames: request.dnsNames } : {}),
+    ...(request.ipAddresses?.length ? { ipAddresses: request.ipAddresses } : {}),
   });
   return { leafPem: leaf.pem, intermediatesPem: material.intermediatesPem, rootsPem: material.rootsPem };
 }

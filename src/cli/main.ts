@@ -1,0 +1,36 @@
+// The `meshvault` command: thin wiring of the modules below it.
+import { readFileSync } from "node:fs";
+import { Command, CommanderError } from "commander";
+import { registerServerCommand } from "./server.js";
+import { registerTokenCommands } from "./token.js";
+import { registerCertCommands } from "./inspect.js";
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+export function buildProgram(): Command {
+  const program = new Command("meshvault")
+    .description("Vault (or OpenBao) as the root of trust for a service mesh's mTLS identities")
+    .version(version(), "-v, --version", "print the version")
+    .showHelpAfterError()
+    .exitOverride();
+  registerServerCommand(program);
+  registerCertCommands(program);
+  registerTokenCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) process.exit(err.exitCode);
+    process.stderr.write(`meshvault: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}

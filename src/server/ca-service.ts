@@ -1,0 +1,184 @@
+// CreateCertificate as policy: who is calling, what may they have, for how long.
+// Transport-free so it can be tested and benchmarked without gRPC.
+import { AuthorityDeniedError, AuthorityUnavailableError, type Authority } from "../authority/authority.js";
+import { CsrError, parseCsr, type Csr } from "../pki/csr.js";
+import { parseSpiffeId, SpiffeIdError, type SpiffeId } from "../pki/spiffe.js";
+import { formatDuration } from "../config/duration.js";
+import {
+  AuthenticationError,
+  AuthenticatorUnavailableError,
+  type AuthenticatedCaller,
+  type CallerCredentials,
+} from "../identity/authenticator.js";
+
+/** gRPC status codes used by the CA API (numeric values from the gRPC spec). */
+export const Code = {
+  INVALID_ARGUMENT: 3,
+  PERMISSION_DENIED: 7,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+} as const;
+export type CodeValue = (typeof Code)[keyof typeof Code];
+
+export class CaServiceError extends Error {
+  override name = "CaServiceError";
+  constructor(
+    readonly code: CodeValue,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface CaPolicy {
+  trustDomain: string;
+  defaultTtlSeconds: number;
+  maxTtlSeconds: number;
+  allowCommonName: boolean;
+  /** `namespace/serviceaccount` of callers that may use ImpersonatedIdentity. */
+  trustedNodeAccounts: ReadonlySet<string>;
+}
+
+export interface CertificateRequest {
+  csr: string;
+  validityDuration: number;
+  metadata?: Record<string, unknown>;
+}
+
+export interface CaServiceDeps {
+  authority: Authority;
+  authenticate(creds: CallerCredentials): Promise<AuthenticatedCaller>;
+  policy: CaPolicy;
+}
+
+export interface IssueResult {
+  chain: string[];
+  identity: SpiffeId;
+  caller: AuthenticatedCaller;
+}
+
+async function authenticate(deps: CaServiceDeps, creds: CallerCredentials): Promise<AuthenticatedCaller> {
+  try {
+    return await deps.authenticate(creds);
+  } catch (err) {
+    if (err instanceof AuthenticatorUnavailableError)
+      throw new CaServiceError(Code.UNAVAILABLE, `cannot authenticate right now: ${err.message}`);
+    if (err instanceof AuthenticationError) throw new CaServiceError(Code.UNAUTHENTICATED, err.message);
+    throw err;
+  }
+}
+
+function resolveIdentity(
+  deps: CaServiceDeps,
+  caller: AuthenticatedCaller,
+  metadata: Record<string, unknown> | undefined,
+): SpiffeId {
+  const impersonated = metadata?.ImpersonatedIdentity;
+  if (impersonated === undefined || impersonated === "") return caller.identity;
+  if (typeof impersonated !== "string")
+    throw new CaServiceError(
+      Code.INVALID_ARGUMENT,
+      "metadata ImpersonatedIdentity must be a string SPIFFE ID",
+    );
+  const account = `${caller.namespace ?? ""}/${caller.serviceAccount ?? ""}`;
+  if (!deps.policy.trustedNodeAccounts.has(account))
+    throw new CaServiceError(
+      Code.PERMISSION_DENIED,
+      `${caller.identity.uri} may not request certificates for other identities (ImpersonatedIdentity); list "${account}" in authentication.trustedNodeAccounts if it is a node agent`,
+    );
+  let id: SpiffeId;
+  try {
+    id = parseSpiffeId(impersonated);
+  } catch (err) {
+    throw new CaServiceError(
+      Code.INVALID_ARGUMENT,
+      `ImpersonatedIdentity: ${(err as SpiffeIdError).message}`,
+    );
+  }
+  if (id.trustDomain !== deps.policy.trustDomain)
+    throw new CaServiceError(
+      Code.PERMISSION_DENIED,
+      `ImpersonatedIdentity ${id.uri} is in trust domain ${id.trustDomain}, this CA serves ${deps.policy.trustDomain}`,
+    );
+  return id;
+}
+
+/** Rejects a CSR that asks for anything other than the caller's own identity. */
+export function checkCsrAgainstIdentity(csr: Csr, identity: SpiffeId): void {
+  const { uris, dnsNames, ipAddresses, emails, other } = csr.sans;
+  if (uris.length > 1)
+    throw new CaServiceError(
+      Code.INVALID_ARGUMENT,
+      `CSR asks for ${uris.length} URI SANs; an SVID has exactly one (${identity.uri})`,
+    );
+  if (uris.length === 1 && uris[0] !== identity.uri)
+    throw new CaServiceError(
+      Code.INVALID_ARGUMENT,
+      `CSR asks for identity ${uris[0]} but the caller authenticated as ${identity.uri}; request your own identity or omit the URI SAN`,
+    );
+  const extra = [
+    ...dnsNames.map((d) => `DNS:${d}`),
+    ...ipAddresses.map((i) => `IP:${i}`),
+    ...emails.map((e) => `email:${e}`),
+  ];
+  if (extra.length || other)
+    throw new CaServiceError(
+      Code.INVALID_ARGUMENT,
+      `CSR asks for SANs a workload certificate may not carry (${extra.join(", ") || `${other} other names`}); only the SPIFFE URI is allowed`,
+    );
+  if (csr.requestsCa)
+    throw new CaServiceError(
+      Code.INVALID_ARGUMENT,
+      "CSR asks for a CA certificate (basicConstraints CA:true); workloads get leaf certificates only",
+    );
+}
+
+export function resolveTtl(policy: CaPolicy, requested: number): number {
+  if (!Number.isFinite(requested))
+    throw new CaServiceError(Code.INVALID_ARGUMENT, "validity_duration is not a number");
+  if (requested <= 0) return policy.defaultTtlSeconds;
+  if (requested > policy.maxTtlSeconds)
+    throw new CaServiceError(
+      Code.INVALID_ARGUMENT,
+      `requested validity ${formatDuration(requested)} exceeds the maximum ${formatDuration(policy.maxTtlSeconds)} (certificates.maxTtl); ask for less`,
+    );
+  return requested;
+}
+
+export async function createCertificate(
+  deps: CaServiceDeps,
+  req: CertificateRequest,
+  creds: CallerCredentials,
+): Promise<IssueResult> {
+  const readiness = deps.authority.ready();
+  if (!readiness.ready)
+    throw new CaServiceError(
+      Code.UNAVAILABLE,
+      `certificate authority (${deps.authority.kind}) is not ready: ${readiness.reason}`,
+    );
+  const caller = await authenticate(deps, creds);
+  const identity = resolveIdentity(deps, caller, req.metadata);
+  let csr: Csr;
+  try {
+    csr = parseCsr(req.csr);
+  } catch (err) {
+    if (err instanceof CsrError) throw new CaServiceError(Code.INVALID_ARGUMENT, err.message);
+    throw err;
+  }
+  checkCsrAgainstIdentity(csr, identity);
+  const ttlSeconds = resolveTtl(deps.policy, req.validityDuration);
+  const commonName = deps.policy.allowCommonName ? csr.commonName : undefined;
+  try {
+    const issued = await deps.authority.sign(
+      { csr, ttlSeconds, ...(commonName !== undefined ? { commonName } : {}) },
+      identity,
+    );
+    const chain = [issued.leafPem, ...issued.intermediatesPem, issued.rootsPem.join("")];
+    return { chain, identity, caller };
+  } catch (err) {
+    if (err instanceof AuthorityUnavailableError) throw new CaServiceError(Code.UNAVAILABLE, err.message);
+    if (err instanceof AuthorityDeniedError) throw new CaServiceError(Code.PERMISSION_DENIED, err.message);
+    throw new CaServiceError(Code.INTERNAL, `signing failed: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,225 @@
+// Wires a configured CA server: authority, authenticators, TLS gRPC API, HTTP side port,
+// trust bundle file. Returns handles so tests, the demo and benchmarks can run it in-process.
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import type * as grpc from "@grpc/grpc-js";
+import type { Server as HttpServer } from "node:http";
+import type { ServerConfig } from "../config/schema.js";
+import { createLogger, type Logger } from "../log/logger.js";
+import type { Authority } from "../authority/authority.js";
+import { createAuthority } from "../authority/factory.js";
+import type { Authenticator } from "../identity/authenticator.js";
+import { authenticateCaller } from "../identity/chain-of-authenticators.js";
+import { ClientCertAuthenticator } from "../identity/client-cert.js";
+import { JwtAuthenticator } from "../identity/jwt.js";
+import { ensureLocalIssuer, localIssuerName } from "../identity/local-issuer.js";
+import { parseCertificates } from "../pki/certificate.js";
+import { startGrpcCa, ReloadableServerCredentials } from "./grpc-ca.js";
+import { startHttp } from "./http.js";
+import { createCaMetrics, type CaMetrics } from "./metrics.js";
+import { issueServingCert, keepServingCertFresh, type ServingCert } from "./serving-cert.js";
+import type { CaPolicy } from "./ca-service.js";
+
+export interface CaServerHandle {
+  grpcPort: number;
+  httpPort: number;
+  authority: Authority;
+  metrics: CaMetrics;
+  log: Logger;
+  /** Current trust bundle, PEM. */
+  rootsPem(): string;
+  /** Where the trust bundle file is written. */
+  rootCertFile: string;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  log?: Logger;
+  /** Use this authority instead of building one from config (tests, demo). */
+  authority?: Authority;
+  /** Extra authenticators tried after the configured ones (e.g. Kubernetes TokenReview). */
+  extraAuthenticators?: Authenticator[];
+  /** Skip Node's default process metrics (several servers in one process). */
+  defaultMetrics?: boolean;
+}
+
+function writeAtomic(path: string, data: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, data, { mode: 0o644 });
+  renameSync(tmp, path);
+}
+
+export async function buildAuthenticators(
+  config: ServerConfig,
+  authority: Authority,
+  log: Logger,
+): Promise<Authenticator[]> {
+  const list: Authenticator[] = [];
+  const jlog = log.child({ component: "jwt" });
+  const jwtLog = { info: (m: string) => jlog.info(m), warn: (m: string) => jlog.warn(m) };
+  if (config.authentication.clientCertificate)
+    list.push(
+      new ClientCertAuthenticator({
+        trustDomain: config.trustDomain,
+        trustBundle: () => authority.trustBundle(),
+      }),
+    );
+  for (const j of config.authentication.jwt) {
+    const jwks = j.jwksFile
+      ? { file: j.jwksFile }
+      : j.jwksUrl
+        ? { url: j.jwksUrl }
+        : { oidcIssuer: j.issuer };
+    list.push(
+      new JwtAuthenticator({
+        trustDomain: config.trustDomain,
+        issuer: j.issuer,
+        audiences: j.audiences,
+        jwks,
+        log: jwtLog,
+      }),
+    );
+  }
+  if (config.authentication.localIssuer) {
+    const paths = await ensureLocalIssuer(config.dataDir);
+    list.push(
+      new JwtAuthenticator({
+        trustDomain: config.trustDomain,
+        issuer: localIssuerName(config.trustDomain),
+        audiences: ["istio-ca"],
+        jwks: { file: paths.jwksFile },
+        log: jwtLog,
+      }),
+    );
+  }
+  return list;
+}
+
+export async function startCaServer(config: ServerConfig, opts: StartOptions = {}): Promise<CaServerHandle> {
+  const log = opts.log ?? createLogger({ level: config.log.level, format: config.log.format });
+  const dataDir = resolve(config.dataDir);
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const metrics = createCaMetrics(opts.defaultMetrics ?? true);
+  const authority =
+    opts.authority ?? createAuthority(config.authority, { trustDomain: config.trustDomain, dataDir, log });
+  await authority.start();
+  metrics.authorityReady.set({ authority: authority.kind }, authority.ready().ready ? 1 : 0);
+
+  const rootCertFile = resolve(config.rootCertFile ?? join(dataDir, "root-cert.pem"));
+  let lastRoots = "";
+  // Assigned once the serving certificate exists; publishRoots updates its trust bundle.
+  // eslint-disable-next-line prefer-const
+  let credentials: ReloadableServerCredentials | undefined;
+  const publishRoots = (): void => {
+    const roots = authority.trustBundle().join("");
+    metrics.authorityReady.set({ authority: authority.kind }, authority.ready().ready ? 1 : 0);
+    if (!roots || roots === lastRoots) return;
+    lastRoots = roots;
+    credentials?.updateTrustBundle(roots);
+    writeAtomic(rootCertFile, roots);
+    const earliest = Math.min(...parseCertificates(roots).map((c) => c.notAfter.getTime()));
+    metrics.rootExpiry.set(earliest / 1000);
+    log.info({ file: rootCertFile }, "wrote trust bundle");
+  };
+  publishRoots();
+  const rootsTimer = setInterval(publishRoots, 5000);
+  rootsTimer.unref();
+
+  const authenticators = [
+    ...(await buildAuthenticators(config, authority, log)),
+    ...(opts.extraAuthenticators ?? []),
+  ];
+  if (authenticators.length === 0)
+    log.warn(
+      "no caller authentication is configured: every CreateCertificate will be refused (configure authentication.jwt or localIssuer)",
+    );
+  const policy: CaPolicy = {
+    trustDomain: config.trustDomain,
+    defaultTtlSeconds: config.certificates.defaultTtl,
+    maxTtlSeconds: config.certificates.maxTtl,
+    allowCommonName: config.certificates.allowCommonName,
+    trustedNodeAccounts: new Set(config.authentication.trustedNodeAccounts),
+  };
+
+  const sc = config.servingCertificate;
+  const servingOpts = {
+    authority,
+    trustDomain: config.trustDomain,
+    namespace: sc.namespace,
+    serviceAccount: sc.serviceAccount,
+    dnsNames: sc.dnsNames,
+    ipAddresses: sc.ipAddresses,
+    ttlSeconds: sc.ttl,
+    log,
+    onRenew: (c: ServingCert) => {
+      credentials?.update(c.certChainPem, c.keyPem);
+      metrics.servingCertExpiry.set(c.notAfter.getTime() / 1000);
+    },
+  };
+  const serving = await issueServingCert(servingOpts);
+  credentials = new ReloadableServerCredentials(
+    serving.certChainPem,
+    serving.keyPem,
+    authority.trustBundle().join(""),
+  );
+  metrics.servingCertExpiry.set(serving.notAfter.getTime() / 1000);
+  const stopRenewal = keepServingCertFresh(servingOpts, serving);
+
+  let grpcServer: grpc.Server | undefined;
+  let httpServer: HttpServer | undefined;
+  try {
+    const g = await startGrpcCa({
+      deps: { authority, policy, authenticate: (creds) => authenticateCaller(authenticators, creds) },
+      credentials,
+      address: config.listen.grpc,
+      log,
+      metrics,
+    });
+    grpcServer = g.server;
+    const h = await startHttp({
+      address: config.listen.http,
+      authority,
+      metrics,
+      serving: () => grpcServer !== undefined,
+    });
+    httpServer = h.server;
+    log.info(
+      {
+        grpc: `${config.listen.grpc.replace(/:\d+$/, "")}:${g.port}`,
+        http: `${config.listen.http.replace(/:\d+$/, "")}:${h.port}`,
+        authority: authority.kind,
+        trustDomain: config.trustDomain,
+      },
+      "meshvault CA server ready",
+    );
+    return {
+      grpcPort: g.port,
+      httpPort: h.port,
+      authority,
+      metrics,
+      log,
+      rootCertFile,
+      rootsPem: () => authority.trustBundle().join(""),
+      close: async () => {
+        stopRenewal();
+        clearInterval(rootsTimer);
+        await new Promise<void>((r) => grpcServer?.tryShutdown(() => r()) ?? r());
+        await new Promise<void>((r) => httpServer?.close(() => r()) ?? r());
+        await authority.close();
+      },
+    };
+  } catch (err) {
+    stopRenewal();
+    clearInterval(rootsTimer);
+    grpcServer?.forceShutdown();
+    httpServer?.close();
+    await authority.close();
+    throw err;
+  }
+}
+
+/** Reads the trust bundle a running server wrote (for clients in the same data dir). */
+export function readRootCertFile(path: string): string {
+  return readFileSync(path, "utf8");
+}
