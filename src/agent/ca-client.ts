@@ -1,0 +1,171 @@
+// Client for Istio's CA API (istio.v1.auth.IstioCertificateService) over TLS,
+// as istio-agent calls it: Bearer token, optional clusterid and extra headers,
+// the server verified against a root file, optionally with the workload's
+// current certificate as client certificate (renewal without a token).
+import { promises as fs } from "node:fs";
+import * as grpc from "@grpc/grpc-js";
+import { istioCaClientConstructor, plainToStruct, type WireCertificateResponse } from "../server/proto.js";
+
+export interface CaClientOptions {
+  /** `host:port` of the CA (istio-agent's CA_ADDR), e.g. `localhost:15012`. */
+  address: string;
+  /** PEM file with the roots that sign the CA's serving certificate (istio-agent's root-cert.pem). */
+  rootCertFile: string;
+  /** TLS server name to verify instead of the address's host, e.g. `istiod.istio-system.svc`. */
+  serverName?: string;
+  /** Sent as the `clusterid` header (ISTIO_META_CLUSTER_ID). */
+  clusterId?: string;
+  /** Extra headers (istio-agent's CA_HEADER_<NAME>). */
+  headers?: Record<string, string>;
+  /** Per-call deadline. Default 10 s. */
+  timeoutMs?: number;
+  /**
+   * Share one HTTP/2 connection among clients created with the same options (a node agent's
+   * identities). Default true.
+   */
+  shareChannel?: boolean;
+}
+
+export interface CreateCertificateCall {
+  csrPem: string;
+  validitySeconds: number;
+  /** Bearer token; omitted when undefined. */
+  token?: string;
+  /** Current certificate and key, presented as the TLS client certificate. */
+  clientCert?: { certChainPem: string; privateKeyPem: string };
+  /** Extra metadata Struct fields (e.g. CertSigner). */
+  metadata?: Record<string, string>;
+}
+
+export class CaCallError extends Error {
+  override name = "CaCallError";
+  constructor(
+    message: string,
+    /** gRPC status code, when the call reached the server. */
+    readonly code?: number,
+  ) {
+    super(message);
+  }
+}
+
+type RawClient = grpc.Client & {
+  CreateCertificate(
+    req: unknown,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: (err: grpc.ServiceError | null, res?: WireCertificateResponse) => void,
+  ): grpc.ClientUnaryCall;
+};
+
+export interface CaClient {
+  /** The chain as returned: leaf first, intermediates, then the root bundle as the last element. */
+  createCertificate(call: CreateCertificateCall): Promise<string[]>;
+  close(): void;
+}
+
+function channelOptions(o: CaClientOptions): grpc.ChannelOptions {
+  const opts: grpc.ChannelOptions = {
+    "grpc.max_receive_message_length": 1024 * 1024,
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 5000,
+  };
+  if (o.serverName) {
+    opts["grpc.ssl_target_name_override"] = o.serverName;
+    opts["grpc.default_authority"] = o.serverName;
+  }
+  return opts;
+}
+
+const STATUS_NAMES = Object.fromEntries(
+  Object.entries(grpc.status)
+    .filter(([, v]) => typeof v === "number")
+    .map(([k, v]) => [v, k]),
+) as Record<number, string>;
+
+/** Hints that turn a gRPC failure into something an operator can act on. */
+function explain(err: grpc.ServiceError, o: CaClientOptions): string {
+  const name = STATUS_NAMES[err.code] ?? String(err.code);
+  const base = `CA ${o.address} answered ${name}: ${err.details || err.message}`;
+  if (err.code === grpc.status.UNAVAILABLE)
+    return `${base} (is the CA running and reachable, and does ${o.rootCertFile} hold the root that signed its certificate${o.serverName ? ` for ${o.serverName}` : ""}?)`;
+  if (err.code === grpc.status.UNAUTHENTICATED)
+    return `${base} (check the token file's issuer and audience istio-ca, or that the client certificate chains to the CA's bundle)`;
+  return base;
+}
+
+export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
+  const Ctor = istioCaClientConstructor();
+  const timeoutMs = o.timeoutMs ?? 10_000;
+  let rootsPem: string;
+  try {
+    rootsPem = await fs.readFile(o.rootCertFile, "utf8");
+  } catch (err) {
+    throw new Error(
+      `cannot read the CA root certificate ${o.rootCertFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; pass --ca-root-cert with the file that signs the CA's TLS certificate`,
+    );
+  }
+  const roots = Buffer.from(rootsPem);
+  const baseOptions = channelOptions(o);
+  if (o.shareChannel === false) baseOptions["grpc.use_local_subchannel_pool"] = 1;
+  const tokenClient = new Ctor(
+    o.address,
+    grpc.credentials.createSsl(roots),
+    baseOptions,
+  ) as unknown as RawClient;
+  // One mTLS client per client certificate; replaced when the certificate changes.
+  let mtls: { key: string; client: RawClient } | undefined;
+
+  const clientFor = (call: CreateCertificateCall): RawClient => {
+    if (!call.clientCert) return tokenClient;
+    const key = call.clientCert.certChainPem;
+    if (mtls?.key !== key) {
+      mtls?.client.close();
+      const creds = grpc.credentials.createSsl(
+        roots,
+        Buffer.from(call.clientCert.privateKeyPem),
+        Buffer.from(call.clientCert.certChainPem),
+      );
+      // A private subchannel pool: the shared one would reuse a connection made with another identity.
+      mtls = {
+        key,
+        client: new Ctor(o.address, creds, {
+          ...baseOptions,
+          "grpc.use_local_subchannel_pool": 1,
+        }) as unknown as RawClient,
+      };
+    }
+    return mtls.client;
+  };
+
+  return {
+    createCertificate(call) {
+      const md = new grpc.Metadata();
+      if (call.token !== undefined) md.set("authorization", `Bearer ${call.token}`);
+      if (o.clusterId) md.set("clusterid", o.clusterId);
+      for (const [k, v] of Object.entries(o.headers ?? {})) md.set(k.toLowerCase(), v);
+      const req = {
+        csr: call.csrPem,
+        validityDuration: call.validitySeconds,
+        metadata: plainToStruct(call.metadata ?? {}),
+      };
+      const client = clientFor(call);
+      return new Promise((resolve, reject) => {
+        client.CreateCertificate(req, md, { deadline: Date.now() + timeoutMs }, (err, res) => {
+          if (err) return reject(new CaCallError(explain(err, o), err.code));
+          const chain = res?.certChain ?? [];
+          if (chain.length < 2)
+            return reject(
+              new CaCallError(
+                `CA ${o.address} returned ${chain.length} certificate(s); expected the leaf and the root bundle at least (invalid empty CertChain)`,
+              ),
+            );
+          resolve(chain);
+        });
+      });
+    },
+    close() {
+      tokenClient.close();
+      mtls?.client.close();
+    },
+  };
+}

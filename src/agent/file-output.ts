@@ -1,0 +1,96 @@
+// File output for workloads without Envoy: cert-chain.pem, key.pem (0600) and
+// root-cert.pem, each replaced atomically (temp file in the same directory, fsync,
+// rename) so a reader never sees half a file or a key that does not match the chain.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import type { WorkloadSecrets } from "./sds/source.js";
+
+export const CERT_CHAIN_FILE = "cert-chain.pem";
+export const KEY_FILE = "key.pem";
+export const ROOT_CERT_FILE = "root-cert.pem";
+
+async function writeAtomic(file: string, data: string, mode: number): Promise<void> {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
+  const fh = await fs.open(tmp, "wx", mode);
+  try {
+    await fh.writeFile(data);
+    // The umask may have narrowed or (for 0644 files) the caller wants exactly `mode`.
+    await fh.chmod(mode);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await fs.rename(tmp, file);
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Writes the three files. The key is written first and the chain last, so that a reader that
+ * watches cert-chain.pem (as most do) finds the matching key already in place.
+ */
+export async function writeCredentialFiles(dir: string, secrets: WorkloadSecrets): Promise<void> {
+  try {
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeAtomic(path.join(dir, KEY_FILE), secrets.privateKeyPem, 0o600);
+    await writeAtomic(path.join(dir, ROOT_CERT_FILE), secrets.rootsPem, 0o644);
+    await writeAtomic(path.join(dir, CERT_CHAIN_FILE), secrets.certChainPem, 0o644);
+  } catch (err) {
+    throw new Error(
+      `cannot write certificates to ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; check that the directory is writable by this user`,
+    );
+  }
+}
+
+/** Reads what writeCredentialFiles wrote, or undefined when any file is missing. */
+export async function readCredentialFiles(dir: string): Promise<WorkloadSecrets | undefined> {
+  try {
+    const [certChainPem, privateKeyPem, rootsPem] = await Promise.all([
+      fs.readFile(path.join(dir, CERT_CHAIN_FILE), "utf8"),
+      fs.readFile(path.join(dir, KEY_FILE), "utf8"),
+      fs.readFile(path.join(dir, ROOT_CERT_FILE), "utf8"),
+    ]);
+    return { certChainPem, privateKeyPem, rootsPem };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * Runs the post-rotation command through the shell (like ghostunnel/consul-template hooks),
+ * with MESHVAULT_CERT_DIR and MESHVAULT_SPIFFE_ID in its environment. Output goes to our
+ * stderr. Resolves when it exits; never rejects for a non-zero exit (the caller logs it).
+ */
+export function runHook(
+  command: string,
+  env: Record<string, string>,
+  timeoutMs = 60_000,
+): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, {
+      shell: true,
+      stdio: ["ignore", "inherit", "inherit"],
+      env: { ...process.env, ...env },
+    });
+    const timer = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run the post-rotation command ${JSON.stringify(command)}: ${err.message}`));
+    });
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal });
+    });
+  });
+}

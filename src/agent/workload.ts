@@ -1,0 +1,326 @@
+// One workload identity's certificate lifecycle: key in memory, CSR, CA call,
+// checks, publication, renewal at `notAfter - ratio x lifetime`, and retries with
+// backoff that never give up a certificate which is still valid.
+import type { KeyObject } from "node:crypto";
+import { buildCsr } from "../pki/csr.js";
+import { generateKeyPairAsync, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
+import type { CaClient } from "./ca-client.js";
+import { checkIssuedChain, type CheckedChain } from "./issued.js";
+import {
+  backoffDelay,
+  certState,
+  DEFAULT_BACKOFF,
+  DEFAULT_ROTATION,
+  MAX_TIMER_MS,
+  renewalTime,
+  type BackoffPolicy,
+  type CertState,
+  type RotationPolicy,
+} from "./rotation.js";
+import { unlimited, type Limiter } from "./semaphore.js";
+import { createMutableSecretSource, type MutableSecretSource, type WorkloadSecrets } from "./sds/source.js";
+import { readToken } from "./token.js";
+
+/** The subset of pino's Logger the agent uses. */
+export interface AgentLogger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface WorkloadIdentityOptions {
+  /** Label for logs, metrics and status (e.g. `default/sleep`). */
+  name: string;
+  ca: CaClient;
+  /** Projected service-account token; re-read before every CA call. Undefined: never send one. */
+  tokenFile?: string;
+  /** The SPIFFE ID to put in the CSR and to expect back; undefined lets the CA decide from the token. */
+  spiffeId?: string;
+  /** Default rsa-2048, like istio-agent. */
+  keyAlgorithm?: KeyAlgorithm;
+  /** Lifetime to ask for (seconds). Default 86400. The CA may return less; rotation follows the real one. */
+  validitySeconds?: number;
+  rotation?: RotationPolicy;
+  backoff?: BackoffPolicy;
+  /** State `expiring` (logged, exposed) when less than this fraction of the lifetime is left. Default 0.2. */
+  expiringRatio?: number;
+  /** When the token file is missing, renew over mTLS with the current certificate. Default true. */
+  renewWithClientCert?: boolean;
+  /** Shared by a node agent's identities to bound CSRs in flight. */
+  limiter?: Limiter;
+  logger?: AgentLogger;
+  /** Called after every successful issuance, before the next renewal is scheduled. Errors are logged. */
+  onIssued?: (secrets: WorkloadSecrets, issued: IssuedInfo) => Promise<void> | void;
+  /** Called after a failed attempt (for metrics). */
+  onFailure?: (err: Error) => void;
+}
+
+export interface IssuedInfo {
+  spiffeId: string;
+  serial: string;
+  notBefore: Date;
+  notAfter: Date;
+  renewAt: Date;
+  /** Subjects/issuers of the verified path, leaf first, for display. */
+  path: { subject: string; issuer: string; serial: string; notAfter: string }[];
+  /** How the CA authenticated us: `token` or `client-cert`. */
+  via: "token" | "client-cert";
+}
+
+export interface IdentityStatus {
+  name: string;
+  spiffeId?: string;
+  state: CertState;
+  notBefore?: string;
+  notAfter?: string;
+  renewAt?: string;
+  secondsToExpiry?: number;
+  serial?: string;
+  issued: number;
+  consecutiveFailures: number;
+  lastError?: string;
+  nextAttemptAt?: string;
+}
+
+const NOOP: AgentLogger = { debug() {}, info() {}, warn() {}, error() {} };
+
+function nameOf(attrs: { type: string; value: string }[]): string {
+  return attrs.map((a) => `${a.type}=${a.value}`).join(",") || "(empty)";
+}
+
+export class WorkloadIdentity {
+  /** What SDS servers and tunnels read; `set()` is called on every issuance. */
+  readonly source: MutableSecretSource = createMutableSecretSource();
+  private readonly log: AgentLogger;
+  private readonly rotation: RotationPolicy;
+  private readonly backoff: BackoffPolicy;
+  private readonly limiter: Limiter;
+  private info: IssuedInfo | undefined;
+  private issuedCount = 0;
+  private failures = 0;
+  private lastError: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private nextAttemptAt: Date | undefined;
+  private inflight: Promise<IssuedInfo> | undefined;
+  private stopped = false;
+  private readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+
+  constructor(private readonly o: WorkloadIdentityOptions) {
+    this.log = o.logger ?? NOOP;
+    this.rotation = o.rotation ?? DEFAULT_ROTATION;
+    this.backoff = o.backoff ?? DEFAULT_BACKOFF;
+    this.limiter = o.limiter ?? unlimited;
+  }
+
+  get name(): string {
+    return this.o.name;
+  }
+
+  /** Starts the first issuance; later renewals schedule themselves. */
+  start(): void {
+    this.schedule(0);
+  }
+
+  /** Resolves once a certificate is held; rejects if the identity is stopped first. */
+  ready(): Promise<void> {
+    if (this.info) return Promise.resolve();
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+  }
+
+  /** Renews now (tests, SIGHUP, `meshvault agent` status endpoint). Shares an attempt already running. */
+  rotateNow(): Promise<IssuedInfo> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    return this.attempt();
+  }
+
+  current(): WorkloadSecrets | undefined {
+    return this.source.current();
+  }
+
+  issued(): IssuedInfo | undefined {
+    return this.info;
+  }
+
+  status(now = new Date()): IdentityStatus {
+    const i = this.info;
+    const s: IdentityStatus = {
+      name: this.o.name,
+      state: certState(i, i?.renewAt, now, this.o.expiringRatio ?? 0.2),
+      issued: this.issuedCount,
+      consecutiveFailures: this.failures,
+    };
+    if (i) {
+      s.spiffeId = i.spiffeId;
+      s.notBefore = i.notBefore.toISOString();
+      s.notAfter = i.notAfter.toISOString();
+      s.renewAt = i.renewAt.toISOString();
+      s.secondsToExpiry = Math.round((i.notAfter.getTime() - now.getTime()) / 1000);
+      s.serial = i.serial;
+    } else if (this.o.spiffeId) s.spiffeId = this.o.spiffeId;
+    if (this.lastError) s.lastError = this.lastError;
+    if (this.nextAttemptAt) s.nextAttemptAt = this.nextAttemptAt.toISOString();
+    return s;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const w of this.readyWaiters.splice(0))
+      w.reject(new Error(`identity ${this.o.name} stopped before it got a certificate`));
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.nextAttemptAt = new Date(Date.now() + delayMs);
+    // Timers cannot exceed ~24.8 days; wake up and re-plan instead.
+    const wait = Math.min(Math.max(0, delayMs), MAX_TIMER_MS);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (wait < delayMs) return this.schedule(delayMs - wait);
+      this.attempt().catch(() => {
+        /* logged and rescheduled inside attempt() */
+      });
+    }, wait);
+    // The agent's servers keep the process alive; a pending renewal alone must not.
+    this.timer.unref();
+  }
+
+  private attempt(): Promise<IssuedInfo> {
+    if (!this.inflight) {
+      this.inflight = this.limiter(() => this.issue()).finally(() => {
+        this.inflight = undefined;
+      });
+      this.inflight.then(
+        (info) => this.afterSuccess(info),
+        (err: Error) => this.afterFailure(err),
+      );
+    }
+    return this.inflight;
+  }
+
+  private async issue(): Promise<IssuedInfo> {
+    if (this.stopped) throw new Error(`identity ${this.o.name} is stopped`);
+    const { privateKey } = await generateKeyPairAsync(this.o.keyAlgorithm ?? "rsa-2048");
+    const csrPem = buildCsr(privateKey, {
+      subject: { organization: "" },
+      ...(this.o.spiffeId ? { uris: [this.o.spiffeId] } : {}),
+    });
+    const token = this.o.tokenFile ? await readToken(this.o.tokenFile) : undefined;
+    const current = this.source.current();
+    const stillValid = this.info !== undefined && this.info.notAfter.getTime() > Date.now();
+    let via: IssuedInfo["via"] = "token";
+    let clientCert: WorkloadSecrets | undefined;
+    if (token === undefined) {
+      if ((this.o.renewWithClientCert ?? true) && current && stillValid) {
+        via = "client-cert";
+        clientCert = current;
+      } else if (this.o.tokenFile) {
+        throw new Error(
+          `token file ${this.o.tokenFile} is missing or empty and there is no valid certificate to renew with; mount the projected service-account token (audience istio-ca) or create one with \`meshvault token create\``,
+        );
+      }
+    }
+    const chain = await this.o.ca.createCertificate({
+      csrPem,
+      validitySeconds: this.o.validitySeconds ?? 86400,
+      ...(token !== undefined ? { token } : {}),
+      ...(clientCert ? { clientCert } : {}),
+    });
+    return this.publish(chain, privateKey, via);
+  }
+
+  private async publish(chain: string[], privateKey: KeyObject, via: IssuedInfo["via"]): Promise<IssuedInfo> {
+    const checked: CheckedChain = checkIssuedChain(chain, privateKey, this.o.spiffeId);
+    const leaf = checked.leaf;
+    const info: IssuedInfo = {
+      spiffeId: checked.spiffeId,
+      serial: leaf.serialHex,
+      notBefore: leaf.notBefore,
+      notAfter: leaf.notAfter,
+      renewAt: renewalTime(leaf, this.rotation),
+      path: checked.path.map((c) => ({
+        subject: nameOf(c.subject),
+        issuer: nameOf(c.issuer),
+        serial: c.serialHex,
+        notAfter: c.notAfter.toISOString(),
+      })),
+      via,
+    };
+    const secrets: WorkloadSecrets = {
+      certChainPem: checked.certChainPem,
+      privateKeyPem: privateKeyPem(privateKey),
+      rootsPem: checked.rootsPem,
+    };
+    this.info = info;
+    this.issuedCount++;
+    this.source.set(secrets);
+    if (this.o.onIssued) {
+      try {
+        await this.o.onIssued(secrets, info);
+      } catch (err) {
+        this.log.error(
+          { identity: this.o.name, err: (err as Error).message },
+          "certificate issued but an output failed; will retry at the next rotation",
+        );
+      }
+    }
+    return info;
+  }
+
+  private afterSuccess(info: IssuedInfo): void {
+    this.failures = 0;
+    this.lastError = undefined;
+    const delay = info.renewAt.getTime() - Date.now();
+    this.log.info(
+      {
+        identity: this.o.name,
+        spiffeId: info.spiffeId,
+        serial: info.serial,
+        notAfter: info.notAfter.toISOString(),
+        renewAt: info.renewAt.toISOString(),
+        via: info.via,
+      },
+      "workload certificate issued",
+    );
+    for (const w of this.readyWaiters.splice(0)) w.resolve();
+    this.schedule(delay);
+  }
+
+  private afterFailure(err: Error): void {
+    if (this.stopped) return;
+    this.failures++;
+    this.lastError = err.message;
+    this.o.onFailure?.(err);
+    let delay = backoffDelay(this.failures, this.backoff);
+    const state = this.status().state;
+    const fields = {
+      identity: this.o.name,
+      attempt: this.failures,
+      retryInMs: delay,
+      err: err.message,
+      state,
+      ...(this.info ? { notAfter: this.info.notAfter.toISOString() } : {}),
+    };
+    if (state === "expiring" || state === "expired") {
+      // Renewals keep failing close to expiry: retry no later than expiry and say so loudly.
+      if (this.info && state === "expiring")
+        delay = Math.max(0, Math.min(delay, this.info.notAfter.getTime() - Date.now()));
+      this.log.error(
+        fields,
+        "cannot renew and the current certificate is about to expire (or has); still serving it",
+      );
+    } else if (this.info) {
+      this.log.warn(
+        fields,
+        "cannot renew the workload certificate; keeping the current one, which is still valid",
+      );
+    } else {
+      this.log.warn(fields, "cannot get a workload certificate yet; retrying");
+    }
+    this.schedule(delay);
+  }
+}
