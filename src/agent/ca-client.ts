@@ -102,6 +102,7 @@ export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
   } catch (err) {
     throw new Error(
       `cannot read the CA root certificate ${o.rootCertFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; pass --ca-root-cert with the file that signs the CA's TLS certificate`,
+      { cause: err },
     );
   }
   const roots = Buffer.from(rootsPem);

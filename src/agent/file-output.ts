@@ -43,6 +43,7 @@ export async function writeCredentialFiles(dir: string, secrets: WorkloadSecrets
   } catch (err) {
     throw new Error(
       `cannot write certificates to ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; check that the directory is writable by this user`,
+      { cause: err },
     );
   }
 }

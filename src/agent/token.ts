@@ -12,6 +12,7 @@ export async function readToken(file: string): Promise<string | undefined> {
     if (code === "ENOENT") return undefined;
     throw new Error(
       `cannot read the service-account token ${file}: ${code ?? (err as Error).message}; check the file's permissions`,
+      { cause: err },
     );
   }
   const token = text.trim();
