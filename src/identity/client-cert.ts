@@ -1,3 +1,4 @@
+import { decodePem } from "../pki/pem.js";
 // Client-certificate caller authentication: a workload renewing with the SVID it
 // already holds. The TLS handshake has proven the caller owns the leaf's key; the
 // server must request client certificates without verifying them itself
@@ -21,6 +22,11 @@ export interface ClientCertAuthenticatorOptions {
   trustDomain: string;
   /** Current root PEMs (may change at runtime, e.g. during a root rotation). */
   trustBundle: () => string[];
+  /**
+   * Intermediates this CA hands out, PEM. grpc-js exposes only the peer's leaf, so the
+   * chain is completed from what we issued ourselves.
+   */
+  intermediates?: () => string[];
   /** Verification time, for tests; defaults to now. */
   now?: () => Date;
 }
@@ -63,13 +69,33 @@ export class ClientCertAuthenticator implements Authenticator {
     const id = this.spiffeIdOf(leaf);
 
     try {
-      verifyChain(leaf, certs.slice(1), this.roots(), { at: this.opts.now?.() ?? new Date() });
+      verifyChain(leaf, [...certs.slice(1), ...this.knownIntermediates()], this.roots(), {
+        at: this.opts.now?.() ?? new Date(),
+      });
     } catch (err) {
       if (!(err instanceof ChainError)) throw err;
       throw new AuthenticationError(`client certificate for ${id.uri} does not verify: ${err.message}`);
     }
     const parts = istioParts(id)!;
     return { identity: id, method: this.name, ...parts };
+  }
+
+  private intermediatesKey = "";
+  private intermediatesCache: Certificate[] = [];
+  private knownIntermediates(): Certificate[] {
+    const pems = this.opts.intermediates?.() ?? [];
+    const key = pems.join("");
+    if (key !== this.intermediatesKey) {
+      this.intermediatesCache = pems.flatMap((p) => {
+        try {
+          return [parseCertificateDer(decodePem(p)[0]!.der)];
+        } catch {
+          return [];
+        }
+      });
+      this.intermediatesKey = key;
+    }
+    return this.intermediatesCache;
   }
 
   /** Exactly one URI SAN, a SPIFFE ID in our trust domain, Istio-shaped. */

@@ -50,10 +50,36 @@ function writeAtomic(path: string, data: string): void {
   renameSync(tmp, path);
 }
 
+/** Remembers the intermediates in chains we issue, to complete client-certificate chains. */
+function rememberIntermediates(authority: Authority): {
+  authority: Authority;
+  intermediates: () => string[];
+} {
+  const seen: string[] = [];
+  const wrapped: Authority = {
+    kind: authority.kind,
+    start: () => authority.start(),
+    trustBundle: () => authority.trustBundle(),
+    ready: () => authority.ready(),
+    close: () => authority.close(),
+    sign: async (request, identity) => {
+      const issued = await authority.sign(request, identity);
+      for (const pem of issued.intermediatesPem) {
+        if (seen.includes(pem)) continue;
+        seen.push(pem);
+        if (seen.length > 32) seen.shift(); // old intermediates age out after rotations
+      }
+      return issued;
+    },
+  };
+  return { authority: wrapped, intermediates: () => seen };
+}
+
 export async function buildAuthenticators(
   config: ServerConfig,
   authority: Authority,
   log: Logger,
+  intermediates: () => string[] = () => [],
 ): Promise<Authenticator[]> {
   const list: Authenticator[] = [];
   const jlog = log.child({ component: "jwt" });
@@ -63,6 +89,7 @@ export async function buildAuthenticators(
       new ClientCertAuthenticator({
         trustDomain: config.trustDomain,
         trustBundle: () => authority.trustBundle(),
+        intermediates,
       }),
     );
   for (const j of config.authentication.jwt) {
@@ -101,8 +128,10 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const metrics = createCaMetrics(opts.defaultMetrics ?? true);
-  const authority =
-    opts.authority ?? createAuthority(config.authority, { trustDomain: config.trustDomain, dataDir, log });
+  const tracked = rememberIntermediates(
+    opts.authority ?? createAuthority(config.authority, { trustDomain: config.trustDomain, dataDir, log }),
+  );
+  const authority = tracked.authority;
   await authority.start();
   metrics.authorityReady.set({ authority: authority.kind }, authority.ready().ready ? 1 : 0);
 
@@ -127,9 +156,15 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
   rootsTimer.unref();
 
   const authenticators = [
-    ...(await buildAuthenticators(config, authority, log)),
+    ...(await buildAuthenticators(config, authority, log, tracked.intermediates)),
     ...(opts.extraAuthenticators ?? []),
   ];
+  for (const a of authenticators) {
+    if (a instanceof JwtAuthenticator)
+      await a
+        .ready()
+        .catch((err: Error) => log.warn({ err: err.message }, "JWT keys not loaded yet; will retry on use"));
+  }
   if (authenticators.length === 0)
     log.warn(
       "no caller authentication is configured: every CreateCertificate will be refused (configure authentication.jwt or localIssuer)",
