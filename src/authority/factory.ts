@@ -34,5 +34,9 @@ export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Au
           error: (m: string) => log.error(m),
         },
       });
+    case "vault-sign":
+    case "vault-kv":
+    case "vault-intermediate":
+      throw new Error(`authority ${cfg.type} is not wired yet`);
   }
 }

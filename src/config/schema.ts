@@ -4,6 +4,12 @@ import { z } from "zod";
 import { KEY_ALGORITHMS } from "../pki/keys.js";
 import { validateTrustDomain } from "../pki/spiffe.js";
 import { parseDuration } from "./duration.js";
+import {
+  vaultIntermediateAuthoritySchema,
+  vaultKvAuthoritySchema,
+  vaultSectionSchema,
+  vaultSignAuthoritySchema,
+} from "./vault-schema.js";
 
 /** A duration field: "24h", "90d", "30m", or seconds; parsed to seconds. */
 export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -96,13 +102,21 @@ export const serverConfigSchema = z
     /** Trust bundle written here on every change, for workloads that read a file; default <dataDir>/root-cert.pem. */
     rootCertFile: z.string().optional(),
     authority: z
-      .discriminatedUnion("type", [localAuthoritySchema, filesAuthoritySchema])
+      .discriminatedUnion("type", [
+        localAuthoritySchema,
+        filesAuthoritySchema,
+        vaultSignAuthoritySchema,
+        vaultKvAuthoritySchema,
+        vaultIntermediateAuthoritySchema,
+      ])
       .default({
         type: "local",
         keyAlgorithm: "ec-p256",
         rootTtl: 10 * 365 * 86400,
         intermediateTtl: 365 * 86400,
       }),
+    /** How to reach and log in to Vault / OpenBao (VAULT_* / BAO_* fill gaps; this wins). */
+    vault: vaultSectionSchema.optional(),
     authentication: z
       .object({
         jwt: z.array(jwtIssuerSchema).default([]),
@@ -141,3 +155,4 @@ export const serverConfigSchema = z
 export type ServerConfig = z.output<typeof serverConfigSchema>;
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
 export type AuthorityConfig = ServerConfig["authority"];
+export type { VaultSection } from "./vault-schema.js";
