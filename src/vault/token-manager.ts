@@ -184,7 +184,9 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
   private schedule(): void {
     const c = this.current;
     if (!c || c.expiresAt === Infinity) return;
-    const delay = c.leaseSeconds * 1000 * this.fraction;
+    // Vault reports whole seconds and may round up: keep a 1 s margin so a
+    // short lease is acted on before it really ends.
+    const delay = Math.max(0, Math.min(c.leaseSeconds * 1000 * this.fraction, (c.leaseSeconds - 1) * 1000));
     const relogin = !c.renewable || c.capped;
     if (relogin && !this.auth.canRelogin) {
       // A fixed token: renew while Vault lets us, nothing else to do.
