@@ -361,7 +361,7 @@ test("hot reload: new certificates for new connections, open connections keep go
 
     // A new connection uses the new certificates.
     assert.equal(await roundTrip(client.port), "ping");
-    const status = server.status() as { certificate: { serial: string } };
+    const status = server.status() as unknown as { certificate: { serial: string } };
     assert.equal(
       status.certificate.serial,
       parseCertificate(serverSrc.current()!.certChainPem).serialHex,
