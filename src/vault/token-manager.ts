@@ -15,6 +15,12 @@ export interface TokenManagerOptions {
   retryMinMs?: number;
   retryMaxMs?: number;
   logger?: VaultLogger | undefined;
+  /**
+   * Renew / log in again in the background (default true). With false the
+   * token is only replaced when a request finds it expired or rejected, which
+   * suits short-lived caches such as per-workload tokens.
+   */
+  background?: boolean;
   /** Clock, for tests. */
   now?: () => number;
 }
@@ -53,6 +59,7 @@ interface Current {
 
 // A token this close to expiry is treated as expired (clock skew, request time).
 const EXPIRY_MARGIN_MS = 1000;
+const MIN_DELAY_MS = 500;
 
 export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implements TokenSource {
   private current: Current | undefined;
@@ -67,6 +74,7 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
   private readonly retryMaxMs: number;
   private readonly now: () => number;
   private readonly logger: VaultLogger | undefined;
+  private readonly background: boolean;
 
   constructor(
     private readonly client: VaultClient,
@@ -79,6 +87,7 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
     this.retryMaxMs = options.retryMaxMs ?? 30_000;
     this.now = options.now ?? Date.now;
     this.logger = options.logger;
+    this.background = options.background ?? true;
   }
 
   /** Log in now (fail fast at startup) and start the renewal timer. */
@@ -183,10 +192,15 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
 
   private schedule(): void {
     const c = this.current;
-    if (!c || c.expiresAt === Infinity) return;
+    if (!c || c.expiresAt === Infinity || !this.background) return;
     // Vault reports whole seconds and may round up: keep a 1 s margin so a
     // short lease is acted on before it really ends.
-    const delay = Math.max(0, Math.min(c.leaseSeconds * 1000 * this.fraction, (c.leaseSeconds - 1) * 1000));
+    // A floor keeps a 1 s lease from turning into a login loop.
+    const byFraction = c.leaseSeconds * 1000 * this.fraction;
+    const delay = Math.max(
+      Math.min(byFraction, MIN_DELAY_MS),
+      Math.min(byFraction, (c.leaseSeconds - 1) * 1000),
+    );
     const relogin = !c.renewable || c.capped;
     if (relogin && !this.auth.canRelogin) {
       // A fixed token: renew while Vault lets us, nothing else to do.

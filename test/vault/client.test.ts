@@ -593,18 +593,20 @@ describe("token lifecycle", () => {
     );
     const info = await v.tokens.start();
     assert.equal(info.renewable, false);
-    v.tokens.close(); // no background relogin: the next request must notice the expiry itself
+    // Background off: the next request must notice the expiry by itself.
     const v2 = connectVault(
       conn({ auth: { method: "approle", roleIdFile: creds.roleIdFile, secretIdFile: creds.secretIdFile } }),
-      {
-        retry: FAST,
-        tokens: { renewFraction: 100 },
-      },
+      { retry: FAST, tokens: { background: false } },
     );
     await v2.tokens.start();
     await new Promise((r) => setTimeout(r, 1300));
     assert.equal((await readKv(v2.client, "vault:secret/data/app/db"))?.data["user"], "app");
     assert.equal(v2.tokens.info().logins, 2);
+    // Background on: a 1 s non-renewable lease is replaced periodically, not in a loop.
+    const at = v.tokens.info().logins;
+    await new Promise((r) => setTimeout(r, 1200));
+    const logins = v.tokens.info().logins - at;
+    assert.ok(logins >= 1 && logins <= 4, `background re-logins for a 1 s lease in 1.2 s: ${logins}`);
     v.close();
     v2.close();
   });
