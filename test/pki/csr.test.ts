@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { buildCsr, CsrError, MAX_CSR_BYTES, parseCsr } from "../../src/pki/csr.js";
 import { decodePem, encodePem } from "../../src/pki/pem.js";
+import { createPublicKey } from "node:crypto";
 import { generateKeyPairFor } from "../../src/pki/keys.js";
 import { opensslCsr, openssl } from "../helpers/openssl.js";
 
@@ -99,4 +100,13 @@ test("buildCsr output is accepted by openssl and by our parser", () => {
   );
   assert.equal(ca.requestsCa, true);
   assert.equal(ca.commonName, "int");
+});
+
+test("fast RSA key import (PKCS#1 path) yields the same key as the SPKI import", () => {
+  for (const bits of [2048, 3072]) {
+    const { csrPem } = opensslCsr(["-newkey", `rsa:${bits}`]);
+    const csr = parseCsr(csrPem);
+    const viaSpki = createPublicKey({ key: Buffer.from(csr.spki), format: "der", type: "spki" });
+    assert.ok(csr.publicKey.equals(viaSpki));
+  }
 });
