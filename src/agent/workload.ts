@@ -62,6 +62,8 @@ export interface IssuedInfo {
   notBefore: Date;
   notAfter: Date;
   renewAt: Date;
+  /** When the CA's answer arrived; the lifetime used for rotation starts here (or at notBefore if later). */
+  receivedAt: Date;
   /** Subjects/issuers of the verified path, leaf first, for display. */
   path: { subject: string; issuer: string; serial: string; notAfter: string }[];
   /** How the CA authenticated us: `token` or `client-cert`. */
@@ -83,6 +85,7 @@ export interface IdentityStatus {
   nextAttemptAt?: string;
 }
 
+const MIN_RENEWAL_INTERVAL_MS = 1000;
 const NOOP: AgentLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
 function nameOf(attrs: { type: string; value: string }[]): string {
@@ -147,7 +150,12 @@ export class WorkloadIdentity {
     const i = this.info;
     const s: IdentityStatus = {
       name: this.o.name,
-      state: certState(i, i?.renewAt, now, this.o.expiringRatio ?? 0.2),
+      state: certState(
+        i && { notBefore: i.notBefore > i.receivedAt ? i.notBefore : i.receivedAt, notAfter: i.notAfter },
+        i?.renewAt,
+        now,
+        this.o.expiringRatio ?? 0.2,
+      ),
       issued: this.issuedCount,
       consecutiveFailures: this.failures,
     };
@@ -236,12 +244,17 @@ export class WorkloadIdentity {
   private async publish(chain: string[], privateKey: KeyObject, via: IssuedInfo["via"]): Promise<IssuedInfo> {
     const checked: CheckedChain = checkIssuedChain(chain, privateKey, this.o.spiffeId);
     const leaf = checked.leaf;
+    const receivedAt = new Date();
+    const lifeStart = new Date(Math.max(leaf.notBefore.getTime(), receivedAt.getTime()));
     const info: IssuedInfo = {
       spiffeId: checked.spiffeId,
       serial: leaf.serialHex,
       notBefore: leaf.notBefore,
       notAfter: leaf.notAfter,
-      renewAt: renewalTime(leaf, this.rotation),
+      // Lifetime counts from when we received the certificate, as istio-agent does: CAs backdate
+      // notBefore (2 min here and in Istio), which would make short-lived certificates renew at once.
+      renewAt: renewalTime({ notBefore: lifeStart, notAfter: leaf.notAfter }, this.rotation),
+      receivedAt,
       path: checked.path.map((c) => ({
         subject: nameOf(c.subject),
         issuer: nameOf(c.issuer),
@@ -274,7 +287,8 @@ export class WorkloadIdentity {
   private afterSuccess(info: IssuedInfo): void {
     this.failures = 0;
     this.lastError = undefined;
-    const delay = info.renewAt.getTime() - Date.now();
+    // Never spin: even a CA that returns nearly expired certificates gets at most one call a second.
+    const delay = Math.max(MIN_RENEWAL_INTERVAL_MS, info.renewAt.getTime() - Date.now());
     this.log.info(
       {
         identity: this.o.name,
