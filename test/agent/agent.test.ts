@@ -102,7 +102,7 @@ test("SDS: a grpc-js client gets default + ROOTCA, a pushed update after rotatio
     });
     const peers: string[] = [];
     server.on("secureConnection", (s) => {
-      peers.push(s.getPeerCertificate().subjectaltname);
+      peers.push(s.getPeerCertificate().subjectaltname ?? "");
       s.end("hello");
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
