@@ -1,0 +1,152 @@
+// `meshvault tunnel server|client`: ghostunnel-style mTLS proxy with SPIFFE ID
+// authorization, certificates from the agent's files or SDS socket.
+import type { Command } from "commander";
+import { createLogger, type Logger } from "../log/logger.js";
+import {
+  fileCredentialSource,
+  sdsCredentialSource,
+  startTunnelClient,
+  startTunnelServer,
+  type CredentialSource,
+  type RunningTunnel,
+  type TlsVersion,
+} from "../tunnel/index.js";
+
+interface CommonFlags {
+  listen: string;
+  certDir?: string;
+  sds?: string;
+  status?: string;
+  minTlsVersion: string;
+  logLevel?: string;
+  logFormat?: string;
+}
+interface ServerFlags extends CommonFlags {
+  target: string;
+  allow: string[];
+  allowAll?: boolean;
+}
+interface ClientFlags extends CommonFlags {
+  connect: string;
+  verifySpiffeId: string[];
+  serverName?: string;
+}
+
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+function credentialsFrom(f: CommonFlags): CredentialSource {
+  if (f.certDir && f.sds) throw new Error("use either --cert-dir or --sds, not both");
+  if (f.certDir) return fileCredentialSource(f.certDir);
+  if (f.sds) return sdsCredentialSource(f.sds);
+  throw new Error(
+    "tunnel needs certificates: --cert-dir <dir> (meshvault agent --out-dir) or --sds unix:///path/to/socket (meshvault agent --sds-socket)",
+  );
+}
+
+function tlsVersion(v: string): TlsVersion {
+  if (v === "1.3" || v === "TLSv1.3") return "TLSv1.3";
+  if (v === "1.2" || v === "TLSv1.2") return "TLSv1.2";
+  throw new Error(`--min-tls-version ${JSON.stringify(v)}: use 1.2 or 1.3`);
+}
+
+function loggerFor(f: CommonFlags): Logger {
+  return createLogger({
+    level: f.logLevel ?? "info",
+    format: f.logFormat === "pretty" ? "pretty" : "json",
+    name: "meshvault-tunnel",
+  });
+}
+
+function runUntilSignal(t: RunningTunnel, creds: CredentialSource, log: Logger): void {
+  const stop = (signal: string): void => {
+    log.info({ signal }, "shutting down");
+    Promise.all([t.close(), creds.close()]).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once("SIGINT", () => stop("SIGINT"));
+  process.once("SIGTERM", () => stop("SIGTERM"));
+}
+
+function common(cmd: Command): Command {
+  return cmd
+    .option(
+      "--cert-dir <dir>",
+      "read cert-chain.pem, key.pem, root-cert.pem from this directory (reloaded on change)",
+    )
+    .option(
+      "--sds <address>",
+      "read certificates from an agent's SDS socket, e.g. unix:///run/meshvault/sleep.sock",
+    )
+    .option("--status <host:port>", "serve /_status and /_metrics here")
+    .option("--min-tls-version <version>", "1.2 or 1.3", "1.3")
+    .option("--log-level <level>", "trace, debug, info, warn, error (default info)")
+    .option("--log-format <format>", "json or pretty (default json)");
+}
+
+export function registerTunnelCommand(program: Command): void {
+  const tunnel = program
+    .command("tunnel")
+    .description("mTLS tunnel with SPIFFE ID authorization, for workloads without Envoy (ghostunnel-like)");
+
+  common(
+    tunnel
+      .command("server")
+      .description("accept mTLS from allowed SPIFFE IDs and forward plaintext to --target")
+      .requiredOption("--listen <host:port>", "address to accept mTLS on")
+      .requiredOption("--target <host:port>", "plaintext service to forward to")
+      .option(
+        "--allow <spiffe-id>",
+        "admit this SPIFFE ID or spiffe://<td>/ns/<ns>/* pattern; repeatable",
+        collect,
+        [],
+      )
+      .option("--allow-all", "admit any peer whose certificate chains to the trust bundle"),
+  ).action(async (f: ServerFlags) => {
+    const log = loggerFor(f);
+    const credentials = credentialsFrom(f);
+    const t = await startTunnelServer({
+      listen: f.listen,
+      target: f.target,
+      allow: f.allow,
+      allowAll: f.allowAll ?? false,
+      credentials,
+      minVersion: tlsVersion(f.minTlsVersion),
+      logger: log,
+      processMetrics: true,
+      ...(f.status ? { status: f.status } : {}),
+    });
+    runUntilSignal(t, credentials, log);
+  });
+
+  common(
+    tunnel
+      .command("client")
+      .description("accept plaintext on --listen and forward it over mTLS to --connect")
+      .requiredOption("--listen <host:port>", "local plaintext address (keep it on loopback)")
+      .requiredOption("--connect <host:port>", "the tunnel server to connect to")
+      .option(
+        "--verify-spiffe-id <spiffe-id>",
+        "the server must present this SPIFFE ID (or match this pattern); repeatable",
+        collect,
+        [],
+      )
+      .option("--server-name <name>", "SNI to send"),
+  ).action(async (f: ClientFlags) => {
+    const log = loggerFor(f);
+    const credentials = credentialsFrom(f);
+    const t = await startTunnelClient({
+      listen: f.listen,
+      connect: f.connect,
+      verifySpiffeId: f.verifySpiffeId,
+      credentials,
+      minVersion: tlsVersion(f.minTlsVersion),
+      logger: log,
+      processMetrics: true,
+      ...(f.serverName ? { serverName: f.serverName } : {}),
+      ...(f.status ? { status: f.status } : {}),
+    });
+    runUntilSignal(t, credentials, log);
+  });
+}
