@@ -14,6 +14,11 @@ export interface SignRequest {
   dnsNames?: string[];
   /** IP addresses, likewise only for the serving certificate. */
   ipAddresses?: string[];
+  /**
+   * The caller's bearer token (without "Bearer "), for backends that let the workload's own
+   * credential decide (vault-sign with identity: workload). Never log it.
+   */
+  callerToken?: string;
 }
 
 /** What a workload receives: leaf, each intermediate on its own, and the roots. */

@@ -5,11 +5,29 @@ import type { Authority } from "./authority.js";
 import { LocalAuthority } from "./local.js";
 import { FilesAuthority } from "./files.js";
 import type { KeyAlgorithm } from "../pki/keys.js";
+import { vaultConnectionFromConfig, type VaultSection } from "../config/vault-schema.js";
+import { connectVault, type ConnectedVault } from "../vault/index.js";
+import { VaultIntermediateAuthority, VaultKvAuthority, VaultSignAuthority } from "./vault/index.js";
 
 export interface AuthorityContext {
   trustDomain: string;
   dataDir: string;
   log: Logger;
+  /** The config file's `vault:` section (VAULT_* / BAO_* fill what it leaves out). */
+  vault?: VaultSection | undefined;
+  /** Environment for VAULT_* / BAO_*; default process.env. */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** Client, login and token renewal for a Vault-backed authority; the authority closes it. */
+function vaultFor(ctx: AuthorityContext, log: Logger): ConnectedVault {
+  const vlog = log.child({ component: "vault" });
+  const connection = vaultConnectionFromConfig(ctx.vault, ctx.env ?? process.env, {
+    warn: (m) => vlog.warn(m),
+  });
+  return connectVault(connection, {
+    logger: { warn: (m) => vlog.warn(m), debug: (m) => vlog.debug(m) },
+  });
 }
 
 export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Authority {
@@ -35,8 +53,41 @@ export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Au
         },
       });
     case "vault-sign":
+      return new VaultSignAuthority({
+        vault: vaultFor(ctx, log),
+        mount: cfg.mount,
+        role: cfg.role,
+        identity: cfg.identity,
+        workloadAuth: cfg.workloadAuth,
+        excludeCnFromSans: cfg.excludeCnFromSans,
+        log: logFns(log),
+      });
     case "vault-kv":
+      return new VaultKvAuthority({
+        vault: vaultFor(ctx, log),
+        certificate: cfg.certificate,
+        privateKey: cfg.privateKey,
+        chain: cfg.chain,
+        root: cfg.root,
+        pollIntervalMs: cfg.pollInterval * 1000,
+        log: logFns(log),
+      });
     case "vault-intermediate":
-      throw new Error(`authority ${cfg.type} is not wired yet`);
+      return new VaultIntermediateAuthority({
+        vault: vaultFor(ctx, log),
+        trustDomain: ctx.trustDomain,
+        mode: cfg.mode,
+        rootMount: cfg.rootMount,
+        intermediateMount: cfg.intermediateMount,
+        ttlSeconds: cfg.ttl,
+        renewAt: cfg.renewAt,
+        commonName: cfg.commonName,
+        keyAlgorithm: cfg.keyAlgorithm as KeyAlgorithm,
+        log: logFns(log),
+      });
   }
+}
+
+function logFns(log: Logger): { info(m: string): void; warn(m: string): void; error(m: string): void } {
+  return { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) };
 }

@@ -171,7 +171,7 @@ export async function createCertificate(
   const commonName = deps.policy.allowCommonName ? csr.commonName : undefined;
   try {
     const issued = await deps.authority.sign(
-      { csr, ttlSeconds, ...(commonName !== undefined ? { commonName } : {}) },
+      { csr, ttlSeconds, ...(commonName !== undefined ? { commonName } : {}), ...callerTokenOf(creds) },
       identity,
     );
     const chain = [issued.leafPem, ...issued.intermediatesPem, issued.rootsPem.join("")];
@@ -181,4 +181,10 @@ export async function createCertificate(
     if (err instanceof AuthorityDeniedError) throw new CaServiceError(Code.PERMISSION_DENIED, err.message);
     throw new CaServiceError(Code.INTERNAL, `signing failed: ${(err as Error).message}`);
   }
+}
+
+/** The bearer token, for authorities that let the workload's own credential decide (vault-sign, identity: workload). */
+function callerTokenOf(creds: CallerCredentials): { callerToken?: string } {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(creds.authorization ?? "");
+  return m ? { callerToken: m[1]! } : {};
 }

@@ -129,7 +129,13 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const metrics = createCaMetrics(opts.defaultMetrics ?? true);
   const tracked = rememberIntermediates(
-    opts.authority ?? createAuthority(config.authority, { trustDomain: config.trustDomain, dataDir, log }),
+    opts.authority ??
+      createAuthority(config.authority, {
+        trustDomain: config.trustDomain,
+        dataDir,
+        log,
+        vault: config.vault,
+      }),
   );
   const authority = tracked.authority;
   await authority.start();

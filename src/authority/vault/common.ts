@@ -1,0 +1,150 @@
+// What the three Vault-backed authorities share: Vault errors turned into the
+// authority errors the CA service maps to gRPC codes, the trust bundle read from
+// a PKI mount (roots only), and PEM set arithmetic.
+import { parseCertificates, describeCertificate, type Certificate } from "../../pki/certificate.js";
+import { verifyChain } from "../../pki/chain.js";
+import {
+  VaultAuthError,
+  VaultBadRequestError,
+  VaultError,
+  VaultPermissionDeniedError,
+  type VaultClient,
+} from "../../vault/index.js";
+import { AuthorityDeniedError, AuthorityUnavailableError } from "../authority.js";
+
+export interface VaultAuthorityLog {
+  info(msg: string): void;
+  warn(msg: string): void;
+  error(msg: string): void;
+}
+
+export const silentLog: VaultAuthorityLog = { info: () => {}, warn: () => {}, error: () => {} };
+
+/**
+ * Vault failure -> authority failure. Unavailable (connection, sealed, 5xx, 429) becomes
+ * AuthorityUnavailableError so clients retry; refusals (403, 400, failed login) become
+ * AuthorityDeniedError. `what` says what we were doing, e.g. `Vault role "x" at pki_int`.
+ * VaultClient messages already name the path and never carry tokens.
+ */
+export function toAuthorityError(err: unknown, what: string): Error {
+  if (!(err instanceof VaultError)) return err instanceof Error ? err : new Error(String(err));
+  if (err.unavailable || err.retryable) {
+    return new AuthorityUnavailableError(`${what}: ${err.message}`, { cause: err });
+  }
+  if (err instanceof VaultBadRequestError) {
+    // The role's complaint verbatim: that is what the operator has to fix.
+    const said = err.vaultErrors.length ? err.vaultErrors.join("; ") : err.message;
+    return new AuthorityDeniedError(`${what} refused the request: ${said}`, { cause: err });
+  }
+  if (err instanceof VaultPermissionDeniedError || err instanceof VaultAuthError) {
+    return new AuthorityDeniedError(`${what}: ${err.message}`, { cause: err });
+  }
+  return new AuthorityDeniedError(`${what}: ${err.message}`, { cause: err });
+}
+
+export function isSelfSigned(c: Certificate): boolean {
+  return Buffer.compare(Buffer.from(c.issuerRaw), Buffer.from(c.subjectRaw)) === 0;
+}
+
+export function certKey(c: Certificate): string {
+  return Buffer.from(c.der).toString("base64");
+}
+
+/** Unique certificates in order of first appearance. */
+export function dedupe(certs: readonly Certificate[]): Certificate[] {
+  const seen = new Set<string>();
+  return certs.filter((c) => {
+    const k = certKey(c);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+/** Parses every certificate in each PEM text (a field may itself be a bundle). */
+export function parseAll(texts: readonly (string | undefined | null)[], what: string): Certificate[] {
+  const out: Certificate[] = [];
+  for (const t of texts) if (t && t.includes("-----BEGIN")) out.push(...parseCertificates(t, what));
+  return dedupe(out);
+}
+
+/**
+ * The mount's CA chain as Vault publishes it (`GET <mount>/ca_chain`, unauthenticated,
+ * PEM), falling back to every issuer of the mount (`LIST <mount>/issuers` +
+ * `GET <mount>/issuer/<id>/json`) when the default issuer's chain stops short of a root.
+ */
+export async function readMountChain(client: VaultClient, mount: string): Promise<Certificate[]> {
+  const raw = await client.requestRaw("GET", `${mount}/ca_chain`, undefined, {
+    noAuth: true,
+    acceptStatus: [204],
+  });
+  let certs = raw.status === 204 ? [] : parseAll([raw.body], `${mount}/ca_chain`);
+  if (certs.some(isSelfSigned)) return certs;
+  const ids = await client.list(`${mount}/issuers`, { noAuth: true }).catch(() => [] as string[]);
+  for (const id of ids) {
+    const r = await client.read<{ certificate?: string; ca_chain?: string[] }>(`${mount}/issuer/${id}/json`, {
+      noAuth: true,
+    });
+    certs = dedupe([
+      ...certs,
+      ...parseAll([r?.data?.certificate, ...(r?.data?.ca_chain ?? [])], `${mount}/issuer/${id}`),
+    ]);
+  }
+  return certs;
+}
+
+/** Self-signed certificates of the mount: the trust bundle. Throws naming the mount and the fix when there is none. */
+export async function readMountRoots(client: VaultClient, mount: string): Promise<Certificate[]> {
+  const certs = await readMountChain(client, mount);
+  const roots = certs.filter(isSelfSigned);
+  if (roots.length === 0) {
+    throw new AuthorityDeniedError(
+      certs.length === 0
+        ? `no CA at ${mount} on Vault at ${client.address}: ${mount}/ca_chain and ${mount}/issuers are empty. ` +
+            `Generate or import a CA there (meshvault vault setup, or bao write ${mount}/root/generate/internal)`
+        : `no root certificate at ${mount} on Vault at ${client.address}: its chain (${certs.map(describeCertificate).join("; ")}) ` +
+            `does not include a self-signed root. Import the intermediate together with its root ` +
+            `(bao write ${mount}/intermediate/set-signed certificate=@intermediate-and-root.pem) so peers can be given a trust bundle`,
+    );
+  }
+  return roots;
+}
+
+/**
+ * Checks that `leaf` chains through `intermediates` to `roots`; the ChainError names the
+ * certificate that does not chain. Returns the intermediates actually on the path (no root).
+ */
+export function checkIssued(
+  leaf: Certificate,
+  intermediates: readonly Certificate[],
+  roots: readonly Certificate[],
+  source: string,
+): Certificate[] {
+  const rootKeys = new Set(roots.map(certKey));
+  const pool = intermediates.filter((c) => !rootKeys.has(certKey(c)));
+  try {
+    const path = verifyChain(leaf, pool, roots);
+    return path.slice(1).filter((c) => !rootKeys.has(certKey(c)));
+  } catch (err) {
+    throw new AuthorityUnavailableError(
+      `${source}: the chain Vault returned does not reach the trust bundle (${roots.map(describeCertificate).join("; ")}): ` +
+        `${(err as Error).message}. Check that the mount's CA was issued by the configured root`,
+      { cause: err },
+    );
+  }
+}
+
+/** Sleep that a close() can cut short. */
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    t.unref();
+    function done(): void {
+      clearTimeout(t);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}

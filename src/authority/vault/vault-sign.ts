@@ -1,0 +1,302 @@
+// The `vault-sign` authority (seed 000): every CSR is signed by Vault at
+// `POST <mount>/sign/<role>`, with the caller's SPIFFE ID as `uri_sans`. meshvault
+// only authenticates the caller and checks what Vault returns.
+//
+// identity: server   -> meshvault's own Vault login signs for everyone.
+// identity: workload -> the caller's bearer token logs in to Vault on a kubernetes/jwt
+//                       role and that Vault token signs, so Vault's policies authorize
+//                       each workload. The server's own serving certificate (the only
+//                       request with DNS/IP SANs) still uses meshvault's login.
+import type { Certificate } from "../../pki/certificate.js";
+import { verifyChain } from "../../pki/chain.js";
+import { encodePem } from "../../pki/pem.js";
+import type { SpiffeId } from "../../pki/spiffe.js";
+import {
+  VaultError,
+  VaultPermissionDeniedError,
+  type ConnectedVault,
+  type VaultClient,
+} from "../../vault/index.js";
+import {
+  AuthorityDeniedError,
+  AuthorityUnavailableError,
+  type Authority,
+  type IssuedChain,
+  type Readiness,
+  type SignRequest,
+} from "../authority.js";
+import {
+  certKey,
+  checkIssued,
+  isSelfSigned,
+  parseAll,
+  readMountChain,
+  readMountRoots,
+  silentLog,
+  toAuthorityError,
+  type VaultAuthorityLog,
+} from "./common.js";
+import { WorkloadTokenCache } from "./workload-tokens.js";
+
+export interface VaultSignAuthorityOptions {
+  vault: ConnectedVault;
+  /** PKI mount, e.g. "pki_int". */
+  mount: string;
+  /** PKI role at `<mount>/roles/<role>`. */
+  role: string;
+  identity: "server" | "workload";
+  /** Required for identity: workload. */
+  workloadAuth?: { method: "kubernetes" | "jwt"; mount: string; role: string } | undefined;
+  excludeCnFromSans: boolean;
+  log?: VaultAuthorityLog;
+  /** Re-read the trust bundle this often. Default 5 min. */
+  rootsRefreshMs?: number;
+  /** Bound on cached per-workload Vault tokens. Default 10000. */
+  workloadTokenCacheSize?: number;
+  /** Close `vault` on close(). Default true. */
+  ownsVault?: boolean;
+}
+
+/** `data` of `<mount>/sign/<role>`; `expiration` is a string in Vault's docs and an integer in OpenBao. */
+export interface VaultSignResponse {
+  certificate?: string;
+  issuing_ca?: string;
+  ca_chain?: string[] | null;
+  serial_number?: string;
+  expiration?: string | number;
+}
+
+const DEFAULT_ROOTS_REFRESH_MS = 5 * 60_000;
+
+export class VaultSignAuthority implements Authority {
+  readonly kind = "vault-sign";
+  private roots: Certificate[] = [];
+  private rootsPem: string[] = [];
+  private readyState: Readiness = { ready: false, reason: "not started" };
+  private readonly client: VaultClient;
+  private readonly signPath: string;
+  private readonly what: string;
+  private readonly log: VaultAuthorityLog;
+  private readonly workloadTokens: WorkloadTokenCache | undefined;
+  /** Intermediates already verified up to the roots, by their joined DER: only the leaf is checked then. */
+  private readonly verifiedPaths = new Map<string, Certificate[]>();
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private refreshing: Promise<void> | undefined;
+
+  constructor(private readonly opts: VaultSignAuthorityOptions) {
+    this.client = opts.vault.client;
+    this.signPath = `${opts.mount}/sign/${opts.role}`;
+    this.what = `Vault role "${opts.role}" at ${opts.mount} (${this.client.address})`;
+    this.log = opts.log ?? silentLog;
+    if (opts.identity === "workload") {
+      if (!opts.workloadAuth)
+        throw new Error(
+          "vault-sign with identity: workload needs workloadAuth {method, mount, role}: the Vault role callers log in to",
+        );
+      this.workloadTokens = new WorkloadTokenCache(this.client, {
+        ...opts.workloadAuth,
+        ...(opts.workloadTokenCacheSize !== undefined ? { maxEntries: opts.workloadTokenCacheSize } : {}),
+      });
+    }
+  }
+
+  async start(): Promise<void> {
+    const { client, tokens } = this.opts.vault;
+    try {
+      await tokens.start();
+    } catch (err) {
+      throw toAuthorityError(err, `vault-sign: cannot log in to Vault at ${client.address}`);
+    }
+    await this.checkSignCapability();
+    try {
+      await this.loadRoots();
+      // The mount's own issuing CA must lead to those roots, or every leaf would be useless.
+      const chain = await readMountChain(client, this.opts.mount);
+      const below = chain.filter((c) => !isSelfSigned(c));
+      if (below.length > 0) verifyChain(below[0]!, below.slice(1), this.roots);
+    } catch (err) {
+      if (err instanceof VaultError)
+        throw toAuthorityError(err, `vault-sign: reading the CA of ${this.opts.mount}`);
+      if (err instanceof AuthorityDeniedError || err instanceof AuthorityUnavailableError) throw err;
+      throw new AuthorityDeniedError(
+        `vault-sign: the CA of ${this.opts.mount} on Vault at ${client.address} does not chain to a root Vault publishes: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    this.readyState = { ready: true };
+    this.log.info(
+      `vault-sign: signing at ${this.signPath} on ${client.address} (identity: ${this.opts.identity}); trust bundle: ${this.roots.length} root(s) from ${this.opts.mount}`,
+    );
+    const every = this.opts.rootsRefreshMs ?? DEFAULT_ROOTS_REFRESH_MS;
+    this.refreshTimer = setInterval(() => void this.refreshRoots(), every);
+    this.refreshTimer.unref();
+  }
+
+  /** Fail at startup, naming the path and capability, rather than at the first CSR. */
+  private async checkSignCapability(): Promise<void> {
+    let caps: string[] | undefined;
+    try {
+      caps = await this.client.capabilitiesSelf(this.signPath);
+    } catch {
+      return; // cannot ask: the first sign will say what is wrong
+    }
+    if (caps === undefined) return;
+    if (caps.some((c) => c === "update" || c === "create" || c === "root" || c === "sudo")) return;
+    const who =
+      this.opts.identity === "workload"
+        ? "meshvault's own login (it signs the CA server's serving certificate)"
+        : "meshvault's Vault login";
+    throw new AuthorityDeniedError(
+      `vault-sign: permission denied on Vault at ${this.client.address}: ${who} needs the "update" capability on "${this.signPath}", ` +
+        `but its token has [${caps.join(", ")}] there. Add to one of its policies: path "${this.signPath}" { capabilities = ["update"] }`,
+    );
+  }
+
+  private async loadRoots(): Promise<void> {
+    const roots = await readMountRoots(this.client, this.opts.mount);
+    const changed = roots.map(certKey).join() !== this.roots.map(certKey).join();
+    if (changed && this.roots.length > 0)
+      this.log.warn(`vault-sign: the trust bundle at ${this.opts.mount} changed (${roots.length} root(s))`);
+    if (changed) this.verifiedPaths.clear();
+    this.roots = roots;
+    this.rootsPem = roots.map((r) => r.pem);
+  }
+
+  private refreshRoots(): Promise<void> {
+    this.refreshing ??= this.loadRoots()
+      .catch((err: Error) =>
+        this.log.warn(`vault-sign: cannot re-read the trust bundle (kept the current one): ${err.message}`),
+      )
+      .finally(() => (this.refreshing = undefined));
+    return this.refreshing;
+  }
+
+  async sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain> {
+    const body: Record<string, unknown> = {
+      csr: encodePem("CERTIFICATE REQUEST", request.csr.der),
+      uri_sans: identity.uri,
+      ttl: `${request.ttlSeconds}s`,
+      exclude_cn_from_sans: this.opts.excludeCnFromSans,
+      format: "pem",
+    };
+    if (request.commonName !== undefined) body["common_name"] = request.commonName;
+    if (request.dnsNames?.length) body["alt_names"] = request.dnsNames.join(",");
+    if (request.ipAddresses?.length) body["ip_sans"] = request.ipAddresses.join(",");
+
+    const data = await this.callSign(body, request, identity);
+    return this.assemble(data, identity);
+  }
+
+  private async callSign(
+    body: Record<string, unknown>,
+    request: SignRequest,
+    identity: SpiffeId,
+  ): Promise<VaultSignResponse> {
+    const servingCert = Boolean(request.dnsNames?.length || request.ipAddresses?.length);
+    const cache = this.workloadTokens;
+    const perWorkload = cache !== undefined && !servingCert;
+    if (perWorkload && !request.callerToken) {
+      throw new AuthorityDeniedError(
+        `vault-sign (identity: workload): ${identity.uri} did not present a bearer token, and Vault must authorize each workload ` +
+          `with its own token (a client-certificate renewal cannot be authorized this way). Send the service-account token ` +
+          `(authorization: Bearer ...), or use identity: server`,
+      );
+    }
+    const what = perWorkload ? `${this.what} for ${identity.uri}` : this.what;
+    for (let attempt = 1; ; attempt++) {
+      let token: string | undefined;
+      try {
+        if (perWorkload) token = await cache.token(identity.uri, request.callerToken!);
+      } catch (err) {
+        throw toAuthorityError(
+          err,
+          `vault-sign: Vault login with the workload's own token (${this.opts.workloadAuth!.method} role "${this.opts.workloadAuth!.role}" at auth/${this.opts.workloadAuth!.mount}) for ${identity.uri}`,
+        );
+      }
+      try {
+        const r = await this.client.write<VaultSignResponse>(this.signPath, body, token ? { token } : {});
+        if (!r?.data?.certificate)
+          throw new AuthorityUnavailableError(`${what}: ${this.signPath} answered without data.certificate`);
+        return r.data;
+      } catch (err) {
+        // A cached workload token revoked or expired early: log in again once.
+        if (perWorkload && attempt === 1 && err instanceof VaultPermissionDeniedError && err.tokenInvalid) {
+          cache.invalidate(identity.uri, request.callerToken!);
+          continue;
+        }
+        throw toAuthorityError(err, what);
+      }
+    }
+  }
+
+  private async assemble(data: VaultSignResponse, identity: SpiffeId): Promise<IssuedChain> {
+    let leaf: Certificate;
+    let others: Certificate[];
+    try {
+      const certs = parseAll([data.certificate], `${this.signPath} certificate`);
+      leaf = certs[0]!;
+      others = parseAll(
+        [...certs.slice(1).map((c) => c.pem), data.issuing_ca, ...(data.ca_chain ?? [])],
+        `${this.signPath} ca_chain`,
+      );
+    } catch (err) {
+      throw new AuthorityUnavailableError(
+        `${this.what}: cannot parse what Vault returned: ${(err as Error).message}`,
+      );
+    }
+    if (!leaf.sans.uris.includes(identity.uri))
+      throw new AuthorityDeniedError(
+        `${this.what} issued a certificate without the URI SAN ${identity.uri} (it has ${leaf.sans.uris.join(", ") || "none"}): ` +
+          `set allowed_uri_sans to spiffe://${identity.trustDomain}/* on the role and do not disable URI SANs`,
+      );
+    const intermediates = this.verified(leaf, others);
+    return {
+      leafPem: leaf.pem,
+      intermediatesPem: intermediates.map((c) => c.pem),
+      rootsPem: this.rootsPem,
+    };
+  }
+
+  /** Path from leaf to the roots (no root); the intermediates' part is verified once per distinct set. */
+  private verified(leaf: Certificate, others: Certificate[]): Certificate[] {
+    const rootKeys = new Set(this.roots.map(certKey));
+    const pool = others.filter((c) => !rootKeys.has(certKey(c)));
+    const poolKey = pool.map(certKey).join("|");
+    const known = this.verifiedPaths.get(poolKey);
+    if (known) {
+      // Same intermediates as before: the leaf must be signed by the first one and be in date.
+      try {
+        verifyChain(leaf, [], known.length ? [known[0]!] : this.roots);
+        return known;
+      } catch {
+        /* fall through to the full check */
+      }
+    }
+    let path: Certificate[];
+    try {
+      path = checkIssued(leaf, pool, this.roots, this.what);
+    } catch (err) {
+      // The roots may have rotated since we read them: re-read (in the background) and report.
+      void this.refreshRoots();
+      throw err;
+    }
+    if (this.verifiedPaths.size > 16) this.verifiedPaths.clear();
+    this.verifiedPaths.set(poolKey, path);
+    return path;
+  }
+
+  trustBundle(): string[] {
+    return this.rootsPem;
+  }
+
+  ready(): Readiness {
+    return this.readyState;
+  }
+
+  async close(): Promise<void> {
+    if (this.refreshTimer) clearInterval(this.refreshTimer);
+    this.workloadTokens?.clear();
+    await this.refreshing;
+    if (this.opts.ownsVault ?? true) this.opts.vault.close();
+  }
+}
