@@ -9,6 +9,7 @@ export interface CaMetrics {
   authorityReady: Gauge<"authority">;
   rootExpiry: Gauge;
   servingCertExpiry: Gauge;
+  caReloads: Counter<"result">;
 }
 
 export function createCaMetrics(withDefaults = true): CaMetrics {
@@ -38,6 +39,12 @@ export function createCaMetrics(withDefaults = true): CaMetrics {
     rootExpiry: new Gauge({
       name: "meshvault_root_cert_expiry_seconds",
       help: "Unix time at which the earliest trust-bundle root expires",
+      registers: [registry],
+    }),
+    caReloads: new Counter({
+      name: "meshvault_ca_reloads_total",
+      help: "Reloads of signing material (files, Vault KV, Vault intermediate renewals) by result",
+      labelNames: ["result"],
       registers: [registry],
     }),
     servingCertExpiry: new Gauge({

@@ -128,15 +128,18 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const metrics = createCaMetrics(opts.defaultMetrics ?? true);
-  const tracked = rememberIntermediates(
+  const base =
     opts.authority ??
-      createAuthority(config.authority, {
-        trustDomain: config.trustDomain,
-        dataDir,
-        log,
-        vault: config.vault,
-      }),
-  );
+    createAuthority(config.authority, {
+      trustDomain: config.trustDomain,
+      dataDir,
+      log,
+      vault: config.vault,
+    });
+  // Backends that reload signing material report it; failures are counted and alerting can use them.
+  const reloading = base as Partial<{ onReload(l: (e: { ok: boolean }) => void): () => void }>;
+  reloading.onReload?.((e) => metrics.caReloads.inc({ result: e.ok ? "ok" : "refused" }));
+  const tracked = rememberIntermediates(base);
   const authority = tracked.authority;
   await authority.start();
   metrics.authorityReady.set({ authority: authority.kind }, authority.ready().ready ? 1 : 0);

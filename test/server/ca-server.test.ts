@@ -313,3 +313,50 @@ test("local CA keys are 0600 and reused across restarts", async () => {
     await again.close();
   }
 });
+
+test("the server's own TLS certificate has the configured DNS SANs and is renewed before expiry", async () => {
+  const config = loadServerConfig({
+    env: {},
+    overrides: {
+      dataDir: join(dir, "data"),
+      "listen.grpc": "127.0.0.1:0",
+      "listen.http": "127.0.0.1:0",
+      "servingCertificate.ttl": "4s",
+      "servingCertificate.dnsNames": ["ca.example.internal"],
+    },
+  });
+  const s = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  const peer = () =>
+    new Promise<tls.PeerCertificate>((resolve, reject) => {
+      const sock = tls.connect(
+        {
+          host: "127.0.0.1",
+          port: s.grpcPort,
+          ca: s.rootsPem(),
+          servername: "ca.example.internal",
+          ALPNProtocols: ["h2"],
+        },
+        () => {
+          resolve(sock.getPeerCertificate());
+          sock.end();
+        },
+      );
+      sock.on("error", reject);
+    });
+  try {
+    const first = await peer();
+    assert.match(first.subjectaltname ?? "", /DNS:ca\.example\.internal/);
+    assert.match(
+      first.subjectaltname ?? "",
+      /URI:spiffe:\/\/cluster\.local\/ns\/istio-system\/sa\/meshvault/,
+    );
+    let second = first;
+    for (let i = 0; i < 40 && second.serialNumber === first.serialNumber; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      second = await peer();
+    }
+    assert.notEqual(second.serialNumber, first.serialNumber, "serving certificate was renewed");
+  } finally {
+    await s.close();
+  }
+});
