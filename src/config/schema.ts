@@ -10,6 +10,7 @@ import {
   vaultSectionSchema,
   vaultSignAuthoritySchema,
 } from "./vault-schema.js";
+import { kubernetesSectionSchema } from "../kube/config-schema.js";
 
 /** A duration field: "24h", "90d", "30m", or seconds; parsed to seconds. */
 export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -117,6 +118,8 @@ export const serverConfigSchema = z
       }),
     /** How to reach and log in to Vault / OpenBao (VAULT_* / BAO_* fill gaps; this wins). */
     vault: vaultSectionSchema.optional(),
+    /** TokenReview authentication and root ConfigMaps (see src/kube/config-schema.ts); absent = off. */
+    kubernetes: kubernetesSectionSchema.optional(),
     authentication: z
       .object({
         jwt: z.array(jwtIssuerSchema).default([]),

@@ -12,6 +12,7 @@ import type { Authenticator } from "../identity/authenticator.js";
 import { authenticateCaller } from "../identity/chain-of-authenticators.js";
 import { ClientCertAuthenticator } from "../identity/client-cert.js";
 import { JwtAuthenticator } from "../identity/jwt.js";
+import { kubernetesIntegration, type KubernetesIntegration } from "../kube/server-integration.js";
 import { ensureLocalIssuer, localIssuerName } from "../identity/local-issuer.js";
 import { parseCertificates } from "../pki/certificate.js";
 import { startGrpcCa, ReloadableServerCredentials } from "./grpc-ca.js";
@@ -30,6 +31,8 @@ export interface CaServerHandle {
   rootsPem(): string;
   /** Where the trust bundle file is written. */
   rootCertFile: string;
+  /** TokenReview + root publisher, when the config has a `kubernetes:` section. */
+  kubernetes: KubernetesIntegration | undefined;
   close(): Promise<void>;
 }
 
@@ -164,8 +167,12 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
   const rootsTimer = setInterval(publishRoots, 5000);
   rootsTimer.unref();
 
+  const kube = config.kubernetes
+    ? kubernetesIntegration(config.kubernetes, { trustDomain: config.trustDomain, log })
+    : undefined;
   const authenticators = [
     ...(await buildAuthenticators(config, authority, log, tracked.intermediates)),
+    ...(kube?.authenticators ?? []),
     ...(opts.extraAuthenticators ?? []),
   ];
   for (const a of authenticators) {
@@ -228,6 +235,7 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
       serving: () => grpcServer !== undefined,
     });
     httpServer = h.server;
+    await kube?.start(() => authority.trustBundle());
     log.info(
       {
         grpc: `${config.listen.grpc.replace(/:\d+$/, "")}:${g.port}`,
@@ -245,7 +253,9 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
       log,
       rootCertFile,
       rootsPem: () => authority.trustBundle().join(""),
+      kubernetes: kube,
       close: async () => {
+        await kube?.close();
         stopRenewal();
         clearInterval(rootsTimer);
         await new Promise<void>((r) => grpcServer?.tryShutdown(() => r()) ?? r());
@@ -254,6 +264,7 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
       },
     };
   } catch (err) {
+    await kube?.close();
     stopRenewal();
     clearInterval(rootsTimer);
     grpcServer?.forceShutdown();

@@ -1,0 +1,63 @@
+// The server's `kubernetes:` configuration section (TokenReview authentication and
+// the root-of-trust ConfigMaps). Absent section = no Kubernetes integration.
+import { z } from "zod";
+import { parseDuration } from "../config/duration.js";
+
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+export const kubernetesSectionSchema = z
+  .object({
+    /** kubeconfig file; default in-cluster (service-account mount), else KUBECONFIG / ~/.kube/config. */
+    kubeconfig: z.string().min(1).optional(),
+    context: z.string().min(1).optional(),
+    /** The cluster this CA serves; callers' `clusterid` must match (Istio's default "Kubernetes"). */
+    clusterId: z.string().min(1).default("Kubernetes"),
+    /** Namespace meshvault runs in (Lease); default POD_NAMESPACE, the pod's namespace file, else istio-system. */
+    namespace: z.string().min(1).optional(),
+    tokenReview: z
+      .object({
+        enabled: z.boolean().default(true),
+        audiences: z.array(z.string().min(1)).min(1).default(["istio-ca"]),
+        cacheSize: z.number().int().positive().default(10_000),
+        /** Longest a positive review is reused (also never past the token's exp). */
+        cacheMaxAge: duration.default(300),
+        timeout: duration.default(5),
+      })
+      .strict()
+      .default({ enabled: true, audiences: ["istio-ca"], cacheSize: 10_000, cacheMaxAge: 300, timeout: 5 }),
+    rootPublisher: z
+      .object({
+        enabled: z.boolean().default(true),
+        configMapName: z.string().min(1).default("istio-ca-root-cert"),
+        /** Label selector of namespaces to publish into (e.g. "istio-injection=enabled"); default all. */
+        namespaceSelector: z.string().optional(),
+        /** How long a root the authority dropped stays published next to the new one. */
+        overlap: duration.default(86400),
+        leaseName: z.string().min(1).default("meshvault-root-publisher"),
+        leaseDuration: duration.default(15),
+        renewPeriod: duration.default(5),
+        /** Full relist period. */
+        resync: duration.default(300),
+      })
+      .strict()
+      .default({
+        enabled: true,
+        configMapName: "istio-ca-root-cert",
+        overlap: 86400,
+        leaseName: "meshvault-root-publisher",
+        leaseDuration: 15,
+        renewPeriod: 5,
+        resync: 300,
+      }),
+  })
+  .strict();
+
+export type KubernetesSection = z.output<typeof kubernetesSectionSchema>;
+export type KubernetesSectionInput = z.input<typeof kubernetesSectionSchema>;
