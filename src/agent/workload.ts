@@ -3,6 +3,7 @@
 // backoff that never give up a certificate which is still valid.
 import type { KeyObject } from "node:crypto";
 import { buildCsr } from "../pki/csr.js";
+import { formatName } from "../pki/name.js";
 import { generateKeyPairAsync, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
 import type { CaClient } from "./ca-client.js";
 import { checkIssuedChain, type CheckedChain } from "./issued.js";
@@ -87,10 +88,6 @@ export interface IdentityStatus {
 
 const MIN_RENEWAL_INTERVAL_MS = 1000;
 const NOOP: AgentLogger = { debug() {}, info() {}, warn() {}, error() {} };
-
-function nameOf(attrs: { type: string; value: string }[]): string {
-  return attrs.map((a) => `${a.type}=${a.value}`).join(",") || "(empty)";
-}
 
 export class WorkloadIdentity {
   /** What SDS servers and tunnels read; `set()` is called on every issuance. */
@@ -256,8 +253,8 @@ export class WorkloadIdentity {
       renewAt: renewalTime({ notBefore: lifeStart, notAfter: leaf.notAfter }, this.rotation),
       receivedAt,
       path: checked.path.map((c) => ({
-        subject: nameOf(c.subject),
-        issuer: nameOf(c.issuer),
+        subject: formatName(c.subject),
+        issuer: formatName(c.issuer),
         serial: c.serialHex,
         notAfter: c.notAfter.toISOString(),
       })),
