@@ -1,0 +1,228 @@
+// vault-sign (seed 000) end to end on a real OpenBao: CA server -> CreateCertificate over
+// gRPC -> Vault signs -> openssl verifies against Vault's root. Both identity modes, and
+// Vault misbehaving: wrong secret_id, missing policy, sealed, stopped and restarted.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
+import { silentLogger } from "../../src/log/logger.js";
+import { parseCertificate } from "../../src/pki/certificate.js";
+import { WorkloadTokenCache } from "../../src/authority/vault/index.js";
+import { VaultClient } from "../../src/vault/index.js";
+import { caClient, type CaClient } from "../helpers/ca-client.js";
+import { opensslCsr, opensslVerify } from "../helpers/openssl.js";
+import {
+  ROLE,
+  TD,
+  approleLogin,
+  eventually,
+  jwtRole,
+  serverConfig,
+  setupPki,
+  startVaultFixture,
+  writePolicy,
+  type VaultFixture,
+} from "./vault-fixture.js";
+
+let fx: VaultFixture;
+let rootPem: string;
+let approle: Awaited<ReturnType<typeof approleLogin>>;
+const servers: CaServerHandle[] = [];
+const clients: CaClient[] = [];
+
+const ecCsr = () => opensslCsr(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], "/O=");
+const rsaCsr = () => opensslCsr(["-newkey", "rsa:2048"], "/O=");
+const SIGN_PATH = `pki_int/sign/${ROLE}`;
+
+before(async () => {
+  fx = await startVaultFixture(true);
+  ({ rootPem } = await setupPki(fx.admin));
+  await writePolicy(fx.admin, "meshvault-sign", { [SIGN_PATH]: ["update"] });
+  await writePolicy(fx.admin, "meshvault-nothing", { "secret/data/unrelated": ["read"] });
+  approle = await approleLogin(fx, "meshvault", ["meshvault-sign"]);
+  await jwtRole(fx, "workloads", ["meshvault-sign"], ["system:serviceaccount:default:sleep"]);
+  await jwtRole(fx, "no-sign", ["meshvault-nothing"], ["system:serviceaccount:default:sleep"]);
+});
+
+after(async () => {
+  for (const c of clients) c.close();
+  for (const s of servers) await s.close().catch(() => undefined);
+  await fx?.close();
+});
+
+async function start(
+  name: string,
+  authority: Record<string, unknown>,
+  vault: Record<string, unknown> = {
+    auth: { method: "approle", roleIdFile: approle.roleIdFile, secretIdFile: approle.secretIdFile },
+  },
+): Promise<{ server: CaServerHandle; client: CaClient }> {
+  const server = await startCaServer(serverConfig(fx, name, authority, vault), {
+    log: silentLogger(),
+    defaultMetrics: false,
+  });
+  servers.push(server);
+  const client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
+  clients.push(client);
+  return { server, client };
+}
+
+function verifyAgainstVaultRoot(chain: string[], id: string): void {
+  assert.equal(chain.at(-1), rootPem, "trust bundle is Vault's root");
+  const leaf = parseCertificate(chain[0]!);
+  assert.deepEqual(leaf.sans.uris, [id]);
+  assert.equal(leaf.isCa, false);
+  for (const purpose of ["sslclient", "sslserver"]) {
+    // Verified against the root read from Vault by the admin, not the one the server passed on.
+    const [ok, out] = opensslVerify(rootPem, chain.slice(1, -1).join(""), chain[0]!, purpose);
+    assert.ok(ok, `${purpose}: ${out}`);
+  }
+}
+
+async function grpcError(p: Promise<unknown>): Promise<grpc.ServiceError> {
+  try {
+    await p;
+  } catch (err) {
+    return err as grpc.ServiceError;
+  }
+  assert.fail("expected the call to fail");
+}
+
+test("identity server (approle): Vault signs RSA and EC CSRs; openssl verifies against Vault's root", async () => {
+  const { server, client } = await start("server-id", { type: "vault-sign" });
+  assert.equal(server.rootsPem(), rootPem);
+  for (const make of [ecCsr, rsaCsr]) {
+    const chain = await client.create(make().csrPem, {
+      token: await fx.token("default", "sleep"),
+      validity: 3600,
+    });
+    assert.equal(chain.length, 3, "leaf, pki_int's intermediate, root");
+    verifyAgainstVaultRoot(chain, `spiffe://${TD}/ns/default/sa/sleep`);
+    const leaf = parseCertificate(chain[0]!);
+    const lifetime = (leaf.notAfter.getTime() - Date.now()) / 1000;
+    assert.ok(lifetime > 3500 && lifetime <= 3600 + 5, `ttl passed to Vault (${lifetime}s)`);
+  }
+});
+
+test("identity workload (jwt): each caller logs in to Vault with its own token; Vault's role decides", async () => {
+  const { client } = await start("workload-id", {
+    type: "vault-sign",
+    identity: "workload",
+    workloadAuth: { method: "jwt", role: "workloads" },
+  });
+  const chain = await client.create(ecCsr().csrPem, { token: await fx.token("default", "sleep") });
+  verifyAgainstVaultRoot(chain, `spiffe://${TD}/ns/default/sa/sleep`);
+
+  // meshvault accepts the intruder's token, but Vault's role is not bound to it.
+  const err = await grpcError(
+    client.create(ecCsr().csrPem, { token: await fx.token("default", "intruder") }),
+  );
+  assert.equal(err.code, grpc.status.PERMISSION_DENIED, err.message);
+  assert.match(err.message, /role "workloads"/);
+  assert.match(err.message, /auth\/jwt/);
+  assert.doesNotMatch(err.message, /eyJ/, "no JWT in the message");
+});
+
+test("identity workload: a workload role whose policy lacks the sign path is PERMISSION_DENIED naming path and capability", async () => {
+  const { client } = await start("workload-no-sign", {
+    type: "vault-sign",
+    identity: "workload",
+    workloadAuth: { method: "jwt", role: "no-sign" },
+  });
+  const err = await grpcError(client.create(ecCsr().csrPem, { token: await fx.token("default", "sleep") }));
+  assert.equal(err.code, grpc.status.PERMISSION_DENIED, err.message);
+  assert.match(err.message, new RegExp(`${SIGN_PATH}.*"update"`));
+});
+
+test("workload Vault tokens are cached per caller token until the lease ends", async () => {
+  const client = new VaultClient({ address: fx.bao.addr, skipVerify: false });
+  const cache = new WorkloadTokenCache(client, {
+    method: "jwt",
+    mount: "jwt",
+    role: "workloads",
+    maxEntries: 2,
+  });
+  const id = `spiffe://${TD}/ns/default/sa/sleep`;
+  const jwt = await fx.token("default", "sleep");
+  const [a, b] = await Promise.all([cache.token(id, jwt), cache.token(id, jwt)]);
+  assert.equal(a, b);
+  assert.equal(await cache.token(id, jwt), a);
+  assert.equal(cache.stats().logins, 1, "concurrent and repeated calls share one login");
+  for (let i = 0; i < 3; i++) await cache.token(id, await fx.token("default", "sleep").then((t) => `${t}`));
+  assert.ok(cache.stats().cached <= 2, "bounded");
+  client.close();
+});
+
+test("wrong secret_id: startup fails saying which login and what to check, without the secret", async () => {
+  const wrong = await startCaServer(
+    serverConfig(
+      fx,
+      "wrong-secret",
+      { type: "vault-sign" },
+      {
+        auth: { method: "approle", roleIdFile: approle.roleIdFile, secretIdFile: approle.wrongSecretIdFile },
+      },
+    ),
+    { log: silentLogger(), defaultMetrics: false },
+  ).then(
+    (s) => (servers.push(s), undefined),
+    (e: Error) => e,
+  );
+  assert.ok(wrong instanceof Error, "startup must fail");
+  assert.match(wrong.message, /approle login at auth\/approle\/login/);
+  assert.match(wrong.message, /secret_id/);
+  assert.doesNotMatch(wrong.message, /00000000-1111/);
+});
+
+test("policy missing the sign path: startup fails naming the path and the capability", async () => {
+  const other = await approleLogin(fx, "meshvault-unprivileged", ["meshvault-nothing"]);
+  const err = await startCaServer(
+    serverConfig(
+      fx,
+      "no-policy",
+      { type: "vault-sign" },
+      {
+        auth: { method: "approle", roleIdFile: other.roleIdFile, secretIdFile: other.secretIdFile },
+      },
+    ),
+    { log: silentLogger(), defaultMetrics: false },
+  ).then(
+    (s) => (servers.push(s), undefined),
+    (e: Error) => e,
+  );
+  assert.ok(err instanceof Error, "startup must fail");
+  assert.match(err.message, new RegExp(`"update" capability on "${SIGN_PATH}"`));
+  assert.match(err.message, /path ".*" \{ capabilities = \["update"\] \}/);
+});
+
+test("sealed Vault: UNAVAILABLE saying sealed; signs again after unseal", async () => {
+  const { client } = await start("sealed", { type: "vault-sign" });
+  const token = await fx.token("default", "sleep");
+  await client.create(ecCsr().csrPem, { token });
+  await fx.bao.seal();
+  try {
+    const err = await grpcError(client.create(ecCsr().csrPem, { token }));
+    assert.equal(err.code, grpc.status.UNAVAILABLE, err.message);
+    assert.match(err.message, /sealed/);
+  } finally {
+    await fx.bao.unseal();
+  }
+  const chain = await eventually(() => client.create(ecCsr().csrPem, { token }), 15_000);
+  verifyAgainstVaultRoot(chain, `spiffe://${TD}/ns/default/sa/sleep`);
+});
+
+test("Vault stopped: UNAVAILABLE; after restart it recovers by itself", async () => {
+  const { client } = await start("restart", { type: "vault-sign" });
+  const token = await fx.token("default", "sleep");
+  await client.create(ecCsr().csrPem, { token });
+  await fx.bao.halt();
+  try {
+    const err = await grpcError(client.create(ecCsr().csrPem, { token }));
+    assert.equal(err.code, grpc.status.UNAVAILABLE, err.message);
+    assert.match(err.message, /cannot connect to Vault|connection refused/);
+  } finally {
+    await fx.bao.start();
+  }
+  const chain = await eventually(() => client.create(ecCsr().csrPem, { token }), 20_000);
+  verifyAgainstVaultRoot(chain, `spiffe://${TD}/ns/default/sa/sleep`);
+});
