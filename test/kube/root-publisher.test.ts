@@ -1,0 +1,186 @@
+// Root-of-trust ConfigMaps against a REAL kube-apiserver: every namespace, new
+// namespaces, repairs, no rewrites when equal, root rotation overlap, and two
+// replicas behind one Lease.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { issueCa } from "../../src/pki/issue.js";
+import { generateKeyPairFor } from "../../src/pki/keys.js";
+import { loadKubeConfig } from "../../src/kube/client.js";
+import { startRootPublisher, type RootPublisherHandle } from "../../src/kube/root-publisher-service.js";
+import { startKube, type KubeEnv } from "../helpers/kube.js";
+
+let kube: KubeEnv;
+const handles: RootPublisherHandle[] = [];
+const quiet = { info: () => {}, warn: () => {} };
+
+function root(cn: string): string {
+  return issueCa({
+    subject: { commonName: cn },
+    key: generateKeyPairFor("ec-p256").privateKey,
+    ttlSeconds: 86400,
+  }).pem;
+}
+
+interface Cm {
+  metadata: { resourceVersion: string; labels?: Record<string, string> };
+  data?: Record<string, string>;
+}
+
+async function getCm(ns: string, name = "istio-ca-root-cert"): Promise<Cm | undefined> {
+  const r = await kube.request("GET", `/api/v1/namespaces/${ns}/configmaps/${name}`, undefined, {
+    expectOk: false,
+  });
+  return r.status === 200 ? (r.body as Cm) : undefined;
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const hasBundle = (ns: string, pem: string, name?: string) => async () => {
+  const cm = await getCm(ns, name);
+  return cm?.data?.["root-cert.pem"] === pem && cm.metadata.labels?.["istio.io/config"] === "true"
+    ? cm
+    : undefined;
+};
+
+let roots: string[];
+const rootA = root("root A");
+
+async function publisher(identity: string, extra: Partial<Parameters<typeof startRootPublisher>[0]> = {}) {
+  const h = await startRootPublisher({
+    kubeConfig: loadKubeConfig({ kubeconfig: kube.kubeconfigPath }),
+    roots: () => roots,
+    namespace: "istio-system",
+    identity,
+    leaseDurationSeconds: 3,
+    renewPeriodMs: 500,
+    rootsPollMs: 200,
+    overlapSeconds: 4,
+    log: quiet,
+    ...extra,
+  });
+  handles.push(h);
+  return h;
+}
+
+before(async () => {
+  kube = await startKube();
+  for (const ns of ["istio-system", "app-a", "app-b"]) await kube.createNamespace(ns);
+  roots = [rootA];
+});
+
+after(async () => {
+  for (const h of handles) await h.close().catch(() => {});
+  await kube?.stop();
+});
+
+test("publishes, repairs, never rewrites when equal, rotates with overlap; two replicas share one Lease", async () => {
+  const p1 = await publisher("replica-1");
+  assert.equal(p1.isLeader(), true);
+  const p2 = await publisher("replica-2");
+  assert.equal(p2.isLeader(), false, "the second replica stands by");
+
+  // Existing namespaces, including the system ones.
+  for (const ns of ["istio-system", "app-a", "app-b", "default", "kube-system"])
+    await waitFor(`configmap in ${ns}`, hasBundle(ns, rootA));
+
+  // A new namespace gets one.
+  await kube.createNamespace("app-new");
+  await waitFor("configmap in a new namespace", hasBundle("app-new", rootA));
+
+  // Not rewritten when equal: resourceVersions stay put across several renew periods.
+  const rv = (await getCm("app-a"))!.metadata.resourceVersion;
+  const rvB = (await getCm("app-b"))!.metadata.resourceVersion;
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.equal((await getCm("app-a"))!.metadata.resourceVersion, rv);
+  assert.equal((await getCm("app-b"))!.metadata.resourceVersion, rvB);
+  assert.equal(p2.stats().created + p2.stats().updated, 0, "the standby wrote nothing");
+
+  // Edited content is put back; a removed label too; other keys are kept.
+  await kube.request("PUT", "/api/v1/namespaces/app-a/configmaps/istio-ca-root-cert", {
+    apiVersion: "v1",
+    kind: "ConfigMap",
+    metadata: { name: "istio-ca-root-cert", namespace: "app-a", resourceVersion: rv },
+    data: { "root-cert.pem": "tampered", extra: "kept" },
+  });
+  const repaired = await waitFor("repair of an edited configmap", hasBundle("app-a", rootA));
+  assert.equal(repaired.data?.extra, "kept");
+
+  // Deleted: recreated.
+  await kube.request("DELETE", "/api/v1/namespaces/app-b/configmaps/istio-ca-root-cert");
+  await waitFor("recreation of a deleted configmap", hasBundle("app-b", rootA));
+
+  // Root rotation: old + new while the overlap lasts, then only the new one.
+  const rootB = root("root B");
+  roots = [rootB];
+  await waitFor("old + new roots during the overlap", hasBundle("app-a", rootB + rootA), 5000);
+  await waitFor("new root only after the overlap", hasBundle("app-a", rootB), 10_000);
+
+  // The leader stops (releases the Lease): the standby takes over and keeps repairing.
+  const written = p1.stats().created + p1.stats().updated;
+  assert.ok(written > 0);
+  await p1.close();
+  await waitFor("standby takes over", async () => p2.isLeader(), 10_000);
+  await kube.request("PUT", "/api/v1/namespaces/app-b/configmaps/istio-ca-root-cert", {
+    apiVersion: "v1",
+    kind: "ConfigMap",
+    metadata: { name: "istio-ca-root-cert", namespace: "app-b" },
+    data: { "root-cert.pem": "tampered again" },
+  });
+  await waitFor("repair by the new leader", hasBundle("app-b", rootB));
+  assert.ok(p2.stats().updated + p2.stats().created > 0);
+});
+
+test("a crashed leader (no release) is replaced after the lease duration", async () => {
+  // A leader killed without releasing: a lease held by an identity that never renews.
+  const now = new Date().toISOString().replace(/Z$/, "000Z"); // MicroTime: 6 fractional digits
+    .toISOString()
+    .replace("Z", "000Z")
+    .replace(/\.(\d{3})000Z$/, ".$1000Z");
+  await kube.request("POST", "/apis/coordination.k8s.io/v1/namespaces/istio-system/leases", {
+    apiVersion: "coordination.k8s.io/v1",
+    kind: "Lease",
+    metadata: { name: "crash-test" },
+    spec: { holderIdentity: "crashed-replica", leaseDurationSeconds: 3, renewTime: now, acquireTime: now },
+  });
+  const started = Date.now();
+  const p = await publisher("replica-3", { leaseName: "crash-test", configMapName: "crash-root" });
+  assert.equal(p.isLeader(), false);
+  await waitFor("takeover of an abandoned lease", async () => p.isLeader(), 10_000);
+  assert.ok(Date.now() - started >= 2900, "waited out the lease duration");
+  await waitFor("publishing after takeover", hasBundle("app-a", roots.join(""), "crash-root"));
+  await p.close();
+});
+
+test("namespace selector: only labelled namespaces get the ConfigMap", async () => {
+  await kube.request("POST", "/api/v1/namespaces", {
+    apiVersion: "v1",
+    kind: "Namespace",
+    metadata: { name: "meshed", labels: { "istio-injection": "enabled" } },
+  });
+  const p = await publisher("replica-4", {
+    leaseName: "selector-test",
+    configMapName: "selected-root",
+    namespaceSelector: "istio-injection=enabled",
+  });
+  await waitFor("configmap in the selected namespace", hasBundle("meshed", roots.join(""), "selected-root"));
+  // Labelling a namespace later brings it in.
+  const ns = (await kube.request("GET", "/api/v1/namespaces/app-a")).body as {
+    metadata: { labels?: Record<string, string> };
+  };
+  ns.metadata.labels = { ...ns.metadata.labels, "istio-injection": "enabled" };
+  await kube.request("PUT", "/api/v1/namespaces/app-a", ns);
+  await waitFor(
+    "configmap in a namespace labelled later",
+    hasBundle("app-a", roots.join(""), "selected-root"),
+  );
+  assert.equal(await getCm("app-b", "selected-root"), undefined);
+  await p.close();
+});
