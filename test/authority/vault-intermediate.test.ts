@@ -1,0 +1,180 @@
+// vault-intermediate (seeds 002 and 003) end to end on a real OpenBao: the intermediate
+// is signed by Vault's root mount, leaves are signed in meshvault, openssl verifies them
+// against Vault's root. Renewal with a short TTL under load, Vault stopped while issuing,
+// and a policy missing the sign-intermediate path.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
+import { silentLogger } from "../../src/log/logger.js";
+import { parseCertificate, parseCertificates } from "../../src/pki/certificate.js";
+import { caClient, type CaClient } from "../helpers/ca-client.js";
+import { opensslCsr, opensslVerify } from "../helpers/openssl.js";
+import {
+  TD,
+  approleLogin,
+  jwtRole,
+  serverConfig,
+  setupPki,
+  startVaultFixture,
+  writePolicy,
+  type VaultFixture,
+} from "./vault-fixture.js";
+
+let fx: VaultFixture;
+let rootPem: string;
+let approle: Awaited<ReturnType<typeof approleLogin>>;
+const servers: CaServerHandle[] = [];
+const clients: CaClient[] = [];
+const csr = opensslCsr(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], "/O=").csrPem;
+const SLEEP = `spiffe://${TD}/ns/default/sa/sleep`;
+
+before(async () => {
+  fx = await startVaultFixture(true);
+  ({ rootPem } = await setupPki(fx.admin));
+  // Least privilege per mode, as `meshvault vault setup` would write it.
+  await writePolicy(fx.admin, "int-csr", { "pki/root/sign-intermediate": ["update"] });
+  await writePolicy(fx.admin, "int-exported", {
+    "pki/root/sign-intermediate": ["update"],
+    "pki_int/intermediate/generate/exported": ["update"],
+    "pki_int/intermediate/set-signed": ["update"],
+  });
+  await writePolicy(fx.admin, "nothing", { "secret/data/unrelated": ["read"] });
+  approle = await approleLogin(fx, "meshvault-int", ["int-csr"]);
+  // The server itself logs in with a JWT from a file in exported mode.
+  await jwtRole(fx, "meshvault-server", ["int-exported"], ["system:serviceaccount:istio-system:meshvault"]);
+});
+
+after(async () => {
+  for (const c of clients) c.close();
+  for (const s of servers) await s.close().catch(() => undefined);
+  await fx?.close();
+});
+
+async function start(
+  name: string,
+  authority: Record<string, unknown>,
+  vault: Record<string, unknown> = {
+    auth: { method: "approle", roleIdFile: approle.roleIdFile, secretIdFile: approle.secretIdFile },
+  },
+): Promise<{ server: CaServerHandle; client: CaClient }> {
+  const server = await startCaServer(
+    serverConfig(fx, name, { type: "vault-intermediate", ...authority }, vault),
+    {
+      log: silentLogger(),
+      defaultMetrics: false,
+    },
+  );
+  servers.push(server);
+  const client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
+  clients.push(client);
+  return { server, client };
+}
+
+function verifyAgainstVaultRoot(chain: string[]): void {
+  assert.equal(chain.at(-1), rootPem, "trust bundle is Vault's root");
+  assert.deepEqual(parseCertificate(chain[0]!).sans.uris, [SLEEP]);
+  const [ok, out] = opensslVerify(rootPem, chain.slice(1, -1).join(""), chain[0]!, "sslclient");
+  assert.ok(ok, out);
+}
+
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir).flatMap((n) => {
+    const p = join(dir, n);
+    return statSync(p).isDirectory() ? filesUnder(p) : [p];
+  });
+}
+
+test("mode csr (approle): intermediate from pki/root/sign-intermediate, pathLen 0, SPIFFE trust-domain ID; key never written", async () => {
+  const { client } = await start("csr", { mode: "csr" });
+  const chain = await client.create(csr, { token: await fx.token("default", "sleep") });
+  assert.equal(chain.length, 3, "leaf, our intermediate, Vault's root");
+  verifyAgainstVaultRoot(chain);
+  const int = parseCertificate(chain[1]!);
+  assert.equal(int.isCa, true);
+  assert.equal(int.pathLen, 0);
+  assert.deepEqual(int.sans.uris, [`spiffe://${TD}`]);
+  assert.match(int.subject.map((a) => a.value).join(","), /meshvault intermediate CA \(cluster\.local\)/);
+  const lifetime = (int.notAfter.getTime() - Date.now()) / 3600_000;
+  assert.ok(lifetime > 719 && lifetime <= 720, `default ttl 720h (${lifetime}h)`);
+  for (const f of filesUnder(join(fx.dir, "data-csr")))
+    assert.doesNotMatch(readFileSync(f, "utf8"), /PRIVATE KEY/, `${f} holds a private key`);
+});
+
+test("mode exported (jwt login): Vault generates the key, pki_int holds the signed intermediate too", async () => {
+  const { writeFileSync } = await import("node:fs");
+  const tokenFile = join(fx.dir, "server.jwt");
+  writeFileSync(tokenFile, await fx.token("istio-system", "meshvault"), { mode: 0o600 });
+  const { client } = await start(
+    "exported",
+    { mode: "exported", keyAlgorithm: "ec-p384", ttl: "48h" },
+    { auth: { method: "jwt", role: "meshvault-server", tokenFile } },
+  );
+  const chain = await client.create(csr, { token: await fx.token("default", "sleep") });
+  verifyAgainstVaultRoot(chain);
+  const int = parseCertificate(chain[1]!);
+  assert.equal(int.publicKey.asymmetricKeyDetails?.namedCurve, "secp384r1");
+  // set-signed: the intermediate mount knows the certificate meshvault signs with.
+  const ids = await fx.admin.list("pki_int/issuers");
+  const certs: string[] = [];
+  for (const id of ids) {
+    const r = await fx.admin.read<{ certificate: string }>(`pki_int/issuer/${id}/json`);
+    certs.push(r!.data!.certificate.trim());
+  }
+  assert.ok(certs.includes(chain[1]!.trim()), "pki_int/issuers lists the intermediate");
+});
+
+test("renewal: ttl 20s, renewAt 0.5: a new intermediate is swapped in while CreateCertificate keeps succeeding", async () => {
+  const { client } = await start("renew", { mode: "csr", ttl: "20s", renewAt: 0.5 });
+  const token = await fx.token("default", "sleep");
+  const serials = new Set<string>();
+  let calls = 0;
+  const end = Date.now() + 14_000;
+  // Several callers at once, so some requests are in flight when the swap happens.
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      while (Date.now() < end) {
+        const chain = await client.create(csr, { token }); // any failure fails the test
+        verifyAgainstVaultRoot(chain);
+        serials.add(parseCertificate(chain[1]!).serialHex);
+        calls++;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }),
+  );
+  assert.ok(serials.size >= 2, `intermediate serial changed (${serials.size} seen in ${calls} calls)`);
+});
+
+test("Vault stopped: keeps issuing from the intermediate in memory; fine again after restart", async () => {
+  const { client, server } = await start("halt", { mode: "csr" });
+  const token = await fx.token("default", "sleep");
+  await client.create(csr, { token });
+  await fx.bao.halt();
+  try {
+    for (let i = 0; i < 5; i++) verifyAgainstVaultRoot(await client.create(csr, { token }));
+    assert.deepEqual(server.authority.ready(), { ready: true });
+  } finally {
+    await fx.bao.start();
+  }
+  verifyAgainstVaultRoot(await client.create(csr, { token }));
+});
+
+test("policy missing pki/root/sign-intermediate: startup fails naming the path and the capability", async () => {
+  const other = await approleLogin(fx, "int-unprivileged", ["nothing"]);
+  const err = await startCaServer(
+    serverConfig(
+      fx,
+      "int-no-policy",
+      { type: "vault-intermediate" },
+      { auth: { method: "approle", roleIdFile: other.roleIdFile, secretIdFile: other.secretIdFile } },
+    ),
+    { log: silentLogger(), defaultMetrics: false },
+  ).then(
+    (s) => (servers.push(s), undefined),
+    (e: Error) => e,
+  );
+  assert.ok(err instanceof Error, "startup must fail");
+  assert.match(err.message, /"update" capability on "pki\/root\/sign-intermediate"/);
+  assert.equal(parseCertificates(rootPem).length, 1);
+});
