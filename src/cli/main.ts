@@ -4,6 +4,7 @@ import { Command, CommanderError } from "commander";
 import { registerServerCommand } from "./server.js";
 import { registerTokenCommands } from "./token.js";
 import { registerCertCommands } from "./inspect.js";
+import { registerVaultCommands } from "./vault.js";
 
 export function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerServerCommand(program);
   registerCertCommands(program);
   registerTokenCommands(program);
+  registerVaultCommands(program);
   return program;
 }
 

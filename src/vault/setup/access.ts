@@ -36,13 +36,23 @@ const TOKEN_SELF: PathAccess[] = [
   { path: "auth/token/lookup-self", capabilities: ["read"], why: "read the token's TTL" },
 ];
 
+// The authorities read these without a token (Vault serves them to anyone);
+// they are listed so the policy documents every path meshvault touches.
 function caReads(mount: string): PathAccess[] {
+  const why = "read the CA chain (trust bundle)";
   return [
-    { path: `${mount}/ca_chain`, capabilities: ["read"], why: "read the CA chain (trust bundle)", unauthenticated: true },
+    { path: `${mount}/ca_chain`, capabilities: ["read"], why, unauthenticated: true },
+    { path: `${mount}/cert/ca_chain`, capabilities: ["read"], why, unauthenticated: true },
     {
-      path: `${mount}/cert/ca_chain`,
+      path: `${mount}/issuers`,
+      capabilities: ["list"],
+      why: "list the mount's issuers (roots)",
+      unauthenticated: true,
+    },
+    {
+      path: `${mount}/issuer/+/json`,
       capabilities: ["read"],
-      why: "read the CA chain (trust bundle)",
+      why: "read each issuer's certificate",
       unauthenticated: true,
     },
   ];
@@ -73,14 +83,24 @@ export function serverAccess(authority: VaultAuthorityConfig): PathAccess[] {
         const paths: PathAccess[] =
           r.version === 2
             ? [
-                { path: `${r.mount}/data/${r.path}`, capabilities: ["read"], why: "read the CA certificate and key" },
+                {
+                  path: `${r.mount}/data/${r.path}`,
+                  capabilities: ["read"],
+                  why: "read the CA certificate and key",
+                },
                 {
                   path: `${r.mount}/metadata/${r.path}`,
                   capabilities: ["read"],
                   why: "poll the secret's version for hot reload",
                 },
               ]
-            : [{ path: `${r.mount}/${r.path}`, capabilities: ["read"], why: "read the CA certificate and key" }];
+            : [
+                {
+                  path: `${r.mount}/${r.path}`,
+                  capabilities: ["read"],
+                  why: "read the CA certificate and key",
+                },
+              ];
         for (const p of paths) {
           if (seen.has(p.path)) continue;
           seen.add(p.path);
