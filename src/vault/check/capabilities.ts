@@ -11,7 +11,7 @@ export async function checkCapabilities(
   policies: readonly string[],
   setupHint: string,
   r: CheckReport,
-): Promise<void> {
+): Promise<Set<string>> {
   const paths = access.map((a) => a.path);
   let data: Record<string, unknown>;
   try {
@@ -22,8 +22,9 @@ export async function checkCapabilities(
       `cannot ask sys/capabilities-self what the token may do (${(e as Error).message})`,
       "use a token that may call sys/capabilities-self (the default policy allows it)",
     );
-    return;
+    return new Set();
   }
+  const lacking = new Set<string>();
   const named = policies.filter((p) => p !== "default" && p !== "root");
   for (const a of access) {
     const caps = Array.isArray(data[a.path]) ? (data[a.path] as string[]) : [];
@@ -36,6 +37,7 @@ export async function checkCapabilities(
         `${need} on ${a.path}: ${a.why} (not in the token's policies, but Vault serves it without a token)`,
       );
     } else {
+      lacking.add(a.path);
       r.fail(
         `the token lacks "${missing.join(", ")}" on ${a.path}, needed to ${a.why} (it has: ${caps.join(", ") || "nothing"})`,
         `add ${policySnippet({ path: a.path, capabilities: a.capabilities })} to ${
@@ -44,4 +46,5 @@ export async function checkCapabilities(
       );
     }
   }
+  return lacking;
 }

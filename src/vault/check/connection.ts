@@ -84,7 +84,7 @@ export async function checkReachable(
 
 function loginFix(conn: VaultConnection, e: unknown): string {
   const a = conn.auth;
-  if (e instanceof VaultConfigError)
+  if (e instanceof VaultConfigError && a.method !== "token")
     return "fix the file or setting named above (vault.auth in the config file or the VAULT_* variables)";
   switch (a.method) {
     case "token":

@@ -50,8 +50,15 @@ export async function runCheck(opts: CheckOptions): Promise<CheckResult> {
     if (await checkReachable(client, conn, r)) {
       const login = await checkLogin(client, conn, r);
       if (login) {
-        await checkCapabilities(client, login.token, serverAccess(opts.authority), login.policies, hint, r);
-        await checkPkiState(client, login.token, opts.authority, opts.trustDomain, hint, r);
+        const lacking = await checkCapabilities(
+          client,
+          login.token,
+          serverAccess(opts.authority),
+          login.policies,
+          hint,
+          r,
+        );
+        await checkPkiState(client, login.token, opts.authority, opts.trustDomain, hint, r, lacking);
       }
     }
   } finally {

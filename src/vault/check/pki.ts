@@ -224,13 +224,17 @@ export async function checkPkiState(
   trustDomain: string,
   setupHint: string,
   r: CheckReport,
+  /** Paths the capability check already reported as lacking: not tried again. */
+  lacking: ReadonlySet<string> = new Set(),
 ): Promise<void> {
   switch (a.type) {
     case "vault-sign": {
       const ca = await checkCa(client, a.mount, "signing CA", setupHint, r);
       if (!ca) return;
       await checkChain(client, a.mount, r);
-      if (a.identity === "server")
+      if (a.identity === "server" && lacking.has(`${a.mount}/sign/${a.role}`)) {
+        r.fail(`no test signature: the token may not call ${a.mount}/sign/${a.role} (see above)`, setupHint);
+      } else if (a.identity === "server")
         await checkSigning(client, token, a.mount, a.role, trustDomain, setupHint, r);
       else
         r.ok(
