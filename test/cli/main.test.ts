@@ -1,0 +1,75 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const repo = join(import.meta.dirname, "..", "..");
+
+function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): { code: number | null; out: string; err: string } {
+  const r = spawnSync(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "-e",
+      `import("./src/cli/main.ts").then((m) => m.main(["node", "meshvault", ...${JSON.stringify(args)}]))`,
+    ],
+    { cwd: repo, encoding: "utf8", env: { ...process.env, ...env }, timeout: 30_000 },
+  );
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+test("--version prints the package version", () => {
+  const r = cli(["--version"]);
+  assert.equal(r.code, 0);
+  assert.match(r.out.trim(), /^\d+\.\d+\.\d+$/);
+});
+
+test("--help lists every command, and each command has --help", () => {
+  const r = cli(["--help"]);
+  assert.equal(r.code, 0);
+  for (const c of ["server", "cert", "token", "vault"]) assert.match(r.out, new RegExp(`\\b${c}\\b`));
+  const s = cli(["server", "--help"]);
+  assert.equal(s.code, 0);
+  assert.match(s.out, /--trust-domain/);
+});
+
+test("a bad config file is refused with the field named, before anything starts", () => {
+  const dir = mkdtempSync(join(tmpdir(), "meshvault-cli-"));
+  try {
+    const file = join(dir, "bad.yaml");
+    writeFileSync(
+      file,
+      "trustDomain: Example.ORG\ncertificates:\n  maxTtl: forever\nlisten:\n  grcp: 1.2.3.4:1\n",
+    );
+    const r = cli(["server", "-c", file, "--data-dir", join(dir, "data")]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /trustDomain: trust domain "Example.ORG"/);
+    assert.match(r.err, /certificates.maxTtl: "forever" is not a duration/);
+    assert.match(r.err, /listen: unknown field\(s\) grcp/);
+    const missing = cli(["server", "-c", join(dir, "nope.yaml")]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.err, /cannot read config file .*nope.yaml: ENOENT/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("token create prints a JWT for the local issuer", () => {
+  const dir = mkdtempSync(join(tmpdir(), "meshvault-cli-"));
+  try {
+    const r = cli(["token", "create", "-n", "default", "-s", "sleep", "--data-dir", dir]);
+    assert.equal(r.code, 0, r.err);
+    const [, payload] = r.out.trim().split(".");
+    const claims = JSON.parse(Buffer.from(payload!, "base64url").toString()) as Record<string, unknown>;
+    assert.equal(claims.sub, "system:serviceaccount:default:sleep");
+    assert.deepEqual(claims.aud, ["istio-ca"]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
