@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { registerServerCommand } from "./server.js";
+import { registerCaCertsCommand } from "./cacerts.js";
 import { registerTokenCommands } from "./token.js";
 import { registerCertCommands } from "./inspect.js";
 import { registerVaultCommands } from "./vault.js";
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerServerCommand(program);
+  registerCaCertsCommand(program);
   registerCertCommands(program);
   registerTokenCommands(program);
   registerVaultCommands(program);

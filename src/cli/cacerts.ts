@@ -1,0 +1,173 @@
+// `meshvault cacerts`: istiod's plug-in CA from a Vault intermediate, into the
+// `cacerts` Secret (seed 002) or, with --out-dir, a memory-backed directory next to
+// istiod (seed 003). Thin wiring of src/kube/cacerts*.ts.
+import type { Command } from "commander";
+import { loadServerConfig } from "../config/load.js";
+import { vaultConnectionFromConfig } from "../config/vault-schema.js";
+import { parseDuration } from "../config/duration.js";
+import { createLogger } from "../log/logger.js";
+import { KEY_ALGORITHMS, type KeyAlgorithm } from "../pki/keys.js";
+import { connectVault } from "../vault/index.js";
+import { loadKubeConfig } from "../kube/client.js";
+import { runCaCerts, syncCaCerts, type CaCertsOptions } from "../kube/cacerts.js";
+import { DirSink, SecretSink, type CaCertsSink } from "../kube/cacerts-sinks.js";
+import {
+  LocalIntermediateSource,
+  VaultIntermediateSource,
+  type IntermediateSource,
+} from "../kube/intermediate-source.js";
+
+export interface CaCertsFlags {
+  config?: string;
+  source: string;
+  mode?: string;
+  rootMount?: string;
+  intermediateMount?: string;
+  ttl?: string;
+  renewAt?: string;
+  commonName?: string;
+  keyAlgorithm?: string;
+  trustDomain?: string;
+  dataDir?: string;
+  namespace: string;
+  secretName: string;
+  kubeconfig?: string;
+  outDir?: string;
+  tlsLayout?: boolean;
+  once?: boolean;
+  logLevel?: string;
+  logFormat?: string;
+}
+
+function fail(msg: string): never {
+  throw new Error(`cacerts: ${msg}`);
+}
+
+export function registerCaCertsCommand(program: Command): void {
+  program
+    .command("cacerts")
+    .description(
+      "keep istiod's plug-in CA (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem) filled with a Vault intermediate: in Secret istio-system/cacerts, or with --out-dir in a directory (memory-backed emptyDir, nothing in etcd); renewed before expiry",
+    )
+    .option(
+      "-c, --config <file>",
+      "server YAML config: its vault:, trustDomain and vault-intermediate authority settings are used",
+    )
+    .option("--source <source>", "vault, or local (meshvault's embedded root, for trying it out)", "vault")
+    .option("--mode <mode>", "csr (key made here) or exported (made by Vault at <intermediate-mount>)")
+    .option("--root-mount <mount>", "Vault PKI mount holding the root (default pki)")
+    .option(
+      "--intermediate-mount <mount>",
+      "with --mode exported: mount generating the key (default pki_int)",
+    )
+    .option("--ttl <duration>", "intermediate lifetime (default 720h)")
+    .option("--renew-at <fraction>", "renew after this fraction of the lifetime (default 0.5)")
+    .option("--common-name <cn>", "intermediate's common name")
+    .option("--key-algorithm <alg>", `${KEY_ALGORITHMS.join(", ")} (default ec-p256)`)
+    .option("--trust-domain <domain>", "SPIFFE trust domain (default cluster.local)")
+    .option("--data-dir <dir>", "with --source local: where the local root lives (default ./.meshvault)")
+    .option("--namespace <ns>", "namespace of the Secret", "istio-system")
+    .option("--secret-name <name>", "name of the Secret", "cacerts")
+    .option("--kubeconfig <file>", "kubeconfig (default in-cluster, else KUBECONFIG / ~/.kube/config)")
+    .option("--out-dir <dir>", "write the files into this directory instead of a Secret")
+    .option("--tls-layout", "also write tls.crt, tls.key, ca.crt (kubernetes.io/tls names)")
+    .option("--once", "one pass, then exit (Job, init container); default: keep renewing (sidecar)")
+    .option("--log-level <level>", "trace, debug, info, warn, error (default info)")
+    .option("--log-format <format>", "json or pretty (default json)")
+    .action(async (flags: CaCertsFlags) => {
+      await runCaCertsCommand(flags);
+    });
+}
+
+export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
+  const config = loadServerConfig({
+    ...(flags.config ? { file: flags.config } : {}),
+    overrides: {
+      trustDomain: flags.trustDomain,
+      dataDir: flags.dataDir,
+      "log.level": flags.logLevel,
+      "log.format": flags.logFormat,
+    },
+  });
+  const log = createLogger({ level: config.log.level, format: config.log.format, name: "meshvault-cacerts" });
+  const vi = config.authority.type === "vault-intermediate" ? config.authority : undefined;
+  const ttl = flags.ttl ? parseDuration(flags.ttl) : (vi?.ttl ?? 720 * 3600);
+  const renewAt = flags.renewAt ? Number(flags.renewAt) : (vi?.renewAt ?? 0.5);
+  if (!(renewAt > 0 && renewAt < 1))
+    fail(`--renew-at ${flags.renewAt} must be a fraction between 0 and 1, e.g. 0.5`);
+  const keyAlgorithm = (flags.keyAlgorithm ?? vi?.keyAlgorithm ?? "ec-p256") as KeyAlgorithm;
+  if (!KEY_ALGORITHMS.includes(keyAlgorithm))
+    fail(`--key-algorithm ${keyAlgorithm} is not one of ${KEY_ALGORITHMS.join(", ")}`);
+  const commonName = flags.commonName ?? vi?.commonName;
+
+  let source: IntermediateSource;
+  if (flags.source === "local") {
+    source = new LocalIntermediateSource({
+      dataDir: config.dataDir,
+      trustDomain: config.trustDomain,
+      ttlSeconds: ttl,
+      keyAlgorithm,
+      commonName,
+    });
+  } else if (flags.source === "vault") {
+    const mode = flags.mode ?? vi?.mode ?? "csr";
+    if (mode !== "csr" && mode !== "exported") fail(`--mode ${mode} must be csr or exported`);
+    const vault = connectVault(vaultConnectionFromConfig(config.vault));
+    source = new VaultIntermediateSource({
+      client: vault.client,
+      trustDomain: config.trustDomain,
+      mode,
+      rootMount: flags.rootMount ?? vi?.rootMount ?? "pki",
+      intermediateMount: flags.intermediateMount ?? vi?.intermediateMount ?? "pki_int",
+      ttlSeconds: ttl,
+      keyAlgorithm,
+      commonName,
+      onClose: () => vault.close(),
+    });
+  } else fail(`--source ${flags.source} must be vault or local`);
+
+  const sink: CaCertsSink = flags.outDir
+    ? new DirSink(flags.outDir)
+    : new SecretSink({
+        kubeConfig: loadKubeConfig({ kubeconfig: flags.kubeconfig ?? config.kubernetes?.kubeconfig }),
+        namespace: flags.namespace,
+        name: flags.secretName,
+      });
+  const opts: CaCertsOptions = {
+    source,
+    sink,
+    tlsLayout: flags.tlsLayout ?? false,
+    renewAt,
+    log: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
+  };
+
+  if (flags.once) {
+    try {
+      const r = await syncCaCerts(opts);
+      log.info(
+        {
+          action: r.action,
+          write: r.write,
+          notAfter: r.notAfter.toISOString(),
+          renewAt: r.renewAt.toISOString(),
+        },
+        `${sink.description}: ${r.action === "issued" ? "new intermediate written" : "current intermediate kept"}`,
+      );
+    } finally {
+      await source.close();
+    }
+    return;
+  }
+  const runner = runCaCerts(opts);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info({ signal }, "cacerts: shutting down");
+      void runner
+        .stop()
+        .then(() => source.close())
+        .finally(resolve);
+    };
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.once("SIGTERM", () => stop("SIGTERM"));
+  });
+}
