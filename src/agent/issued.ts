@@ -3,6 +3,7 @@
 import type { KeyObject } from "node:crypto";
 import { parseCertificate, parseCertificates, type Certificate } from "../pki/certificate.js";
 import { verifyChain } from "../pki/chain.js";
+import { bytesEqual } from "../pki/der.js";
 import { privateKeyMatches } from "../pki/keys.js";
 import { joinPem, splitCertificates } from "../pki/pem.js";
 import { parseSpiffeId } from "../pki/spiffe.js";
@@ -18,13 +19,57 @@ export interface CheckedChain {
   path: Certificate[];
 }
 
+// Every certificate a CA issues comes with the same intermediates and roots. Parsing and
+// verifying them once per distinct chain (instead of once per identity) is most of the
+// agent's CPU at a node agent's cold start; the leaf is still verified every time.
+const CACHE_MAX = 16;
+const parsed = new Map<string, Certificate[]>();
+const verifiedUpper = new Map<string, { path: Certificate[]; until: number }>();
+
+function remember<V>(m: Map<string, V>, k: string, v: V): V {
+  if (m.size >= CACHE_MAX) m.delete(m.keys().next().value!);
+  m.set(k, v);
+  return v;
+}
+
+function parseCached(pem: string, what: string): Certificate[] {
+  return parsed.get(pem) ?? remember(parsed, pem, parseCertificates(pem, what));
+}
+
+/**
+ * leaf -> first intermediate is checked on every call; intermediates -> roots once per distinct
+ * (intermediates, roots, hour), since that part is identical for every identity the CA serves.
+ */
+function verifyIssued(
+  leaf: Certificate,
+  intermediatePems: string[],
+  rootsPem: string,
+  at: Date,
+): Certificate[] {
+  const roots = parseCached(rootsPem, "root bundle");
+  if (intermediatePems.length === 0) return verifyChain(leaf, [], roots, { at });
+  const intermediates = intermediatePems.map((p) => parseCached(p, "intermediate")[0]!);
+  const issuer = intermediates[0]!;
+  // The leaf against its issuer alone (signature, validity, issuer is a CA with keyCertSign).
+  verifyChain(leaf, [], [issuer], { at });
+  const key = `${intermediatePems.join("")}\n${rootsPem}`;
+  const hit = verifiedUpper.get(key);
+  if (hit && hit.until > at.getTime()) return [leaf, ...hit.path];
+  if (!issuer.isCa) throw new IssuedChainError("the leaf's issuer in the chain is not a CA certificate");
+  const upper = verifyChain(issuer, intermediates.slice(1), roots, { at });
+  const until = Math.min(at.getTime() + 3600_000, ...upper.map((c) => c.notAfter.getTime()));
+  remember(verifiedUpper, key, { path: upper, until });
+  return [leaf, ...upper];
+}
+
 export class IssuedChainError extends Error {
   override name = "IssuedChainError";
 }
 
 export function checkIssuedChain(
   chain: readonly string[],
-  privateKey: KeyObject,
+  /** Our private key, or the DER SubjectPublicKeyInfo of its public half (cheaper to compare). */
+  privateKey: KeyObject | Uint8Array,
   expectedSpiffeId: string | undefined,
   at: Date = new Date(),
 ): CheckedChain {
@@ -46,7 +91,11 @@ export function checkIssuedChain(
   } catch (err) {
     throw new IssuedChainError(`CA returned an unparsable leaf: ${(err as Error).message}`);
   }
-  if (!privateKeyMatches(privateKey, leaf.spki))
+  const matches =
+    privateKey instanceof Uint8Array
+      ? bytesEqual(privateKey, leaf.spki)
+      : privateKeyMatches(privateKey, leaf.spki);
+  if (!matches)
     throw new IssuedChainError("CA returned a certificate for another key than the one in our CSR");
   if (leaf.sans.uris.length !== 1)
     throw new IssuedChainError(
@@ -59,13 +108,7 @@ export function checkIssuedChain(
     );
   let path: Certificate[];
   try {
-    const roots = parseCertificates(rootsPem, "root bundle");
-    path = verifyChain(
-      leaf,
-      intermediatePems.map((p) => parseCertificate(p, "intermediate")),
-      roots,
-      { at },
-    );
+    path = verifyIssued(leaf, intermediatePems, rootsPem, at);
   } catch (err) {
     throw new IssuedChainError(`issued chain does not verify: ${(err as Error).message}`);
   }

@@ -4,7 +4,7 @@
 import type { KeyObject } from "node:crypto";
 import { buildCsr } from "../pki/csr.js";
 import { formatName } from "../pki/name.js";
-import { generateKeyPairAsync, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
+import { generateKeyPairAsync, privateKeyPem, spkiDer, type KeyAlgorithm } from "../pki/keys.js";
 import type { CaClient } from "./ca-client.js";
 import { checkIssuedChain, type CheckedChain } from "./issued.js";
 import {
@@ -209,7 +209,7 @@ export class WorkloadIdentity {
 
   private async issue(): Promise<IssuedInfo> {
     if (this.stopped) throw new Error(`identity ${this.o.name} is stopped`);
-    const { privateKey } = await generateKeyPairAsync(this.o.keyAlgorithm ?? "rsa-2048");
+    const { privateKey, publicKey } = await generateKeyPairAsync(this.o.keyAlgorithm ?? "rsa-2048");
     const csrPem = buildCsr(privateKey, {
       subject: { organization: "" },
       ...(this.o.spiffeId ? { uris: [this.o.spiffeId] } : {}),
@@ -235,11 +235,16 @@ export class WorkloadIdentity {
       ...(token !== undefined ? { token } : {}),
       ...(clientCert ? { clientCert } : {}),
     });
-    return this.publish(chain, privateKey, via);
+    return this.publish(chain, privateKey, spkiDer(publicKey), via);
   }
 
-  private async publish(chain: string[], privateKey: KeyObject, via: IssuedInfo["via"]): Promise<IssuedInfo> {
-    const checked: CheckedChain = checkIssuedChain(chain, privateKey, this.o.spiffeId);
+  private async publish(
+    chain: string[],
+    privateKey: KeyObject,
+    spki: Uint8Array,
+    via: IssuedInfo["via"],
+  ): Promise<IssuedInfo> {
+    const checked: CheckedChain = checkIssuedChain(chain, spki, this.o.spiffeId);
     const leaf = checked.leaf;
     const receivedAt = new Date();
     const lifeStart = new Date(Math.max(leaf.notBefore.getTime(), receivedAt.getTime()));

@@ -1,0 +1,304 @@
+// Agent benchmark: N workload identities cold-starting against one local CA (in
+// its own process, bench/ca-server-process.ts), time until all hold certificates,
+// next to raw CreateCertificate calls (same CA, same connection and concurrency,
+// no key generation, CSR building, token reading or chain checks) measured in the
+// same run; then the RSS of one agent and of a node agent serving 1,000 identities.
+//
+//   node --import tsx bench/agents.ts [--max 10000] [--rss-only]
+//
+// Child roles (spawned by the orchestrator): `--role rss <n> <caAddress> <rootFile> <workDir>`.
+import { spawn, type ChildProcess } from "node:child_process";
+import { cpus } from "node:os";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createPrivateKey } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SignJWT } from "jose";
+import {
+  createCaClient,
+  parseAgentConfig,
+  startAgent,
+  WorkloadIdentity,
+  type CaClient,
+} from "../src/agent/index.js";
+import { createLimiter } from "../src/agent/semaphore.js";
+import { ensureLocalIssuer, localIssuerName } from "../src/identity/local-issuer.js";
+import { buildCsr } from "../src/pki/csr.js";
+import { generateKeyPairFor, type KeyAlgorithm } from "../src/pki/keys.js";
+import { fmt, table } from "./lib.js";
+import { readFileSync } from "node:fs";
+
+const CONCURRENCY = 64;
+const GOAL_10K_SECONDS = 5;
+const GOAL_RSS_ONE_MB = 60;
+const GOAL_RSS_1000_MB = 200;
+
+// ---------------------------------------------------------------- helpers
+
+/** Tokens like `meshvault token create` makes, signed once per identity (setup, not measured). */
+async function mintTokens(dataDir: string, dir: string, n: number, prefix: string): Promise<string[]> {
+  const paths = await ensureLocalIssuer(dataDir);
+  const key = createPrivateKey(readFileSync(paths.keyFile, "utf8"));
+  mkdirSync(dir, { recursive: true });
+  const files: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const sa = `${prefix}-${i}`;
+    const jwt = await new SignJWT({
+      "kubernetes.io": { namespace: "bench", serviceaccount: { name: sa, uid: `${i}` } },
+    })
+      .setProtectedHeader({ alg: "ES256", kid: "meshvault-local-1", typ: "JWT" })
+      .setIssuer(localIssuerName("cluster.local"))
+      .setSubject(`system:serviceaccount:bench:${sa}`)
+      .setAudience(["istio-ca"])
+      .setIssuedAt()
+      .setExpirationTime("2h")
+      .sign(key);
+    const f = join(dir, sa);
+    writeFileSync(f, jwt, { mode: 0o600 });
+    files.push(f);
+  }
+  return files;
+}
+
+async function startCa(dataDir: string): Promise<{ child: ChildProcess; address: string; rootFile: string }> {
+  const child = spawn(process.execPath, ["--import", "tsx", "bench/ca-server-process.ts", dataDir], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    let buf = "";
+    child.stdout!.on("data", (b: Buffer) => {
+      buf += b.toString();
+      const m = /READY (\d+)/.exec(buf);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once("exit", (code) => reject(new Error(`CA process exited with ${code} before it was ready`)));
+  });
+  return { child, address: `localhost:${port}`, rootFile: join(dataDir, "root-cert.pem") };
+}
+
+/** The agent's work per identity: key, CSR, token read, CA call, chain check, rotation schedule. */
+async function coldStartAgents(
+  client: CaClient,
+  tokens: string[],
+  keyAlgorithm: KeyAlgorithm,
+): Promise<number> {
+  const limiter = createLimiter(CONCURRENCY);
+  const ids = tokens.map(
+    (tokenFile, i) =>
+      new WorkloadIdentity({
+        name: `bench/${i}`,
+        ca: client,
+        tokenFile,
+        keyAlgorithm,
+        limiter,
+        backoff: { initialMs: 50, maxMs: 1000 },
+      }),
+  );
+  const t0 = performance.now();
+  for (const id of ids) id.start();
+  await Promise.all(ids.map((id) => id.ready()));
+  const s = (performance.now() - t0) / 1000;
+  for (const id of ids) id.stop();
+  return s;
+}
+
+/** The floor: the same number of CreateCertificate calls with a ready-made CSR and tokens in memory. */
+async function rawCalls(client: CaClient, tokens: string[]): Promise<number> {
+  const csrPem = buildCsr(generateKeyPairFor("ec-p256").privateKey, { subject: { organization: "" } });
+  const jwts = tokens.map((t) => readFileSync(t, "utf8"));
+  const limiter = createLimiter(CONCURRENCY);
+  const t0 = performance.now();
+  await Promise.all(
+    jwts.map((token) => limiter(() => client.createCertificate({ csrPem, validitySeconds: 3600, token }))),
+  );
+  return (performance.now() - t0) / 1000;
+}
+
+interface RssReport {
+  identities: number;
+  rssMb: number;
+  heapMb: number;
+  baselineRssMb: number;
+  readySeconds: number;
+}
+
+function rssChild(n: number, address: string, rootFile: string, work: string): Promise<RssReport> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [
+        "--expose-gc",
+        "--import",
+        "tsx",
+        "bench/agents.ts",
+        "--role",
+        "rss",
+        String(n),
+        address,
+        rootFile,
+        work,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    child.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+    child.once("exit", (code) => {
+      const line = out.split("\n").find((l) => l.startsWith("RSS "));
+      if (code !== 0 || !line) return reject(new Error(`RSS child exited ${code}: ${out}`));
+      resolve(JSON.parse(line.slice(4)) as RssReport);
+    });
+  });
+}
+
+const mb = (bytes: number): number => bytes / 1024 / 1024;
+
+/** Child: a real agent (SDS socket + file output per identity, RSA-2048 keys like istio-agent), then its RSS. */
+async function rssRole(args: string[]): Promise<void> {
+  const [nText, address, rootFile, work] = args as [string, string, string, string];
+  const n = Number(nText);
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  const baselineRssMb = mb(process.memoryUsage().rss);
+  const identities = Array.from({ length: n }, (_, i) => ({
+    name: `rss-${i}`,
+    tokenFile: join(work, "tokens", `rss-${i}`),
+    sdsSocket: join(work, "sds", `${i}.sock`),
+    outDir: join(work, "out", `${i}`),
+  }));
+  const t0 = performance.now();
+  const agent = await startAgent(
+    parseAgentConfig(
+      { ca: { address, rootCertFile: rootFile }, keyAlgorithm: n > 1 ? "ec-p256" : "rsa-2048", identities },
+      "bench",
+    ),
+  );
+  await agent.ready();
+  const readySeconds = (performance.now() - t0) / 1000;
+  await new Promise((r) => setTimeout(r, 300));
+  gc?.();
+  await new Promise((r) => setTimeout(r, 200));
+  const m = process.memoryUsage();
+  const report: RssReport = {
+    identities: n,
+    rssMb: mb(m.rss),
+    heapMb: mb(m.heapUsed),
+    baselineRssMb,
+    readySeconds,
+  };
+  process.stdout.write(`RSS ${JSON.stringify(report)}\n`);
+  await agent.close();
+  process.exit(0);
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv[0] === "--role" && argv[1] === "rss") return rssRole(argv.slice(2));
+  const maxIdx = argv.indexOf("--max");
+  const max = maxIdx >= 0 ? Number(argv[maxIdx + 1]) : 10_000;
+  const rssOnly = argv.includes("--rss-only");
+  const sizes = [100, 1000, 10_000].filter((n) => n <= max);
+
+  const work = mkdtempSync(join(tmpdir(), "meshvault-bench-agents-"));
+  const dataDir = join(work, "ca");
+  const ca = await startCa(dataDir);
+  const out = (s = ""): void => void process.stdout.write(`${s}\n`);
+  try {
+    out(
+      `meshvault agent benchmark: node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model ?? "?"})`,
+    );
+    out(
+      `CA: local authority in its own process (${ca.address}); agents share one TLS connection, ${CONCURRENCY} CSRs in flight`,
+    );
+    out("");
+    if (!rssOnly) {
+      const client = await createCaClient({
+        address: ca.address,
+        rootCertFile: ca.rootFile,
+        timeoutMs: 60_000,
+      });
+      const tokens = await mintTokens(dataDir, join(work, "tokens"), Math.max(...sizes), "w");
+      // Warm up the connection, JIT and the CA's JWKS cache.
+      await rawCalls(client, tokens.slice(0, 200));
+      const rows: (string | number)[][] = [
+        [
+          "identities",
+          "key",
+          "agents: all hold certs",
+          "raw CreateCertificate",
+          "agent/raw",
+          "agent certs/s",
+          "goal",
+        ],
+      ];
+      const run = async (n: number, alg: KeyAlgorithm): Promise<void> => {
+        const slice = tokens.slice(0, n);
+        const raw = await rawCalls(client, slice);
+        const agent = await coldStartAgents(client, slice, alg);
+        const goal =
+          n === 10_000 && alg === "ec-p256"
+            ? `<= ${GOAL_10K_SECONDS} s: ${agent <= GOAL_10K_SECONDS ? "met" : "NOT met"}`
+            : "";
+        rows.push([
+          fmt(n),
+          alg,
+          `${fmt(agent, 2)} s`,
+          `${fmt(raw, 2)} s`,
+          `${fmt(agent / raw, 2)}x`,
+          fmt(n / agent),
+          goal,
+        ]);
+      };
+      for (const n of sizes) await run(n, "ec-p256");
+      // RSA-2048 key generation alone is ~150 ms of CPU per key: one size is enough to show it.
+      await run(100, "rsa-2048");
+      client.close();
+      out(
+        "cold start (each identity: key in memory, CSR, token file read, CreateCertificate over TLS, chain check)",
+      );
+      out(table(rows));
+      out("");
+    }
+
+    const rssTokens = join(work, "rss");
+    await mintTokens(dataDir, join(rssTokens, "tokens"), 1000, "rss");
+    const one = await rssChild(1, ca.address, ca.rootFile, rssTokens);
+    rmSync(join(rssTokens, "out"), { recursive: true, force: true });
+    rmSync(join(rssTokens, "sds"), { recursive: true, force: true });
+    const many = await rssChild(1000, ca.address, ca.rootFile, rssTokens);
+    out(
+      "resident memory (agent process after all certificates are held; SDS socket + file output per identity)",
+    );
+    out(
+      table([
+        ["agent", "RSS", "goal", "process before the agent started", "heap used", "ready in"],
+        [
+          "one identity (rsa-2048)",
+          `${fmt(one.rssMb, 1)} MB`,
+          `<= ${GOAL_RSS_ONE_MB} MB: ${one.rssMb <= GOAL_RSS_ONE_MB ? "met" : "NOT met"}`,
+          `${fmt(one.baselineRssMb, 1)} MB`,
+          `${fmt(one.heapMb, 1)} MB`,
+          `${fmt(one.readySeconds, 2)} s`,
+        ],
+        [
+          "node agent, 1,000 identities (ec-p256)",
+          `${fmt(many.rssMb, 1)} MB`,
+          `<= ${GOAL_RSS_1000_MB} MB: ${many.rssMb <= GOAL_RSS_1000_MB ? "met" : "NOT met"}`,
+          `${fmt(many.baselineRssMb, 1)} MB`,
+          `${fmt(many.heapMb, 1)} MB`,
+          `${fmt(many.readySeconds, 2)} s`,
+        ],
+      ]),
+    );
+    out(
+      "(RSS includes the tsx loader; the baseline column is the same process with every module loaded, before any work)",
+    );
+  } finally {
+    ca.child.kill("SIGTERM");
+    await new Promise((r) => ca.child.once("exit", r));
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+await main();
