@@ -91,9 +91,15 @@ export async function syncCaCerts(o: CaCertsOptions): Promise<SyncResult> {
   }
   if (existing && !present)
     o.log?.warn(`${o.sink.description} holds an incomplete or inconsistent CA: replacing it`);
+  const issuedAt = new Date();
   const issued = await o.source.issueIntermediate();
   const write = await o.sink.write(layoutFiles(issued, tls));
-  const p = { notBefore: issued.notBefore, notAfter: issued.notAfter };
+  // Count the lifetime from now, not from notBefore: CAs backdate notBefore (Vault 30 s,
+  // meshvault 2 min), which for a short TTL would make the new intermediate due at once.
+  const p = {
+    notBefore: issued.notBefore > issuedAt ? issued.notBefore : issuedAt,
+    notAfter: issued.notAfter,
+  };
   return { action: "issued", write, notAfter: issued.notAfter, renewAt: dueAt(p, renewAt) };
 }
 
