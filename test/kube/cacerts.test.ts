@@ -174,11 +174,11 @@ async function setupVaultPki(client: VaultClient): Promise<string> {
     common_name: "my-org-rootca",
     ttl: "8760h",
   });
-  return r!.data.certificate;
+  return r!.data!.certificate;
 }
 
 test("Vault source (real OpenBao): csr and exported modes into the Secret", async () => {
-  const client = new VaultClient({ address: bao.addr }, { token: bao.rootToken });
+  const client = new VaultClient({ address: bao.addr, skipVerify: false }, { token: bao.rootToken });
   try {
     const rootPem = await setupVaultPki(client);
     const sink = new SecretSink({
