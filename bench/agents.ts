@@ -7,7 +7,7 @@
 //   node --import tsx bench/agents.ts [--max 10000] [--rss-only]
 //
 // Child roles (spawned by the orchestrator): `--role rss <n> <caAddress> <rootFile> <workDir>`.
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { cpus } from "node:os";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createPrivateKey } from "node:crypto";
@@ -26,7 +26,8 @@ import { ensureLocalIssuer, localIssuerName } from "../src/identity/local-issuer
 import { buildCsr } from "../src/pki/csr.js";
 import { generateKeyPairFor, type KeyAlgorithm } from "../src/pki/keys.js";
 import { fmt, table } from "./lib.js";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
 
 const CONCURRENCY = 64;
 const GOAL_10K_SECONDS = 5;
@@ -122,24 +123,19 @@ interface RssReport {
   readySeconds: number;
 }
 
+/**
+ * The agent as deployed: compiled JavaScript (dist/, from `npm run build`), no TypeScript loader
+ * in the process. Falls back to tsx (which adds its own ~60 MB) when dist/ is missing.
+ */
+const COMPILED = "dist/agent/index.js";
+
 function rssChild(n: number, address: string, rootFile: string, work: string): Promise<RssReport> {
+  const args = [String(n), address, rootFile, work];
+  const argv = existsSync(COMPILED)
+    ? ["--expose-gc", "--input-type=module", "-e", rssScript(), "--", ...args]
+    : ["--expose-gc", "--import", "tsx", "bench/agents.ts", "--role", "rss", ...args];
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [
-        "--expose-gc",
-        "--import",
-        "tsx",
-        "bench/agents.ts",
-        "--role",
-        "rss",
-        String(n),
-        address,
-        rootFile,
-        work,
-      ],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
+    const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
     child.stdout!.on("data", (b: Buffer) => (out += b.toString()));
     child.once("exit", (code) => {
@@ -151,6 +147,36 @@ function rssChild(n: number, address: string, rootFile: string, work: string): P
 }
 
 const mb = (bytes: number): number => bytes / 1024 / 1024;
+
+/** rssRole as plain JavaScript against dist/, for `node -e`. */
+function rssScript(): string {
+  return `
+const { parseAgentConfig, startAgent } = await import(${JSON.stringify(pathToFileURL(COMPILED).href)});
+const { join } = await import("node:path");
+const [n, address, rootFile, work] = process.argv.slice(process.argv.indexOf("--") + 1 || 1);
+const N = Number(n);
+const mb = (b) => b / 1024 / 1024;
+globalThis.gc?.();
+const baselineRssMb = mb(process.memoryUsage().rss);
+const identities = Array.from({ length: N }, (_, i) => ({
+  name: "rss-" + i,
+  tokenFile: join(work, "tokens", "rss-" + i),
+  sdsSocket: join(work, "sds", i + ".sock"),
+  outDir: join(work, "out", String(i)),
+}));
+const t0 = performance.now();
+const agent = await startAgent(parseAgentConfig({ ca: { address, rootCertFile: rootFile }, keyAlgorithm: N > 1 ? "ec-p256" : "rsa-2048", identities }, "bench"));
+await agent.ready();
+const readySeconds = (performance.now() - t0) / 1000;
+await new Promise((r) => setTimeout(r, 300));
+globalThis.gc?.();
+await new Promise((r) => setTimeout(r, 200));
+const m = process.memoryUsage();
+process.stdout.write("RSS " + JSON.stringify({ identities: N, rssMb: mb(m.rss), heapMb: mb(m.heapUsed), baselineRssMb, readySeconds }) + "\\n");
+await agent.close();
+process.exit(0);
+`;
+}
 
 /** Child: a real agent (SDS socket + file output per identity, RSA-2048 keys like istio-agent), then its RSS. */
 async function rssRole(args: string[]): Promise<void> {
@@ -291,8 +317,20 @@ async function main(): Promise<void> {
         ],
       ]),
     );
+    const bare = Number(
+      execFileSync(
+        process.execPath,
+        ["--expose-gc", "-e", "gc(); process.stdout.write(String(process.memoryUsage().rss))"],
+        {
+          encoding: "utf8",
+        },
+      ),
+    );
+    out(`reference: an empty node process here is ${fmt(mb(bare), 1)} MB RSS`);
     out(
-      "(RSS includes the tsx loader; the baseline column is the same process with every module loaded, before any work)",
+      existsSync(COMPILED)
+        ? "(compiled dist/ agent, no TypeScript loader; baseline = the same process with the agent's modules loaded, before any work)"
+        : "(dist/ missing, so RSS includes the tsx loader: run `npm run build` first for deployment numbers)",
     );
   } finally {
     ca.child.kill("SIGTERM");
