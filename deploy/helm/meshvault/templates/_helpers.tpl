@@ -1,0 +1,20 @@
+{{- define "meshvault.labels" -}}
+app.kubernetes.io/name: meshvault
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "meshvault.selector" -}}
+app.kubernetes.io/name: meshvault
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "meshvault.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- /* Object names: the release name when it already says meshvault, else <release>-meshvault. */ -}}
+{{- define "meshvault.fullname" -}}
+{{- if contains "meshvault" .Release.Name }}{{ .Release.Name }}{{ else }}{{ .Release.Name }}-meshvault{{ end }}
+{{- end }}
