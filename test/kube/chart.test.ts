@@ -237,3 +237,46 @@ test("the chart's RBAC is enough: server + TokenReview + root publisher + cacert
   const caOf = (r: { body: unknown }) => (r.body as { data: Record<string, string> }).data["ca-cert.pem"];
   assert.notEqual(caOf(s2), caOf(s1), "renewed under the chart's RBAC");
 });
+
+test("deploy/istiod-agent/istiod-patch.yaml: the patched istiod Deployment passes strict dry-run", async () => {
+  const patch = parseYaml(readFileSync(join(repo, "deploy/istiod-agent/istiod-patch.yaml"), "utf8")) as {
+    spec: {
+      template: {
+        spec: { volumes: Record<string, unknown>[]; initContainers: unknown[]; containers: unknown[] };
+      };
+    };
+  };
+  const p = patch.spec.template.spec;
+  // What a strategic merge yields on istiod: cacerts volume replaced, containers added by name.
+  const volume = { ...p.volumes[0]! };
+  delete volume.secret;
+  const istiod = {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name: "istiod", namespace: NS },
+    spec: {
+      selector: { matchLabels: { app: "istiod" } },
+      template: {
+        metadata: { labels: { app: "istiod" } },
+        spec: {
+          initContainers: p.initContainers,
+          containers: [
+            {
+              name: "discovery",
+              image: "docker.io/istio/pilot:1.27.0",
+              volumeMounts: [{ name: "cacerts", mountPath: "/etc/cacerts", readOnly: true }],
+            },
+            ...p.containers,
+          ],
+          volumes: [volume],
+        },
+      },
+    },
+  };
+  const r = await apply(istiod as unknown as K8sObject, true);
+  assert.ok(r.status === 201 || r.status === 200, `${r.status} ${JSON.stringify(r.body)}`);
+  const cmd = (c: unknown) => (c as { args: string[] }).args;
+  assert.ok(cmd(p.initContainers[0]).includes("--once"));
+  assert.ok(!cmd(p.containers[0]).includes("--once"));
+  assert.deepEqual(volume.emptyDir, { medium: "Memory", sizeLimit: "1Mi" });
+});
