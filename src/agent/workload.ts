@@ -270,8 +270,12 @@ export class WorkloadIdentity {
       privateKeyPem: privateKeyPem(privateKey),
       rootsPem: checked.rootsPem,
     };
+    // Status flips to the new certificate in one step: no window where it shows the new serial
+    // next to the old failure count.
     this.info = info;
     this.issuedCount++;
+    this.failures = 0;
+    this.lastError = undefined;
     this.source.set(secrets);
     if (this.o.onIssued) {
       try {
@@ -287,8 +291,6 @@ export class WorkloadIdentity {
   }
 
   private afterSuccess(info: IssuedInfo): void {
-    this.failures = 0;
-    this.lastError = undefined;
     // Never spin: even a CA that returns nearly expired certificates gets at most one call a second.
     const delay = Math.max(MIN_RENEWAL_INTERVAL_MS, info.renewAt.getTime() - Date.now());
     this.log.info(
