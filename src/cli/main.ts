@@ -6,6 +6,9 @@ import { registerCaCertsCommand } from "./cacerts.js";
 import { registerTokenCommands } from "./token.js";
 import { registerCertCommands } from "./inspect.js";
 import { registerVaultCommands } from "./vault.js";
+import { registerAgentCommand } from "./agent.js";
+import { registerTunnelCommand } from "./tunnel.js";
+import { registerDemoCommand } from "./demo.js";
 
 export function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
@@ -25,6 +28,9 @@ export function buildProgram(): Command {
   registerCertCommands(program);
   registerTokenCommands(program);
   registerVaultCommands(program);
+  registerAgentCommand(program);
+  registerTunnelCommand(program);
+  registerDemoCommand(program);
   return program;
 }
 
