@@ -57,6 +57,10 @@ interface Current {
   notAfter: number;
 }
 
+/** After every renewal attempt (same shape as the files authority's reload events). */
+export type RenewalEvent =
+  { ok: true; at: Date; serial: string; notAfter: Date } | { ok: false; at: Date; error: string };
+
 export interface IntermediateInfo {
   serial: string;
   notAfter: Date;
@@ -86,6 +90,7 @@ export class VaultIntermediateAuthority implements Authority {
   private current: Current | undefined;
   private renewals = 0;
   private failures = 0;
+  private readonly listeners = new Set<(e: RenewalEvent) => void>();
   private timer: NodeJS.Timeout | undefined;
   private renewing: Promise<void> | undefined;
   private readonly abort = new AbortController();
@@ -253,6 +258,12 @@ export class VaultIntermediateAuthority implements Authority {
       if (this.abort.signal.aborted) return;
       this.renewals++;
       this.install(next);
+      this.emit({
+        ok: true,
+        at: new Date(),
+        serial: next.material.signer.cert.serialHex,
+        notAfter: new Date(next.notAfter),
+      });
       this.log.info(
         `vault-intermediate: renewed the intermediate: now ${describeCertificate(next.material.signer.cert)}, valid until ` +
           `${new Date(next.notAfter).toISOString()}${previous ? ` (was serial ${previous.material.signer.cert.serialHex})` : ""}`,
@@ -272,6 +283,23 @@ export class VaultIntermediateAuthority implements Authority {
           `(expires ${previous ? new Date(previous.notAfter).toISOString() : "-"}); retrying in ${Math.round(wait / 1000)}s: ${(err as Error).message}`,
       );
       this.schedule(wait);
+      this.emit({ ok: false, at: new Date(), error: (err as Error).message });
+    }
+  }
+
+  /** Called after every renewal attempt; returns an unsubscribe function. */
+  onReload(listener: (e: RenewalEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(e: RenewalEvent): void {
+    for (const l of this.listeners) {
+      try {
+        l(e);
+      } catch (err) {
+        this.log.warn(`vault-intermediate: renewal listener threw: ${(err as Error).message}`);
+      }
     }
   }
 

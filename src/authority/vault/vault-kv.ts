@@ -41,6 +41,10 @@ export interface VaultKvAuthorityOptions {
   ownsVault?: boolean;
 }
 
+/** After every reload attempt that saw a new version (same shape as the files authority's). */
+export type KvReloadEvent =
+  { ok: true; at: Date; signingCa: string } | { ok: false; at: Date; error: string };
+
 export interface KvReloadFailure {
   at: Date;
   message: string;
@@ -80,6 +84,7 @@ export class VaultKvAuthority implements Authority {
   private metadataDenied = false;
   private closed = false;
   private counts = { succeeded: 0, failed: 0 };
+  private readonly listeners = new Set<(e: KvReloadEvent) => void>();
 
   constructor(private readonly opts: VaultKvAuthorityOptions) {
     this.client = opts.vault.client;
@@ -249,6 +254,7 @@ export class VaultKvAuthority implements Authority {
         this.refusedFingerprint = fingerprint;
         this.counts.failed++;
         this.lastError = { at: new Date(), message: (err as Error).message };
+        this.emit({ ok: false, at: this.lastError.at, error: this.lastError.message });
         this.log.error(
           `vault-kv: refused the new CA in Vault KV (${this.describeVersions(read.versions)}) and kept signing with ` +
             `${describeCertificate(this.material!.signer.cert)}: ${(err as Error).message}`,
@@ -259,6 +265,7 @@ export class VaultKvAuthority implements Authority {
       this.material = material;
       this.commit(read.versions);
       this.counts.succeeded++;
+      this.emit({ ok: true, at: new Date(), signingCa: describeCertificate(material.signer.cert) });
       this.log.info(
         `vault-kv: reloaded CA (${this.describeVersions(read.versions)}): now ${describeCertificate(material.signer.cert)}, ` +
           `valid until ${material.signer.cert.notAfter.toISOString()}`,
@@ -287,6 +294,22 @@ export class VaultKvAuthority implements Authority {
     return [...versions]
       .map(([id, v]) => `${apiPath(this.secrets.get(id)!.ref)} ${v.startsWith("v") ? v : "(kv v1)"}`)
       .join(", ");
+  }
+
+  /** Called after every reload attempt that saw a new version; returns an unsubscribe function. */
+  onReload(listener: (e: KvReloadEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(e: KvReloadEvent): void {
+    for (const l of this.listeners) {
+      try {
+        l(e);
+      } catch (err) {
+        this.log.warn(`vault-kv: reload listener threw: ${(err as Error).message}`);
+      }
+    }
   }
 
   /** Why the most recent new version was refused; cleared by the next successful load. */
