@@ -1,5 +1,6 @@
-// The server's `kubernetes:` configuration section (TokenReview authentication and
-// the root-of-trust ConfigMaps). Absent section = no Kubernetes integration.
+// The server's `kubernetes:` configuration section (TokenReview authentication, the
+// root-of-trust ConfigMaps and istiod's serving certificate). Absent section = no
+// Kubernetes integration.
 import { z } from "zod";
 import { parseDuration } from "../config/duration.js";
 
@@ -11,6 +12,15 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
     return z.NEVER;
   }
 });
+
+/** istio-csr's defaults for istiod's certificate (add istiod-<revision>.istio-system.svc per revision). */
+export const DEFAULT_ISTIOD_DNS_NAMES: readonly string[] = [
+  "istiod.istio-system.svc",
+  "istiod.istio-system.svc.cluster.local",
+  "istio-pilot.istio-system.svc",
+];
+
+const positiveDuration = duration.refine((s) => s > 0, { message: "must be longer than 0s" });
 
 export const kubernetesSectionSchema = z
   .object({
@@ -55,6 +65,40 @@ export const kubernetesSectionSchema = z
         leaseDuration: 15,
         renewPeriod: 5,
         resync: 300,
+      }),
+    /**
+     * istiod's XDS serving certificate (Secret `istiod-tls`, what istio-csr writes): needed
+     * when meshvault is the mesh CA, so istiod's certificate chains to the mesh root.
+     */
+    istiodCertificate: z
+      .object({
+        enabled: z.boolean().default(false),
+        /** istiod's namespace: where the Secret is written, and the SPIFFE ID's namespace. */
+        namespace: z.string().min(1).default("istio-system"),
+        secretName: z.string().min(1).default("istiod-tls"),
+        /** istiod's service account: spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>. */
+        serviceAccount: z.string().min(1).default("istiod"),
+        /** Add istiod-<revision>.<namespace>.svc for revisioned installs. */
+        dnsNames: z
+          .array(z.string().min(1))
+          .min(1)
+          .default([...DEFAULT_ISTIOD_DNS_NAMES]),
+        ttl: positiveDuration.default(86400),
+        /** Its own Lease, in meshvault's namespace (kubernetes.namespace) like the root publisher's. */
+        leaseName: z.string().min(1).default("meshvault-istiod-cert"),
+        /** How often the Secret is re-read, so an edit or deletion is repaired within this. */
+        checkPeriod: positiveDuration.default(30),
+      })
+      .strict()
+      .default({
+        enabled: false,
+        namespace: "istio-system",
+        secretName: "istiod-tls",
+        serviceAccount: "istiod",
+        dnsNames: [...DEFAULT_ISTIOD_DNS_NAMES],
+        ttl: 86400,
+        leaseName: "meshvault-istiod-cert",
+        checkPeriod: 30,
       }),
   })
   .strict();

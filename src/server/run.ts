@@ -31,7 +31,7 @@ export interface CaServerHandle {
   rootsPem(): string;
   /** Where the trust bundle file is written. */
   rootCertFile: string;
-  /** TokenReview + root publisher, when the config has a `kubernetes:` section. */
+  /** TokenReview, root publisher, istiod-tls writer, when the config has a `kubernetes:` section. */
   kubernetes: KubernetesIntegration | undefined;
   close(): Promise<void>;
 }
@@ -235,7 +235,7 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
       serving: () => grpcServer !== undefined,
     });
     httpServer = h.server;
-    await kube?.start(() => authority.trustBundle());
+    await kube?.start(() => authority.trustBundle(), authority);
     log.info(
       {
         grpc: `${config.listen.grpc.replace(/:\d+$/, "")}:${g.port}`,
