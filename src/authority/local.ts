@@ -27,6 +27,8 @@ export interface LocalAuthorityOptions {
   /** Re-issue the intermediate from the root when less than this fraction of its life is left. */
   renewFraction?: number;
   log?: { info(msg: string): void; warn(msg: string): void };
+  /** How often to check whether the intermediate needs renewal (default 1 h). */
+  checkIntervalMs?: number;
 }
 
 const YEAR = 365 * 86400;
@@ -53,6 +55,7 @@ export class LocalAuthority implements Authority {
   readonly kind = "local";
   private material: CaMaterial | undefined;
   private readonly dir: string;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: LocalAuthorityOptions) {
     this.dir = join(opts.dataDir, "local-ca");
@@ -69,11 +72,25 @@ export class LocalAuthority implements Authority {
     if (!existsSync(join(this.dir, FILES.caCert)) || !existsSync(join(this.dir, FILES.caKey)))
       this.createIntermediate();
     this.material = this.load();
-    if (this.needsRenewal(this.material)) {
-      this.opts.log?.info("local CA intermediate is close to expiry: issuing a new one from the root");
-      this.createIntermediate();
-      this.material = this.load();
-    }
+    this.renewIfDue();
+    // A long-running server must not outlive its intermediate: check hourly.
+    this.timer = setInterval(() => {
+      try {
+        this.renewIfDue();
+      } catch (err) {
+        this.opts.log?.warn(`cannot renew the local intermediate CA: ${(err as Error).message}`);
+      }
+    }, this.opts.checkIntervalMs ?? 3600_000);
+    this.timer.unref();
+  }
+
+  /** Re-issues the intermediate from the root when little of its life is left; swaps atomically. */
+  renewIfDue(): boolean {
+    if (!this.material || !this.needsRenewal(this.material)) return false;
+    this.opts.log?.info("local CA intermediate is close to expiry: issuing a new one from the root");
+    this.createIntermediate();
+    this.material = this.load();
+    return true;
   }
 
   private read(name: string): string {
@@ -176,5 +193,7 @@ export class LocalAuthority implements Authority {
     return this.material;
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+  }
 }
