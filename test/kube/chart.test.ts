@@ -86,7 +86,11 @@ test("deploy/manifests/meshvault.yaml is the chart rendered with default values"
 });
 
 test("rendered manifests pass server-side dry-run with strict schema validation", async () => {
-  for (const variant of [[], ["cacerts.enabled=true", "vaultCredentials.existingSecret=vault-approle"]]) {
+  for (const variant of [
+    [],
+    ["cacerts.enabled=true", "vaultCredentials.existingSecret=vault-approle"],
+    ["istiodCertificate.enabled=true"],
+  ]) {
     const { objects } = await render(...variant);
     const kinds = objects.map((o) => o.kind).sort();
     for (const k of [
@@ -236,6 +240,71 @@ test("the chart's RBAC is enough: server + TokenReview + root publisher + cacert
   const s2 = await kube.request("GET", `/api/v1/namespaces/${NS}/secrets/cacerts`);
   const caOf = (r: { body: unknown }) => (r.body as { data: Record<string, string> }).data["ca-cert.pem"];
   assert.notEqual(caOf(s2), caOf(s1), "renewed under the chart's RBAC");
+});
+
+test("istiodCertificate.enabled: the chart's RBAC and config let the server keep istio-system/istiod-tls", async () => {
+  const { objects } = await render("istiodCertificate.enabled=true");
+  // On top of the default install of the previous test: new objects created, changed ones replaced.
+  for (const o of objects) {
+    const r = await apply(o, false);
+    if (r.status === 409) {
+      const path = `${collection(o)}/${o.metadata.name}`;
+      await kube.request("PUT", path, o);
+    } else assert.equal(r.status, 201, `${o.kind} ${o.metadata.name}: ${JSON.stringify(r.body)}`);
+  }
+  const saToken = await kube.requestToken(NS, "meshvault", [kube.issuer], 3600);
+  const saKubeconfig = await kube.writeKubeconfig(saToken, "meshvault-sa-istiod");
+  const cm = objects.find((o) => o.kind === "ConfigMap")!;
+  const chartConfig = parseYaml(cm.data!["config.yaml"]!) as Record<string, unknown>;
+  const kubernetes = chartConfig.kubernetes as Record<string, Record<string, unknown>>;
+  assert.equal(kubernetes.istiodCertificate?.enabled, true, "the switch reaches the config");
+  const config = loadServerConfig({
+    env: {},
+    overrides: {
+      ...chartConfig,
+      authority: { type: "local" },
+      vault: undefined,
+      dataDir: join(dir, "data-istiod"),
+      listen: { grpc: "127.0.0.1:0", http: "127.0.0.1:0" },
+      "servingCertificate.ipAddresses": ["127.0.0.1"],
+      kubernetes: {
+        ...kubernetes,
+        kubeconfig: saKubeconfig,
+        namespace: NS,
+        istiodCertificate: { ...kubernetes.istiodCertificate, checkPeriod: "300ms" },
+      },
+    },
+  });
+  delete (config as { vault?: unknown }).vault;
+  const server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  const get = () =>
+    kube.request("GET", `/api/v1/namespaces/${NS}/secrets/istiod-tls`, undefined, { expectOk: false });
+  const waitSecret = async (ok: (data: Record<string, string>) => boolean, what: string) => {
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const r = await get();
+      const data = (r.body as { data?: Record<string, string> }).data;
+      if (r.status === 200 && data && ok(data)) return data;
+      assert.ok(Date.now() < deadline, `istiod-tls ${what} under the chart's RBAC`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  };
+  const caCrt = (d: Record<string, string>) => Buffer.from(d["ca.crt"] ?? "", "base64").toString("utf8");
+  try {
+    // create
+    const d1 = await waitSecret((d) => caCrt(d) === server.rootsPem(), "created");
+    const leaf = parseCertificate(Buffer.from(d1["tls.crt"]!, "base64").toString("utf8"));
+    assert.ok(leaf.sans.dnsNames.includes("istiod.istio-system.svc"));
+    assert.deepEqual(leaf.sans.uris, ["spiffe://cluster.local/ns/istio-system/sa/istiod"]);
+    // get + update: an edited ca.crt is put back.
+    const cur = (await get()).body as { data: Record<string, string> };
+    cur.data["ca.crt"] = Buffer.from("edited").toString("base64");
+    await kube.request("PUT", `/api/v1/namespaces/${NS}/secrets/istiod-tls`, cur);
+    await waitSecret((d) => caCrt(d) === server.rootsPem(), "repaired");
+    assert.equal(server.kubernetes?.istiodCertificate()?.isLeader(), true);
+  } finally {
+    await server.close();
+  }
 });
 
 test("deploy/istiod-agent/istiod-patch.yaml: the patched istiod Deployment passes strict dry-run", async () => {

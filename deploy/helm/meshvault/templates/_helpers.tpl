@@ -18,3 +18,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "meshvault.fullname" -}}
 {{- if contains "meshvault" .Release.Name }}{{ .Release.Name }}{{ else }}{{ .Release.Name }}-meshvault{{ end }}
 {{- end }}
+
+{{- /*
+meshvault's config file: .Values.config, plus kubernetes.istiodCertificate from the
+top-level istiodCertificate values when enabled (one switch for the feature and its RBAC).
+*/ -}}
+{{- define "meshvault.config" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- if .Values.istiodCertificate.enabled -}}
+{{- $kube := default (dict) $config.kubernetes -}}
+{{- $_ := set $kube "istiodCertificate" (deepCopy .Values.istiodCertificate) -}}
+{{- $_ := set $config "kubernetes" $kube -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end }}
