@@ -144,7 +144,13 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
   reloading.onReload?.((e) => metrics.caReloads.inc({ result: e.ok ? "ok" : "refused" }));
   const tracked = rememberIntermediates(base);
   const authority = tracked.authority;
-  await authority.start();
+  try {
+    await authority.start();
+  } catch (err) {
+    // Release what a half-started backend holds (Vault keep-alive sockets, timers, watchers).
+    await authority.close().catch(() => undefined);
+    throw err;
+  }
   metrics.authorityReady.set({ authority: authority.kind }, authority.ready().ready ? 1 : 0);
 
   const rootCertFile = resolve(config.rootCertFile ?? join(dataDir, "root-cert.pem"));
