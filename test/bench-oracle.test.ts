@@ -13,7 +13,7 @@ import { createSigner, issueCa, issueLeaf, parseIssued } from "../src/pki/issue.
 import { parseCertificateDer, type Certificate } from "../src/pki/certificate.js";
 import { workloadId } from "../src/pki/spiffe.js";
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 const TTL = 86_400;
 
@@ -91,12 +91,10 @@ function view(der: Uint8Array): Record<string, unknown> {
   const lib = new x509.X509Certificate(der);
   const node = new NodeX509(der);
   const ours: Certificate = parseCertificateDer(der);
-  const ext = <T extends x509.Extension>(type: new (...a: never[]) => T): T | undefined =>
-    lib.getExtension(type) ?? undefined;
-  const ku = ext(x509.KeyUsagesExtension);
-  const eku = ext(x509.ExtendedKeyUsageExtension);
-  const bc = ext(x509.BasicConstraintsExtension);
-  const san = ext(x509.SubjectAlternativeNameExtension);
+  const ku = lib.getExtension(x509.KeyUsagesExtension);
+  const eku = lib.getExtension(x509.ExtendedKeyUsageExtension);
+  const bc = lib.getExtension(x509.BasicConstraintsExtension);
+  const san = lib.getExtension(x509.SubjectAlternativeNameExtension);
   return {
     subject: lib.subject,
     issuer: lib.issuer,
