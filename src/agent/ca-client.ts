@@ -4,7 +4,12 @@
 // current certificate as client certificate (renewal without a token).
 import { promises as fs } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
-import { istioCaClientConstructor, plainToStruct, type WireCertificateResponse } from "../server/proto.js";
+import {
+  caServiceDefinition,
+  plainToStruct,
+  type CaCertificateRequest,
+  type CaCertificateResponse,
+} from "./ca-proto.js";
 
 export interface CaClientOptions {
   /** `host:port` of the CA (istio-agent's CA_ADDR), e.g. `localhost:15012`. */
@@ -50,10 +55,10 @@ export class CaCallError extends Error {
 
 type RawClient = grpc.Client & {
   CreateCertificate(
-    req: unknown,
+    req: CaCertificateRequest,
     md: grpc.Metadata,
     opts: grpc.CallOptions,
-    cb: (err: grpc.ServiceError | null, res?: WireCertificateResponse) => void,
+    cb: (err: grpc.ServiceError | null, res?: CaCertificateResponse) => void,
   ): grpc.ClientUnaryCall;
 };
 
@@ -94,7 +99,8 @@ function explain(err: grpc.ServiceError, o: CaClientOptions): string {
 }
 
 export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
-  const Ctor = istioCaClientConstructor();
+  // Hand-written codecs instead of proto-loader parsing ca.proto at start (see wire.ts).
+  const Ctor = grpc.makeGenericClientConstructor(caServiceDefinition, "IstioCertificateService");
   const timeoutMs = o.timeoutMs ?? 10_000;
   let rootsPem: string;
   try {
@@ -144,7 +150,7 @@ export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
       if (call.token !== undefined) md.set("authorization", `Bearer ${call.token}`);
       if (o.clusterId) md.set("clusterid", o.clusterId);
       for (const [k, v] of Object.entries(o.headers ?? {})) md.set(k.toLowerCase(), v);
-      const req = {
+      const req: CaCertificateRequest = {
         csr: call.csrPem,
         validityDuration: call.validitySeconds,
         metadata: plainToStruct(call.metadata ?? {}),

@@ -2,11 +2,20 @@
 // exposes them through small typed interfaces. @grpc/proto-loader gives the
 // gRPC service definition; protobufjs (proto-loader's own engine) encodes the
 // Secret resources that travel inside google.protobuf.Any.
+//
+// This is the path for SDS clients (the tunnel, tests) and the reference the
+// agent's hand-written codecs (wire.ts) are tested against. The SDS server does
+// not use it: proto-loader and protobufjs are required on the first
+// loadSdsProtos() call, not when this module is imported, so that a sidecar
+// importing the agent never loads them (~5 MB RSS, bench/agents.ts).
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import type * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
-import protobuf from "protobufjs";
+import type * as ProtoLoader from "@grpc/proto-loader";
+import type * as Protobuf from "protobufjs";
+
+const require = createRequire(import.meta.url);
 
 /** `type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret` */
 export const SECRET_TYPE_URL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
@@ -82,7 +91,7 @@ export interface SdsProtos {
   decodeDiscoveryResponse(bytes: Uint8Array): DiscoveryResponse;
 }
 
-const LOADER_OPTIONS: protoLoader.Options = {
+const LOADER_OPTIONS: ProtoLoader.Options = {
   includeDirs: [PROTO_DIR],
   keepCase: true,
   longs: String,
@@ -97,6 +106,8 @@ let cached: SdsProtos | undefined;
 /** Parses the protos once per process. Throws if the proto directory is missing. */
 export function loadSdsProtos(): SdsProtos {
   if (cached) return cached;
+  const protoLoader = require("@grpc/proto-loader") as typeof ProtoLoader;
+  const protobuf = require("protobufjs") as typeof Protobuf;
 
   const def = protoLoader.loadSync([SDS_PROTO], LOADER_OPTIONS);
   const svc = def["envoy.service.secret.v3.SecretDiscoveryService"];
@@ -115,7 +126,7 @@ export function loadSdsProtos(): SdsProtos {
   const secretType = root.lookupType("envoy.extensions.transport_sockets.tls.v3.Secret");
   const requestType = root.lookupType("envoy.service.discovery.v3.DiscoveryRequest");
   const responseType = root.lookupType("envoy.service.discovery.v3.DiscoveryResponse");
-  const toObjectOptions: protobuf.IConversionOptions = {
+  const toObjectOptions: Protobuf.IConversionOptions = {
     longs: String,
     enums: String,
     bytes: Buffer,

@@ -26,13 +26,12 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import {
   SECRET_TYPE_URL,
-  loadSdsProtos,
   type AnyMessage,
   type DiscoveryRequest,
   type DiscoveryResponse,
-  type SdsProtos,
   type Secret,
 } from "./proto.js";
+import { encodeSecret, sdsServiceDefinition } from "./wire.js";
 import type { SecretSource, WorkloadSecrets } from "./source.js";
 
 /** Resource name of the workload certificate chain + key (istio-agent's `default`). */
@@ -118,7 +117,6 @@ export async function startSdsServer(options: SdsServerOptions): Promise<SdsServ
       `SDS socket mode ${socketMode.toString(8)} grants access to other users; it serves private keys`,
     );
   }
-  const protos = loadSdsProtos();
   const source = options.source;
 
   await prepareSocketDir(socketPath, options.dirMode ?? 0o700, logger);
@@ -132,7 +130,7 @@ export async function startSdsServer(options: SdsServerOptions): Promise<SdsServ
       cacheFor.privateKeyPem !== secrets.privateKeyPem ||
       cacheFor.rootsPem !== secrets.rootsPem
     ) {
-      cache = buildResources(protos, secrets);
+      cache = buildResources(secrets);
       cacheFor = {
         certChainPem: secrets.certChainPem,
         privateKeyPem: secrets.privateKeyPem,
@@ -352,7 +350,7 @@ export async function startSdsServer(options: SdsServerOptions): Promise<SdsServ
   });
 
   const server = new grpc.Server();
-  server.addService(protos.service, {
+  server.addService(sdsServiceDefinition, {
     StreamSecrets: streamSecrets,
     FetchSecrets: fetchSecrets,
     DeltaSecrets: deltaSecrets,
@@ -416,7 +414,7 @@ export async function startSdsServer(options: SdsServerOptions): Promise<SdsServ
   };
 }
 
-function buildResources(protos: SdsProtos, secrets: WorkloadSecrets): Map<string, BuiltResource> {
+function buildResources(secrets: WorkloadSecrets): Map<string, BuiltResource> {
   const secretsByName: Secret[] = [
     {
       name: DEFAULT_RESOURCE,
@@ -432,7 +430,7 @@ function buildResources(protos: SdsProtos, secrets: WorkloadSecrets): Map<string
   ];
   const out = new Map<string, BuiltResource>();
   for (const secret of secretsByName) {
-    const value = protos.encodeSecret(secret);
+    const value = encodeSecret(secret);
     out.set(secret.name, {
       name: secret.name,
       any: { type_url: SECRET_TYPE_URL, value },
