@@ -134,6 +134,8 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
   let statusServer: Server | undefined;
   let statusPort: number | undefined;
   if (config.statusListen) {
+    // Load prom-client now rather than on the first scrape: a status port means it will be read.
+    void metrics.registry;
     const s = await startStatusServer(config.statusListen, status, metrics);
     statusServer = s.server;
     statusPort = s.port;
