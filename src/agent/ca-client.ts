@@ -98,6 +98,25 @@ function explain(err: grpc.ServiceError, o: CaClientOptions): string {
   return base;
 }
 
+// grpc-js lets clients share a connection only when their channel credentials compare equal,
+// and it compares SSL credentials by SecureContext identity: every createSsl() call made a
+// client that opened its own TLS connection (own handshake, own ~100 KB of buffers), even to
+// the same CA with the same roots. One credentials object per distinct root bundle makes
+// shareChannel true across clients (several agents in one process: the demo, tests, benches).
+const SHARED_CREDENTIALS_MAX = 8;
+const sharedCredentials = new Map<string, grpc.ChannelCredentials>();
+
+function credentialsForRoots(rootsPem: string): grpc.ChannelCredentials {
+  let creds = sharedCredentials.get(rootsPem);
+  if (!creds) {
+    if (sharedCredentials.size >= SHARED_CREDENTIALS_MAX)
+      sharedCredentials.delete(sharedCredentials.keys().next().value!);
+    creds = grpc.credentials.createSsl(Buffer.from(rootsPem));
+    sharedCredentials.set(rootsPem, creds);
+  }
+  return creds;
+}
+
 export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
   // Hand-written codecs instead of proto-loader parsing ca.proto at start (see wire.ts).
   const Ctor = grpc.makeGenericClientConstructor(caServiceDefinition, "IstioCertificateService");
@@ -116,7 +135,7 @@ export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
   if (o.shareChannel === false) baseOptions["grpc.use_local_subchannel_pool"] = 1;
   const tokenClient = new Ctor(
     o.address,
-    grpc.credentials.createSsl(roots),
+    o.shareChannel === false ? grpc.credentials.createSsl(roots) : credentialsForRoots(rootsPem),
     baseOptions,
   ) as unknown as RawClient;
   // One mTLS client per client certificate; replaced when the certificate changes.
