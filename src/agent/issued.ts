@@ -3,9 +3,9 @@
 import type { KeyObject } from "node:crypto";
 import { parseCertificate, parseCertificates, type Certificate } from "../pki/certificate.js";
 import { verifyChain } from "../pki/chain.js";
-import { bytesEqual } from "../pki/der.js";
+import { bytesEqual, children, decodeOne } from "../pki/der.js";
 import { privateKeyMatches } from "../pki/keys.js";
-import { joinPem, splitCertificates } from "../pki/pem.js";
+import { decodePem, joinPem, splitCertificates } from "../pki/pem.js";
 import { parseSpiffeId } from "../pki/spiffe.js";
 
 export interface CheckedChain {
@@ -119,4 +119,17 @@ export function checkIssuedChain(
     rootsPem: joinPem(splitCertificates(rootsPem)),
     path,
   };
+}
+
+/**
+ * The DER SubjectPublicKeyInfo inside a PKCS#10 CSR (CertificationRequestInfo's third field),
+ * byte for byte what `spkiDer(key)` exports for the key that built it.
+ */
+export function csrSubjectPublicKeyInfo(csrPem: string): Uint8Array {
+  const block = decodePem(csrPem)[0];
+  if (block?.type !== "CERTIFICATE REQUEST") throw new Error("not a PEM CERTIFICATE REQUEST");
+  const info = children(decodeOne(block.der))[0];
+  const spki = info && children(info)[2];
+  if (!spki) throw new Error("CSR without a SubjectPublicKeyInfo");
+  return spki.raw;
 }
