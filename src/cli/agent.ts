@@ -195,7 +195,11 @@ export function registerAgentCommand(program: Command): void {
         log.info({}, "SIGHUP: renewing every identity now");
         agent.rotateAll().catch((err: Error) => log.warn({ err: err.message }, "forced renewal failed"));
       });
+      // Rotation timers are unref'd so that library users can exit; the command itself must stay
+      // up even with no socket or port open (files-only mode).
+      const keepAlive = setInterval(() => undefined, 1 << 30);
       const stop = (signal: string): void => {
+        clearInterval(keepAlive);
         log.info({ signal }, "shutting down");
         agent.close().then(
           () => process.exit(0),

@@ -1,14 +1,21 @@
 // The `meshvault` command: thin wiring of the modules below it.
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { registerServerCommand } from "./server.js";
-import { registerCaCertsCommand } from "./cacerts.js";
-import { registerTokenCommands } from "./token.js";
-import { registerCertCommands } from "./inspect.js";
-import { registerVaultCommands } from "./vault.js";
-import { registerAgentCommand } from "./agent.js";
-import { registerTunnelCommand } from "./tunnel.js";
-import { registerDemoCommand } from "./demo.js";
+
+type Registrar = (program: Command) => unknown;
+
+// Each command's module is imported only when that command runs: a sidecar running
+// `meshvault agent` must not load the server, Vault and Kubernetes clients (about 85 MB of RSS).
+const COMMANDS: Record<string, () => Promise<Registrar>> = {
+  server: async () => (await import("./server.js")).registerServerCommand,
+  cacerts: async () => (await import("./cacerts.js")).registerCaCertsCommand,
+  cert: async () => (await import("./inspect.js")).registerCertCommands,
+  token: async () => (await import("./token.js")).registerTokenCommands,
+  vault: async () => (await import("./vault.js")).registerVaultCommands,
+  agent: async () => (await import("./agent.js")).registerAgentCommand,
+  tunnel: async () => (await import("./tunnel.js")).registerTunnelCommand,
+  demo: async () => (await import("./demo.js")).registerDemoCommand,
+};
 
 export function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
@@ -17,20 +24,15 @@ export function version(): string {
   return pkg.version;
 }
 
-export function buildProgram(): Command {
+/** The CLI; with `only`, just that command is loaded (help and unknown commands load all). */
+export async function buildProgram(only?: string): Promise<Command> {
   const program = new Command("meshvault")
     .description("Vault (or OpenBao) as the root of trust for a service mesh's mTLS identities")
     .version(version(), "-v, --version", "print the version")
     .showHelpAfterError()
     .exitOverride();
-  registerServerCommand(program);
-  registerCaCertsCommand(program);
-  registerCertCommands(program);
-  registerTokenCommands(program);
-  registerVaultCommands(program);
-  registerAgentCommand(program);
-  registerTunnelCommand(program);
-  registerDemoCommand(program);
+  const names = only && only in COMMANDS ? [only] : Object.keys(COMMANDS);
+  for (const name of names) (await COMMANDS[name]!())(program);
   return program;
 }
 
@@ -40,7 +42,7 @@ export async function main(argv: string[]): Promise<void> {
     if (err.code === "EPIPE") process.exit(0);
     throw err;
   });
-  const program = buildProgram();
+  const program = await buildProgram(argv[2]);
   try {
     await program.parseAsync(argv);
   } catch (err) {

@@ -73,3 +73,73 @@ test("token create prints a JWT for the local issuer", () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("`meshvault agent` in files-only mode keeps running and renews until told to stop", async () => {
+  const { startCaServer } = await import("../../src/server/run.js");
+  const { loadServerConfig } = await import("../../src/config/load.js");
+  const { silentLogger } = await import("../../src/log/logger.js");
+  const { mintLocalToken } = await import("../../src/identity/local-issuer.js");
+  const { spawn } = await import("node:child_process");
+  const { existsSync } = await import("node:fs");
+  const dir = mkdtempSync(join(tmpdir(), "meshvault-cli-agent-"));
+  const server = await startCaServer(
+    loadServerConfig({
+      env: {},
+      overrides: { dataDir: join(dir, "ca"), "listen.grpc": "127.0.0.1:0", "listen.http": "127.0.0.1:0" },
+    }),
+    { log: silentLogger(), defaultMetrics: false },
+  );
+  try {
+    const tokenFile = join(dir, "token");
+    writeFileSync(
+      tokenFile,
+      await mintLocalToken({
+        dataDir: join(dir, "ca"),
+        trustDomain: "cluster.local",
+        namespace: "default",
+        serviceAccount: "sleep",
+      }),
+    );
+    const args = [
+      "agent",
+      "--ca-address",
+      `127.0.0.1:${server.grpcPort}`,
+      "--ca-server-name",
+      "localhost",
+      "--ca-root-cert",
+      server.rootCertFile,
+      "--token-file",
+      tokenFile,
+      "--key-algorithm",
+      "ec-p256",
+      "--no-sds",
+      "--out-dir",
+      join(dir, "out"),
+      "--log-level",
+      "warn",
+    ];
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "-e",
+        `import("./src/cli/main.ts").then((m) => m.main(["node", "meshvault", ...${JSON.stringify(args)}]))`,
+      ],
+      { cwd: repo, stdio: "ignore" },
+    );
+    let exited: number | null | undefined;
+    child.on("exit", (code) => (exited = code));
+    for (let i = 0; i < 100 && !existsSync(join(dir, "out", "cert-chain.pem")); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.ok(existsSync(join(dir, "out", "cert-chain.pem")), "certificate written");
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(exited, undefined, "agent still running after issuing");
+    child.kill("SIGTERM");
+    await new Promise((r) => child.once("exit", r));
+    assert.equal(exited, 0);
+  } finally {
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

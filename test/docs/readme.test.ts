@@ -19,9 +19,9 @@ function commands(cmd: Command, prefix: string[] = []): { path: string; cmd: Com
   });
 }
 
-test("every command and every flag is in the README", () => {
+test("every command and every flag is in the README", async () => {
   const missing: string[] = [];
-  for (const { path, cmd } of commands(buildProgram())) {
+  for (const { path, cmd } of commands(await buildProgram())) {
     if (!readme.includes(`meshvault ${path}`)) missing.push(`command: meshvault ${path}`);
     for (const opt of cmd.options) {
       const flag = opt.long ?? opt.short;

@@ -84,7 +84,9 @@ describe("--dry-run", () => {
       return true;
     }) as typeof process.stdout.write;
     try {
-      await buildProgram().parseAsync([
+      await (
+        await buildProgram()
+      ).parseAsync([
         "node",
         "meshvault",
         "vault",
