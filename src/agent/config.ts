@@ -10,6 +10,7 @@
 import { createRequire } from "node:module";
 import type { z as Zod } from "zod";
 import { parseDuration } from "../config/duration.js";
+import { durationSchema } from "../config/duration-schema.js";
 import { KEY_ALGORITHMS, type KeyAlgorithm } from "../pki/keys.js";
 import { parseSpiffeId, validateTrustDomain, workloadId } from "../pki/spiffe.js";
 
@@ -22,15 +23,7 @@ export const DEFAULT_CA_ADDRESS = "localhost:15012";
 
 /** The schemas, built with the zod module passed in (loaded on first use, see above). */
 function buildSchemas(z: typeof Zod) {
-  /** A duration field as in src/config/schema.ts: "24h", "90d", "30m", or seconds; parsed to seconds. */
-  const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-    try {
-      return parseDuration(v);
-    } catch (err) {
-      ctx.addIssue({ code: "custom", message: (err as Error).message });
-      return z.NEVER;
-    }
-  });
+  const duration = durationSchema(z);
 
   const hostPort = z
     .string()

@@ -3,7 +3,7 @@
 import { z } from "zod";
 import { KEY_ALGORITHMS } from "../pki/keys.js";
 import { validateTrustDomain } from "../pki/spiffe.js";
-import { parseDuration } from "./duration.js";
+import { durationSchema } from "./duration-schema.js";
 import {
   vaultIntermediateAuthoritySchema,
   vaultKvAuthoritySchema,
@@ -13,14 +13,7 @@ import {
 import { kubernetesSectionSchema } from "../kube/config-schema.js";
 
 /** A duration field: "24h", "90d", "30m", or seconds; parsed to seconds. */
-export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (err) {
-    ctx.addIssue({ code: "custom", message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+export const duration = durationSchema(z);
 
 const hostPort = z
   .string()

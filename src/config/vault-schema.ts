@@ -7,17 +7,9 @@ import { DEFAULT_AUTH_MOUNTS, vaultConnectionFromEnv } from "../vault/config.js"
 import type { Env, FromEnvOptions, VaultAuthConfig, VaultConnection } from "../vault/config.js";
 import { VaultConfigError } from "../vault/errors.js";
 import { parseKvReference } from "../vault/kv.js";
-import { parseDuration } from "./duration.js";
+import { durationSchema } from "./duration-schema.js";
 
-// Local copy of schema.ts's `duration` (importing it would make the two modules cyclic).
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (err) {
-    ctx.addIssue({ code: "custom", message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+const duration = durationSchema(z);
 
 const nonEmpty = z.string().min(1);
 

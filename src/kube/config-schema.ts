@@ -2,16 +2,9 @@
 // root-of-trust ConfigMaps and istiod's serving certificate). Absent section = no
 // Kubernetes integration.
 import { z } from "zod";
-import { parseDuration } from "../config/duration.js";
+import { durationSchema } from "../config/duration-schema.js";
 
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (err) {
-    ctx.addIssue({ code: "custom", message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+const duration = durationSchema(z);
 
 /** istio-csr's defaults for istiod's certificate (add istiod-<revision>.istio-system.svc per revision). */
 export const DEFAULT_ISTIOD_DNS_NAMES: readonly string[] = [
