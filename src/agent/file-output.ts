@@ -2,33 +2,14 @@
 // root-cert.pem, each replaced atomically (temp file in the same directory, fsync,
 // rename) so a reader never sees half a file or a key that does not match the chain.
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import path from "node:path";
+import { writeFileAtomic } from "../fs/atomic-write.js";
 import type { WorkloadSecrets } from "./sds/source.js";
 
 export const CERT_CHAIN_FILE = "cert-chain.pem";
 export const KEY_FILE = "key.pem";
 export const ROOT_CERT_FILE = "root-cert.pem";
-
-async function writeAtomic(file: string, data: string, mode: number): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
-  const fh = await fs.open(tmp, "wx", mode);
-  try {
-    await fh.writeFile(data);
-    // The umask may have narrowed or (for 0644 files) the caller wants exactly `mode`.
-    await fh.chmod(mode);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await fs.rename(tmp, file);
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
-}
 
 /**
  * Writes the three files. The key is written first and the chain last, so that a reader that
@@ -37,9 +18,9 @@ async function writeAtomic(file: string, data: string, mode: number): Promise<vo
 export async function writeCredentialFiles(dir: string, secrets: WorkloadSecrets): Promise<void> {
   try {
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-    await writeAtomic(path.join(dir, KEY_FILE), secrets.privateKeyPem, 0o600);
-    await writeAtomic(path.join(dir, ROOT_CERT_FILE), secrets.rootsPem, 0o644);
-    await writeAtomic(path.join(dir, CERT_CHAIN_FILE), secrets.certChainPem, 0o644);
+    await writeFileAtomic(path.join(dir, KEY_FILE), secrets.privateKeyPem, 0o600);
+    await writeFileAtomic(path.join(dir, ROOT_CERT_FILE), secrets.rootsPem, 0o644);
+    await writeFileAtomic(path.join(dir, CERT_CHAIN_FILE), secrets.certChainPem, 0o644);
   } catch (err) {
     throw new Error(
       `cannot write certificates to ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; check that the directory is writable by this user`,

@@ -1,8 +1,9 @@
 // The embedded `local` authority: a self-signed root and an intermediate kept in the
 // data directory (keys 0600), created on first start and reused afterwards.
 import { createPrivateKey } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomicSync } from "../fs/atomic-write.js";
 import { issueCa, parseIssued, createSigner } from "../pki/issue.js";
 import { generateKeyPairFor, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
 import { parseCertificate } from "../pki/certificate.js";
@@ -41,14 +42,6 @@ const FILES = {
 
 export class LocalAuthorityError extends Error {
   override name = "LocalAuthorityError";
-}
-
-/** Writes atomically (temp + rename) with the given mode. */
-function writeSecure(path: string, data: string, mode: number): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, path);
 }
 
 export class LocalAuthority implements Authority {
@@ -140,8 +133,8 @@ export class LocalAuthority implements Authority {
       ttlSeconds: this.opts.rootTtlSeconds ?? 10 * YEAR,
       uris: [`spiffe://${this.opts.trustDomain}`],
     });
-    writeSecure(join(this.dir, FILES.rootKey), privateKeyPem(key.privateKey), 0o600);
-    writeSecure(join(this.dir, FILES.rootCert), root.pem, 0o644);
+    writeFileAtomicSync(join(this.dir, FILES.rootKey), privateKeyPem(key.privateKey), 0o600);
+    writeFileAtomicSync(join(this.dir, FILES.rootCert), root.pem, 0o644);
     this.opts.log?.info(`created local root CA in ${this.dir}`);
   }
 
@@ -170,8 +163,8 @@ export class LocalAuthority implements Authority {
       rootSigner,
     );
     parseIssued(cert);
-    writeSecure(join(this.dir, FILES.caKey), privateKeyPem(key.privateKey), 0o600);
-    writeSecure(join(this.dir, FILES.caCert), cert.pem, 0o644);
+    writeFileAtomicSync(join(this.dir, FILES.caKey), privateKeyPem(key.privateKey), 0o600);
+    writeFileAtomicSync(join(this.dir, FILES.caCert), cert.pem, 0o644);
     this.opts.log?.info(`issued local intermediate CA valid until ${cert.notAfter.toISOString()}`);
   }
 

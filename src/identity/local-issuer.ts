@@ -2,9 +2,10 @@
 // Kubernetes: the server trusts its JWKS, `meshvault token create` mints tokens
 // shaped like Kubernetes projected tokens (so the same authenticator reads both).
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { exportJWK, SignJWT } from "jose";
+import { writeFileAtomicSync } from "../fs/atomic-write.js";
 
 export interface LocalIssuerPaths {
   dir: string;
@@ -22,26 +23,19 @@ export function localIssuerName(trustDomain: string): string {
   return `meshvault-local://${trustDomain}`;
 }
 
-function writeAtomic(path: string, data: string, mode: number): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, path);
-}
-
 /** Creates the signing key (0600) and public JWKS on first use; returns the paths. */
 export async function ensureLocalIssuer(dataDir: string): Promise<LocalIssuerPaths> {
   const paths = localIssuerPaths(dataDir);
   mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
   if (!existsSync(paths.keyFile)) {
     const { privateKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-    writeAtomic(paths.keyFile, privateKey.export({ type: "pkcs8", format: "pem" }).toString(), 0o600);
+    writeFileAtomicSync(paths.keyFile, privateKey.export({ type: "pkcs8", format: "pem" }).toString(), 0o600);
   }
   const pub = createPublicKey(createPrivateKey(readFileSync(paths.keyFile, "utf8")));
   const jwk = { ...(await exportJWK(pub)), alg: "ES256", use: "sig", kid: "meshvault-local-1" };
   const jwks = JSON.stringify({ keys: [jwk] }, null, 2);
   if (!existsSync(paths.jwksFile) || readFileSync(paths.jwksFile, "utf8") !== jwks)
-    writeAtomic(paths.jwksFile, jwks, 0o644);
+    writeFileAtomicSync(paths.jwksFile, jwks, 0o644);
   return paths;
 }
 

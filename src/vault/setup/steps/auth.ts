@@ -1,7 +1,8 @@
 // Auth methods and their roles: approle (seed 002), kubernetes (000, 001, 003)
 // and jwt (offline validation against a JWKS URL or public keys).
 
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
+import { writeFileAtomic } from "../../../fs/atomic-write.js";
 import type { AppRoleSetup, AuthSetup, JwtSetup, KubernetesSetup } from "../spec.js";
 import { SetupStepError, diffFields, fmtTtl, kvArgs, shq, type SetupStep } from "../step.js";
 
@@ -178,13 +179,6 @@ export function authRoleStep(a: AuthSetup): SetupStep {
   };
 }
 
-/** Write `content` so that no other user can ever read it: 0600 from creation, atomic rename. */
-async function writePrivate(file: string, content: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  await writeFile(tmp, content, { mode: 0o600 });
-  await rename(tmp, file);
-}
-
 async function readIfExists(file: string): Promise<string | undefined> {
   try {
     const v = (await readFile(file, "utf8")).trim();
@@ -218,7 +212,7 @@ export function approleRoleIdStep(a: AppRoleSetup): SetupStep {
     },
     async apply(ctx) {
       const id = await roleId(ctx);
-      if (a.roleIdFile) await writePrivate(a.roleIdFile, `${id}\n`);
+      if (a.roleIdFile) await writeFileAtomic(a.roleIdFile, `${id}\n`, 0o600);
       return {
         notes: [`role_id: ${id} (role ${a.role} at auth/${a.mount})`, `role_id written to ${a.roleIdFile}`],
       };
@@ -262,7 +256,7 @@ export function approleSecretIdStep(a: AppRoleSetup): SetupStep {
       const r = await ctx.client.write<{ secret_id?: string }>(`${base}/secret-id`, {});
       const sid = r?.data?.secret_id;
       if (!sid) throw new SetupStepError(`${base}/secret-id returned no secret_id`);
-      await writePrivate(a.secretIdFile, `${sid}\n`);
+      await writeFileAtomic(a.secretIdFile, `${sid}\n`, 0o600);
       const notes = [`new secret_id written to ${a.secretIdFile} (mode 0600)`];
       if (old !== undefined) {
         await ctx.client.write(`${base}/secret-id/destroy`, { secret_id: old });
