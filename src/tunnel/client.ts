@@ -6,11 +6,19 @@ import net from "node:net";
 import tls from "node:tls";
 import { isAllowed, peerSpiffeId, validatePatterns } from "./authz.js";
 import type { CredentialSource } from "./credentials.js";
-import { splice } from "./forward.js";
 import { createTunnelMetrics } from "./metrics.js";
-import { emptyStats, type RunningTunnel, type TunnelLogger } from "./server.js";
-import { splitHostPort, startStatusServer, type StatusServer } from "./status.js";
-import { createContext, describeOwn, type TlsVersion } from "./tls-context.js";
+import {
+  emptyStats,
+  NOOP_LOGGER,
+  serveTunnel,
+  spliceAccepted,
+  track,
+  TunnelCertificate,
+  type RunningTunnel,
+  type TunnelLogger,
+} from "./runtime.js";
+import { splitHostPort } from "./status.js";
+import { createContext, type TlsVersion } from "./tls-context.js";
 
 export interface TunnelClientOptions {
   /** `host:port` to accept plaintext on (keep it on loopback). */
@@ -31,10 +39,8 @@ export interface TunnelClientOptions {
   handshakeTimeoutMs?: number;
 }
 
-const NOOP: TunnelLogger = { debug() {}, info() {}, warn() {}, error() {} };
-
 export async function startTunnelClient(o: TunnelClientOptions): Promise<RunningTunnel> {
-  const log = o.logger ?? NOOP;
+  const log = o.logger ?? NOOP_LOGGER;
   if (o.verifySpiffeId.length === 0)
     throw new Error(
       "tunnel client needs --verify-spiffe-id <spiffe-id-or-pattern>: without it any workload of the mesh could impersonate the server",
@@ -47,32 +53,15 @@ export async function startTunnelClient(o: TunnelClientOptions): Promise<Running
   const stats = emptyStats();
   const first = await o.credentials.ready(o.readyTimeoutMs);
   let ctx = createContext(first, minVersion);
-  let own = describeOwn(first);
-  metrics.certExpiry.set(own.notAfter.getTime() / 1000);
-
-  const offChange = o.credentials.onChange(() => {
-    const c = o.credentials.current();
-    if (!c) return;
-    try {
-      // Only new connections use the new context; established ones keep theirs.
-      ctx = createContext(c, minVersion);
-      own = describeOwn(c);
-      metrics.certExpiry.set(own.notAfter.getTime() / 1000);
-      metrics.reloads.inc();
-      stats.reloads++;
-      log.info(
-        { spiffeId: own.spiffeId, notAfter: own.notAfter.toISOString() },
-        "tunnel reloaded its certificate",
-      );
-    } catch (err) {
-      log.error({ err: (err as Error).message }, "cannot load the new certificate; keeping the previous one");
-    }
+  const certificate = new TunnelCertificate(first, metrics, stats, log);
+  // Only new connections use the new context; established ones keep theirs.
+  const stopFollowing = certificate.follow(o.credentials, (c) => {
+    ctx = createContext(c, minVersion);
   });
 
   const sockets = new Set<net.Socket>();
   const server = net.createServer((plain) => {
-    sockets.add(plain);
-    plain.on("close", () => sockets.delete(plain));
+    track(sockets, plain);
     plain.on("error", () => {});
     let identityError: Error | undefined;
     const secure = tls.connect({
@@ -94,19 +83,13 @@ export async function startTunnelClient(o: TunnelClientOptions): Promise<Running
         return identityError;
       },
     });
-    sockets.add(secure);
-    secure.on("close", () => sockets.delete(secure));
+    track(sockets, secure);
     secure.setTimeout(o.handshakeTimeoutMs ?? 10_000, () => {
       if (!secure.authorized) secure.destroy(new Error("TLS handshake timed out"));
     });
     secure.once("secureConnect", () => {
       secure.setTimeout(0);
-      stats.accepted++;
-      stats.open++;
-      metrics.connections.inc({ result: "accepted" });
-      splice(plain, secure, metrics, () => {
-        stats.open--;
-      });
+      spliceAccepted(plain, secure, metrics, stats);
     });
     secure.once("error", (err) => {
       if (secure.authorized) return; // splice handles errors after the handshake
@@ -126,40 +109,23 @@ export async function startTunnelClient(o: TunnelClientOptions): Promise<Running
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (err) => reject(new Error(`cannot listen on ${o.listen}: ${err.message}`)));
-    server.listen(listen.port, listen.host, () => resolve());
-  });
-  const addr = server.address();
-  const port = typeof addr === "object" && addr ? addr.port : listen.port;
-  const status = (): Record<string, unknown> & { ready: boolean } => ({
-    ready: own.notAfter.getTime() > Date.now(),
+  const tunnel = await serveTunnel({
+    server,
+    listenAddress: o.listen,
+    listen,
+    statusAddress: o.status,
     mode: "client",
-    listen: `${listen.host}:${port}`,
-    connect: o.connect,
-    verifySpiffeId: o.verifySpiffeId,
-    credentials: o.credentials.description,
-    certificate: { spiffeId: own.spiffeId, serial: own.serial, notAfter: own.notAfter.toISOString() },
-    connections: { ...stats },
+    details: () => ({ connect: o.connect, verifySpiffeId: o.verifySpiffeId }),
+    credentials: o.credentials,
+    certificate,
+    metrics,
+    stats,
+    sockets,
+    stopFollowing,
   });
-  let statusServer: StatusServer | undefined;
-  if (o.status) statusServer = await startStatusServer(o.status, status, metrics);
   log.info(
-    { listen: `${listen.host}:${port}`, connect: o.connect, spiffeId: own.spiffeId },
+    { listen: `${listen.host}:${tunnel.port}`, connect: o.connect, spiffeId: certificate.own.spiffeId },
     "tunnel client listening",
   );
-  return {
-    port,
-    ...(statusServer ? { statusPort: statusServer.port } : {}),
-    metrics,
-    stats: () => ({ ...stats }),
-    status,
-    close: async () => {
-      offChange();
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      for (const s of sockets) s.destroy();
-      await closed;
-      await statusServer?.close();
-    },
-  };
+  return tunnel;
 }

@@ -6,17 +6,21 @@ import net from "node:net";
 import tls from "node:tls";
 import { isAllowed, peerSpiffeId, validatePatterns } from "./authz.js";
 import type { CredentialSource } from "./credentials.js";
-import { splice } from "./forward.js";
-import { createTunnelMetrics, type TunnelMetrics } from "./metrics.js";
-import { splitHostPort, startStatusServer, type StatusServer } from "./status.js";
-import { describeOwn, secureContextOptions, type TlsVersion } from "./tls-context.js";
+import { createTunnelMetrics } from "./metrics.js";
+import {
+  emptyStats,
+  NOOP_LOGGER,
+  serveTunnel,
+  spliceAccepted,
+  track,
+  TunnelCertificate,
+  type RunningTunnel,
+  type TunnelLogger,
+} from "./runtime.js";
+import { splitHostPort } from "./status.js";
+import { secureContextOptions, type TlsVersion } from "./tls-context.js";
 
-export interface TunnelLogger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+export type { RunningTunnel, TunnelLogger, TunnelStats } from "./runtime.js";
 
 export interface TunnelServerOptions {
   /** `host:port` to accept mTLS on. Port 0 picks a free one. */
@@ -38,33 +42,8 @@ export interface TunnelServerOptions {
   readyTimeoutMs?: number;
 }
 
-export interface TunnelStats {
-  accepted: number;
-  denied: number;
-  handshakeErrors: number;
-  targetErrors: number;
-  open: number;
-  reloads: number;
-}
-
-export interface RunningTunnel {
-  /** Port the tunnel listens on. */
-  port: number;
-  statusPort?: number;
-  metrics: TunnelMetrics;
-  stats(): TunnelStats;
-  status(): Record<string, unknown> & { ready: boolean };
-  close(): Promise<void>;
-}
-
-const NOOP: TunnelLogger = { debug() {}, info() {}, warn() {}, error() {} };
-
-export function emptyStats(): TunnelStats {
-  return { accepted: 0, denied: 0, handshakeErrors: 0, targetErrors: 0, open: 0, reloads: 0 };
-}
-
 export async function startTunnelServer(o: TunnelServerOptions): Promise<RunningTunnel> {
-  const log = o.logger ?? NOOP;
+  const log = o.logger ?? NOOP_LOGGER;
   if (!o.allowAll && o.allow.length === 0)
     throw new Error(
       "tunnel server needs --allow <spiffe-id-or-pattern> (repeatable) or --allow-all: it admits no one otherwise",
@@ -76,8 +55,7 @@ export async function startTunnelServer(o: TunnelServerOptions): Promise<Running
   const metrics = createTunnelMetrics(o.processMetrics ?? false);
   const stats = emptyStats();
   const first = await o.credentials.ready(o.readyTimeoutMs);
-  let own = describeOwn(first);
-  metrics.certExpiry.set(own.notAfter.getTime() / 1000);
+  const certificate = new TunnelCertificate(first, metrics, stats, log);
 
   const sockets = new Set<net.Socket>();
   const server = tls.createServer({
@@ -87,23 +65,9 @@ export async function startTunnelServer(o: TunnelServerOptions): Promise<Running
     // Workload certificates carry no DNS names; clients verify our SPIFFE ID instead.
   });
 
-  const offChange = o.credentials.onChange(() => {
-    const c = o.credentials.current();
-    if (!c) return;
-    try {
-      server.setSecureContext(secureContextOptions(c, minVersion));
-      own = describeOwn(c);
-      metrics.certExpiry.set(own.notAfter.getTime() / 1000);
-      metrics.reloads.inc();
-      stats.reloads++;
-      log.info(
-        { spiffeId: own.spiffeId, notAfter: own.notAfter.toISOString() },
-        "tunnel reloaded its certificate",
-      );
-    } catch (err) {
-      log.error({ err: (err as Error).message }, "cannot load the new certificate; keeping the previous one");
-    }
-  });
+  const stopFollowing = certificate.follow(o.credentials, (c) =>
+    server.setSecureContext(secureContextOptions(c, minVersion)),
+  );
 
   server.on("tlsClientError", (err, sock) => {
     stats.handshakeErrors++;
@@ -112,8 +76,7 @@ export async function startTunnelServer(o: TunnelServerOptions): Promise<Running
   });
 
   server.on("secureConnection", (sock: tls.TLSSocket) => {
-    sockets.add(sock);
-    sock.on("close", () => sockets.delete(sock));
+    track(sockets, sock);
     sock.on("error", () => {});
     let id;
     try {
@@ -136,16 +99,10 @@ export async function startTunnelServer(o: TunnelServerOptions): Promise<Running
       return;
     }
     const upstream = net.connect({ host: target.host, port: target.port });
-    sockets.add(upstream);
-    upstream.on("close", () => sockets.delete(upstream));
+    track(sockets, upstream);
     upstream.once("connect", () => {
-      stats.accepted++;
-      stats.open++;
-      metrics.connections.inc({ result: "accepted" });
+      spliceAccepted(sock, upstream, metrics, stats);
       log.debug({ peer: sock.remoteAddress, spiffeId: id.uri }, "connection accepted");
-      splice(sock, upstream, metrics, () => {
-        stats.open--;
-      });
     });
     upstream.once("error", (err) => {
       if (upstream.connecting || !upstream.remotePort) {
@@ -160,42 +117,28 @@ export async function startTunnelServer(o: TunnelServerOptions): Promise<Running
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (err) => reject(new Error(`cannot listen on ${o.listen}: ${err.message}`)));
-    server.listen(listen.port, listen.host, () => resolve());
-  });
-  const addr = server.address();
-  const port = typeof addr === "object" && addr ? addr.port : listen.port;
-
-  const status = (): Record<string, unknown> & { ready: boolean } => ({
-    ready: own.notAfter.getTime() > Date.now(),
+  const tunnel = await serveTunnel({
+    server,
+    listenAddress: o.listen,
+    listen,
+    statusAddress: o.status,
     mode: "server",
-    listen: `${listen.host}:${port}`,
-    target: o.target,
-    allow: o.allowAll ? ["*"] : o.allow,
-    credentials: o.credentials.description,
-    certificate: { spiffeId: own.spiffeId, serial: own.serial, notAfter: own.notAfter.toISOString() },
-    connections: { ...stats },
+    details: () => ({ target: o.target, allow: o.allowAll ? ["*"] : o.allow }),
+    credentials: o.credentials,
+    certificate,
+    metrics,
+    stats,
+    sockets,
+    stopFollowing,
   });
-  let statusServer: StatusServer | undefined;
-  if (o.status) statusServer = await startStatusServer(o.status, status, metrics);
   log.info(
-    { listen: `${listen.host}:${port}`, target: o.target, allow: o.allow, spiffeId: own.spiffeId },
+    {
+      listen: `${listen.host}:${tunnel.port}`,
+      target: o.target,
+      allow: o.allow,
+      spiffeId: certificate.own.spiffeId,
+    },
     "tunnel server listening",
   );
-
-  return {
-    port,
-    ...(statusServer ? { statusPort: statusServer.port } : {}),
-    metrics,
-    stats: () => ({ ...stats }),
-    status,
-    close: async () => {
-      offChange();
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      for (const s of sockets) s.destroy();
-      await closed;
-      await statusServer?.close();
-    },
-  };
+  return tunnel;
 }
