@@ -84,6 +84,11 @@ export interface IstioAgentOptions {
   clusterId?: string;
   /** SECRET_TTL, a Go duration (default "24h", Istio's). */
   secretTtl?: string;
+  /**
+   * PROV_CERT: a certificate the agent presents to the CA as its TLS client certificate
+   * (Istio's VM bootstrap/renewal path); written as key.pem + cert-chain.pem.
+   */
+  provCert?: { keyPem: string; certChainPem: string };
   /** More environment for the agent (e.g. ECC_SIGNATURE_ALGORITHM, CA_HEADER_*). */
   env?: Record<string, string>;
 }
@@ -168,6 +173,14 @@ export async function startIstioAgent(o: IstioAgentOptions): Promise<IstioAgent>
     await mkdir(dirname(tokenPath), { recursive: true });
     await writeFile(tokenPath, o.token, { mode: 0o600 });
   }
+  let provCertDir: string | undefined;
+  if (o.provCert) {
+    // pkg/istio-agent/agent.go getKeyCertInner: <PROV_CERT>/key.pem, <PROV_CERT>/cert-chain.pem.
+    provCertDir = join(cwd, "prov-cert");
+    await mkdir(provCertDir, { recursive: true });
+    await writeFile(join(provCertDir, "key.pem"), o.provCert.keyPem, { mode: 0o600 });
+    await writeFile(join(provCertDir, "cert-chain.pem"), o.provCert.certChainPem);
+  }
   // The agent writes into OUTPUT_CERTS but does not create it (in a pod it is an
   // emptyDir mount): without it every write fails with ENOENT.
   const outputCertsDir = join(cwd, "output-certs");
@@ -213,6 +226,7 @@ export async function startIstioAgent(o: IstioAgentOptions): Promise<IstioAgent>
     OUTPUT_CERTS: outputCertsDir,
     SECRET_TTL: o.secretTtl ?? "24h",
     ...(o.mode === "proxyless" ? { DISABLE_ENVOY: "true" } : {}),
+    ...(provCertDir ? { PROV_CERT: provCertDir } : {}),
     ...o.env,
   };
 

@@ -227,3 +227,59 @@ test("a token for another audience: pilot-agent logs Unauthenticated and serves 
     await agent.stop();
   }
 });
+
+test("PROV_CERT without a token: pilot-agent authenticates with a certificate we issued (client TLS)", async () => {
+  // First a certificate the normal way, as Istio's VM onboarding provisions one.
+  const first = await startIstioAgent({
+    mode: "proxyless",
+    caAddress: `127.0.0.1:${server.grpcPort}`,
+    caRootPem: server.rootsPem(),
+    token: await token("vm", "legacy"),
+    namespace: "vm",
+    serviceAccount: "legacy",
+  });
+  let provCert: { keyPem: string; certChainPem: string };
+  try {
+    for (const f of ["key.pem", "cert-chain.pem"]) await first.waitForFile(join(first.outputCertsDir, f));
+    provCert = {
+      keyPem: readFileSync(join(first.outputCertsDir, "key.pem"), "utf8"),
+      certChainPem: readFileSync(join(first.outputCertsDir, "cert-chain.pem"), "utf8"),
+    };
+  } finally {
+    await first.stop();
+  }
+  // Control: neither a token nor a certificate is refused, so below it is the certificate.
+  const bare = await startIstioAgent({
+    mode: "proxyless",
+    caAddress: `127.0.0.1:${server.grpcPort}`,
+    caRootPem: server.rootsPem(),
+    token: undefined,
+    namespace: "vm",
+    serviceAccount: "legacy",
+  });
+  try {
+    await bare.waitForLog(/failed to sign CSR: create certificate: rpc error: code = Unauthenticated/);
+  } finally {
+    await bare.stop();
+  }
+  const issuedBefore = await csrCount("OK");
+  // No token file: the agent sends no authorization header, only its client certificate.
+  const agent = await startIstioAgent({
+    mode: "proxyless",
+    caAddress: `127.0.0.1:${server.grpcPort}`,
+    caRootPem: server.rootsPem(),
+    token: undefined,
+    provCert,
+    namespace: "vm",
+    serviceAccount: "legacy",
+  });
+  try {
+    for (const f of ["key.pem", "cert-chain.pem"]) await agent.waitForFile(join(agent.outputCertsDir, f));
+    const out = (f: string): string => readFileSync(join(agent.outputCertsDir, f), "utf8");
+    assertWorkloadCert(out("cert-chain.pem"), out("key.pem"), "vm", "legacy");
+    assert.notEqual(norm(out("key.pem")), norm(provCert.keyPem), "a new key, a new certificate");
+    assert.equal(await csrCount("OK"), issuedBefore + 1);
+  } finally {
+    await agent.stop();
+  }
+});
