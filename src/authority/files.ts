@@ -18,6 +18,7 @@ import {
   type SignRequest,
 } from "./authority.js";
 import { loadCaMaterial, signLeaf, type CaMaterial } from "./ca-material.js";
+import { ReloadListeners } from "./reload-listeners.js";
 
 export interface FilesAuthorityLog {
   info(msg: string): void;
@@ -107,7 +108,9 @@ export class FilesAuthority implements Authority {
   private failedFingerprint: string | undefined;
   private lastError: ReloadFailure | undefined;
   private counts = { succeeded: 0, failed: 0 };
-  private readonly listeners = new Set<(e: ReloadEvent) => void>();
+  private readonly listeners = new ReloadListeners<ReloadEvent>("files authority: reload listener", (m) =>
+    this.opts.log?.warn(m),
+  );
   private watcher: FSWatcher | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private debounceTimer: NodeJS.Timeout | undefined;
@@ -390,7 +393,7 @@ export class FilesAuthority implements Authority {
           this.opts.log?.warn(
             `files authority: the root certificate in ${this.opts.dir} changed; workloads trusting only the old root reject certificates signed from now on until they receive the new trust bundle`,
           );
-        this.emit({
+        this.listeners.emit({
           ok: true,
           at: new Date(),
           layout: set.layout.name,
@@ -413,23 +416,12 @@ export class FilesAuthority implements Authority {
     this.opts.log?.error(
       `files authority: refused the new CA files in ${this.opts.dir} and kept signing with the previous CA: ${lastMessage}`,
     );
-    this.emit({ ok: false, at: this.lastError.at, error: lastMessage });
-  }
-
-  private emit(e: ReloadEvent): void {
-    for (const l of this.listeners) {
-      try {
-        l(e);
-      } catch (err) {
-        this.opts.log?.warn(`files authority: reload listener threw: ${(err as Error).message}`);
-      }
-    }
+    this.listeners.emit({ ok: false, at: this.lastError.at, error: lastMessage });
   }
 
   /** Called after every reload attempt that saw changed files; returns an unsubscribe function. */
   onReload(listener: (e: ReloadEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   /** Why the most recent changed set was refused; cleared by the next successful load. */

@@ -25,6 +25,7 @@ import {
   type SignRequest,
 } from "../authority.js";
 import { CaMaterialError, loadCaMaterial, signLeaf, type CaMaterial } from "../ca-material.js";
+import { ReloadListeners } from "../reload-listeners.js";
 import { parseAll, readMountRoots, silentLog, toAuthorityError, type VaultAuthorityLog } from "./common.js";
 
 export interface VaultIntermediateAuthorityOptions {
@@ -90,7 +91,10 @@ export class VaultIntermediateAuthority implements Authority {
   private current: Current | undefined;
   private renewals = 0;
   private failures = 0;
-  private readonly listeners = new Set<(e: RenewalEvent) => void>();
+  private readonly listeners = new ReloadListeners<RenewalEvent>(
+    "vault-intermediate: renewal listener",
+    (m) => this.log.warn(m),
+  );
   private timer: NodeJS.Timeout | undefined;
   private renewing: Promise<void> | undefined;
   private readonly abort = new AbortController();
@@ -258,7 +262,7 @@ export class VaultIntermediateAuthority implements Authority {
       if (this.abort.signal.aborted) return;
       this.renewals++;
       this.install(next);
-      this.emit({
+      this.listeners.emit({
         ok: true,
         at: new Date(),
         serial: next.material.signer.cert.serialHex,
@@ -283,24 +287,13 @@ export class VaultIntermediateAuthority implements Authority {
           `(expires ${previous ? new Date(previous.notAfter).toISOString() : "-"}); retrying in ${Math.round(wait / 1000)}s: ${(err as Error).message}`,
       );
       this.schedule(wait);
-      this.emit({ ok: false, at: new Date(), error: (err as Error).message });
+      this.listeners.emit({ ok: false, at: new Date(), error: (err as Error).message });
     }
   }
 
   /** Called after every renewal attempt; returns an unsubscribe function. */
   onReload(listener: (e: RenewalEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  private emit(e: RenewalEvent): void {
-    for (const l of this.listeners) {
-      try {
-        l(e);
-      } catch (err) {
-        this.log.warn(`vault-intermediate: renewal listener threw: ${(err as Error).message}`);
-      }
-    }
+    return this.listeners.add(listener);
   }
 
   async sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain> {

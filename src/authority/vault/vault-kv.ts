@@ -25,6 +25,7 @@ import {
   type SignRequest,
 } from "../authority.js";
 import { loadCaMaterial, signLeaf, type CaMaterial } from "../ca-material.js";
+import { ReloadListeners } from "../reload-listeners.js";
 import { certKey, silentLog, toAuthorityError, type VaultAuthorityLog } from "./common.js";
 
 export interface VaultKvAuthorityOptions {
@@ -84,7 +85,9 @@ export class VaultKvAuthority implements Authority {
   private metadataDenied = false;
   private closed = false;
   private counts = { succeeded: 0, failed: 0 };
-  private readonly listeners = new Set<(e: KvReloadEvent) => void>();
+  private readonly listeners = new ReloadListeners<KvReloadEvent>("vault-kv: reload listener", (m) =>
+    this.log.warn(m),
+  );
 
   constructor(private readonly opts: VaultKvAuthorityOptions) {
     this.client = opts.vault.client;
@@ -254,7 +257,7 @@ export class VaultKvAuthority implements Authority {
         this.refusedFingerprint = fingerprint;
         this.counts.failed++;
         this.lastError = { at: new Date(), message: (err as Error).message };
-        this.emit({ ok: false, at: this.lastError.at, error: this.lastError.message });
+        this.listeners.emit({ ok: false, at: this.lastError.at, error: this.lastError.message });
         this.log.error(
           `vault-kv: refused the new CA in Vault KV (${this.describeVersions(read.versions)}) and kept signing with ` +
             `${describeCertificate(this.material!.signer.cert)}: ${(err as Error).message}`,
@@ -265,7 +268,7 @@ export class VaultKvAuthority implements Authority {
       this.material = material;
       this.commit(read.versions);
       this.counts.succeeded++;
-      this.emit({ ok: true, at: new Date(), signingCa: describeCertificate(material.signer.cert) });
+      this.listeners.emit({ ok: true, at: new Date(), signingCa: describeCertificate(material.signer.cert) });
       this.log.info(
         `vault-kv: reloaded CA (${this.describeVersions(read.versions)}): now ${describeCertificate(material.signer.cert)}, ` +
           `valid until ${material.signer.cert.notAfter.toISOString()}`,
@@ -298,18 +301,7 @@ export class VaultKvAuthority implements Authority {
 
   /** Called after every reload attempt that saw a new version; returns an unsubscribe function. */
   onReload(listener: (e: KvReloadEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  private emit(e: KvReloadEvent): void {
-    for (const l of this.listeners) {
-      try {
-        l(e);
-      } catch (err) {
-        this.log.warn(`vault-kv: reload listener threw: ${(err as Error).message}`);
-      }
-    }
+    return this.listeners.add(listener);
   }
 
   /** Why the most recent new version was refused; cleared by the next successful load. */
