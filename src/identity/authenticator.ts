@@ -39,3 +39,18 @@ export class AuthenticationError extends Error {
 export class AuthenticatorUnavailableError extends Error {
   override name = "AuthenticatorUnavailableError";
 }
+
+/**
+ * The token of a `Bearer <token>` authorization header: undefined when there is no header or
+ * it names another scheme (not this authenticator's credential); AuthenticationError when it
+ * says Bearer but carries no token.
+ */
+export function bearerToken(creds: CallerCredentials): string | undefined {
+  const header = creds.authorization?.trim();
+  if (!header) return undefined;
+  const m = header.match(/^(\S+)(?:\s+(.*))?$/s);
+  if (!m || m[1]!.toLowerCase() !== "bearer") return undefined;
+  const token = (m[2] ?? "").trim();
+  if (token === "") throw new AuthenticationError("authorization header says Bearer but carries no token");
+  return token;
+}

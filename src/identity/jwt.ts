@@ -23,6 +23,7 @@ import { istioParts, parseSpiffeId, SpiffeIdError, workloadId, type SpiffeId } f
 import {
   AuthenticationError,
   AuthenticatorUnavailableError,
+  bearerToken,
   type AuthenticatedCaller,
   type Authenticator,
   type CallerCredentials,
@@ -465,12 +466,8 @@ export class JwtAuthenticator implements Authenticator {
   }
 
   async authenticate(creds: CallerCredentials): Promise<AuthenticatedCaller | undefined> {
-    const header = creds.authorization?.trim();
-    if (!header) return undefined;
-    const m = header.match(/^(\S+)(?:\s+(.*))?$/s);
-    if (!m || m[1]!.toLowerCase() !== "bearer") return undefined;
-    const token = (m[2] ?? "").trim();
-    if (token === "") throw new AuthenticationError("authorization header says Bearer but carries no token");
+    const token = bearerToken(creds);
+    if (token === undefined) return undefined;
     try {
       return await this.verify(token);
     } catch (err) {

@@ -13,6 +13,7 @@ import { SpiffeIdError, workloadId } from "../pki/spiffe.js";
 import {
   AuthenticationError,
   AuthenticatorUnavailableError,
+  bearerToken,
   type AuthenticatedCaller,
   type Authenticator,
   type CallerCredentials,
@@ -90,12 +91,8 @@ export class TokenReviewAuthenticator implements Authenticator {
   }
 
   async authenticate(creds: CallerCredentials): Promise<AuthenticatedCaller | undefined> {
-    const header = creds.authorization?.trim();
-    if (!header) return undefined;
-    const m = header.match(/^(\S+)(?:\s+(.*))?$/s);
-    if (!m || m[1]!.toLowerCase() !== "bearer") return undefined;
-    const token = (m[2] ?? "").trim();
-    if (token === "") throw new AuthenticationError("authorization header says Bearer but carries no token");
+    const token = bearerToken(creds);
+    if (token === undefined) return undefined;
 
     // As istiod: an agent configured for another cluster must not get identities here,
     // even with a token this API server accepts (e.g. a shared issuer).
