@@ -166,12 +166,7 @@ export class LeaderElector {
       try {
         await this.api.createNamespacedLease({
           namespace,
-          body: {
-            apiVersion: "coordination.k8s.io/v1",
-            kind: "Lease",
-            metadata: { name, namespace },
-            spec: this.spec(now, now, 0),
-          },
+          body: this.leaseBody(this.spec(now, now, 0)),
         });
         return true;
       } catch (e) {
@@ -197,18 +192,26 @@ export class LeaderElector {
       await this.api.replaceNamespacedLease({
         name,
         namespace,
-        body: {
-          apiVersion: "coordination.k8s.io/v1",
-          kind: "Lease",
-          metadata: { name, namespace, resourceVersion: lease.metadata?.resourceVersion },
-          spec: this.spec(acquired, now, transitions),
-        },
+        body: this.leaseBody(this.spec(acquired, now, transitions), lease),
       });
       return true;
     } catch (err) {
       if (statusOf(err) === 409) return false;
       throw err;
     }
+  }
+
+  /** Our Lease object with `spec`; replacing `current` (its resourceVersion) when given, else new. */
+  private leaseBody(spec: V1LeaseSpec, current?: V1Lease): V1Lease {
+    const { namespace, name } = this.opts;
+    return {
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: current
+        ? { name, namespace, resourceVersion: current.metadata?.resourceVersion }
+        : { name, namespace },
+      spec,
+    };
   }
 
   private spec(acquired: V1MicroTime, renewed: V1MicroTime, transitions: number): V1LeaseSpec {
@@ -231,18 +234,16 @@ export class LeaderElector {
       await this.api.replaceNamespacedLease({
         name,
         namespace,
-        body: {
-          apiVersion: "coordination.k8s.io/v1",
-          kind: "Lease",
-          metadata: { name, namespace, resourceVersion: lease.metadata?.resourceVersion },
-          spec: {
+        body: this.leaseBody(
+          {
             holderIdentity: "",
             leaseDurationSeconds: 1,
             acquireTime: now,
             renewTime: now,
             leaseTransitions: lease.spec.leaseTransitions ?? 0,
           },
-        },
+          lease,
+        ),
       });
     } catch (err) {
       this.opts.log?.warn(`releasing ${this.describe(err)}; the next leader takes over when it expires`);
