@@ -1,40 +1,21 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-
-const repo = join(import.meta.dirname, "..", "..");
-
-function cli(
-  args: string[],
-  env: Record<string, string> = {},
-): { code: number | null; out: string; err: string } {
-  const r = spawnSync(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      "-e",
-      `import("./src/cli/main.ts").then((m) => m.main(["node", "meshvault", ...${JSON.stringify(args)}]))`,
-    ],
-    { cwd: repo, encoding: "utf8", env: { ...process.env, ...env }, timeout: 30_000 },
-  );
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
+import { cliSync, spawnCli } from "../helpers/cli.js";
 
 test("--version prints the package version", () => {
-  const r = cli(["--version"]);
+  const r = cliSync(["--version"]);
   assert.equal(r.code, 0);
   assert.match(r.out.trim(), /^\d+\.\d+\.\d+$/);
 });
 
 test("--help lists every command, and each command has --help", () => {
-  const r = cli(["--help"]);
+  const r = cliSync(["--help"]);
   assert.equal(r.code, 0);
   for (const c of ["server", "cert", "token", "vault"]) assert.match(r.out, new RegExp(`\\b${c}\\b`));
-  const s = cli(["server", "--help"]);
+  const s = cliSync(["server", "--help"]);
   assert.equal(s.code, 0);
   assert.match(s.out, /--trust-domain/);
 });
@@ -47,12 +28,12 @@ test("a bad config file is refused with the field named, before anything starts"
       file,
       "trustDomain: Example.ORG\ncertificates:\n  maxTtl: forever\nlisten:\n  grcp: 1.2.3.4:1\n",
     );
-    const r = cli(["server", "-c", file, "--data-dir", join(dir, "data")]);
+    const r = cliSync(["server", "-c", file, "--data-dir", join(dir, "data")]);
     assert.equal(r.code, 1);
     assert.match(r.err, /trustDomain: trust domain "Example.ORG"/);
     assert.match(r.err, /certificates.maxTtl: "forever" is not a duration/);
     assert.match(r.err, /listen: unknown field\(s\) grcp/);
-    const missing = cli(["server", "-c", join(dir, "nope.yaml")]);
+    const missing = cliSync(["server", "-c", join(dir, "nope.yaml")]);
     assert.equal(missing.code, 1);
     assert.match(missing.err, /cannot read config file .*nope.yaml: ENOENT/);
   } finally {
@@ -63,7 +44,7 @@ test("a bad config file is refused with the field named, before anything starts"
 test("token create prints a JWT for the local issuer", () => {
   const dir = mkdtempSync(join(tmpdir(), "meshvault-cli-"));
   try {
-    const r = cli(["token", "create", "-n", "default", "-s", "sleep", "--data-dir", dir]);
+    const r = cliSync(["token", "create", "-n", "default", "-s", "sleep", "--data-dir", dir]);
     assert.equal(r.code, 0, r.err);
     const [, payload] = r.out.trim().split(".");
     const claims = JSON.parse(Buffer.from(payload!, "base64url").toString()) as Record<string, unknown>;
@@ -79,7 +60,6 @@ test("`meshvault agent` in files-only mode keeps running and renews until told t
   const { loadServerConfig } = await import("../../src/config/load.js");
   const { silentLogger } = await import("../../src/log/logger.js");
   const { mintLocalToken } = await import("../../src/identity/local-issuer.js");
-  const { spawn } = await import("node:child_process");
   const { existsSync } = await import("node:fs");
   const dir = mkdtempSync(join(tmpdir(), "meshvault-cli-agent-"));
   const server = await startCaServer(
@@ -118,16 +98,7 @@ test("`meshvault agent` in files-only mode keeps running and renews until told t
       "--log-level",
       "warn",
     ];
-    const child = spawn(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        "-e",
-        `import("./src/cli/main.ts").then((m) => m.main(["node", "meshvault", ...${JSON.stringify(args)}]))`,
-      ],
-      { cwd: repo, stdio: "ignore" },
-    );
+    const child = spawnCli(args, { stdio: "ignore" });
     let exited: number | null | undefined;
     child.on("exit", (code) => (exited = code));
     for (let i = 0; i < 100 && !existsSync(join(dir, "out", "cert-chain.pem")); i++)

@@ -11,7 +11,6 @@
 // is for.
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,14 +23,21 @@ import { silentLogger } from "../../src/log/logger.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
 import { startCaServer } from "../../src/server/run.js";
 import { caClient } from "../helpers/ca-client.js";
+import { cli as runCli, type CliResult } from "../helpers/cli.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
-import { openssl, opensslCsr, opensslVerify } from "../helpers/openssl.js";
+import {
+  EC_P256_KEY,
+  RSA_2048_KEY,
+  openssl,
+  opensslCsr,
+  opensslSelfSigned,
+  opensslVerify,
+} from "../helpers/openssl.js";
 
 // A developer's VAULT_* / BAO_* must not fill gaps: the YAML and the explicit
 // VAULT_TOKEN for setup are the only inputs.
 for (const k of Object.keys(process.env)) if (/^(VAULT|BAO)_/.test(k)) delete process.env[k];
 
-const repo = join(import.meta.dirname, "..", "..");
 const TD = "cluster.local";
 const SLEEP = `spiffe://${TD}/ns/default/sa/sleep`;
 const JWT_ISSUER = "https://issuer.e2e.test";
@@ -44,37 +50,11 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-interface CliResult {
-  code: number | null;
-  out: string;
-  err: string;
-}
-
-/** `meshvault <args>` in a child process, exactly as a user runs it (tsx instead of a build). */
+/** `meshvault <args>` as a user runs it, with no VAULT_* / BAO_* from this environment. */
 function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   const base: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!/^(VAULT|BAO)_/.test(k)) base[k] = v;
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      "-e",
-      `import("./src/cli/main.ts").then((m) => m.main(["node", "meshvault", ...${JSON.stringify(args)}]))`,
-    ],
-    { cwd: repo, env: { ...base, ...env }, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let out = "";
-  let err = "";
-  child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
-  child.stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  return new Promise((resolve) =>
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, out, err });
-    }),
-  );
+  return runCli(args, { ...base, ...env });
 }
 
 /** GET without a token: Vault serves PKI CA certificates to anyone. */
@@ -151,23 +131,7 @@ interface ModeCase {
 function opensslRootBundle(dir: string): string {
   const key = join(dir, "root-key.pem");
   const cert = join(dir, "root-cert.pem");
-  openssl([
-    "req",
-    "-new",
-    "-newkey",
-    "rsa:2048",
-    "-x509",
-    "-sha256",
-    "-days",
-    "3650",
-    "-nodes",
-    "-out",
-    cert,
-    "-keyout",
-    key,
-    "-subj",
-    "/O=my-org",
-  ]);
+  opensslSelfSigned({ keyArgs: RSA_2048_KEY, days: 3650, subj: "/O=my-org", cert, key, extra: ["-sha256"] });
   const bundle = join(dir, "root-bundle.pem");
   writeFileSync(bundle, readFileSync(key, "utf8") + readFileSync(cert, "utf8"), { mode: 0o600 });
   return bundle;
@@ -178,19 +142,13 @@ function opensslKvCa(dir: string): { cert: string; key: string; root: string } {
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
   const root = join(dir, "kv-root.pem");
   const rootKey = join(dir, "kv-root-key.pem");
-  openssl([
-    "req",
-    "-x509",
-    ...ec,
-    "-keyout",
-    rootKey,
-    "-out",
-    root,
-    "-days",
-    "3650",
-    "-subj",
-    "/O=seed-001/CN=root",
-  ]);
+  opensslSelfSigned({
+    keyArgs: EC_P256_KEY,
+    days: 3650,
+    subj: "/O=seed-001/CN=root",
+    cert: root,
+    key: rootKey,
+  });
   const key = join(dir, "kv-ca-key.pem");
   const csr = join(dir, "kv-ca.csr");
   const cert = join(dir, "kv-ca.pem");

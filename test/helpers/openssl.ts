@@ -32,6 +32,41 @@ export function opensslCsr(
   });
 }
 
+/** `-newkey` arguments for openssl req: an EC P-256 key. */
+export const EC_P256_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+/** `-newkey` arguments for openssl req: an RSA 2048 key. */
+export const RSA_2048_KEY = ["-newkey", "rsa:2048"];
+
+/**
+ * A self-signed certificate and its unencrypted key made by `openssl req -x509`, written to
+ * `cert` and `key`. `extra` e.g. ["-sha256"] or ["-addext", "subjectAltName=IP:127.0.0.1"].
+ */
+export function opensslSelfSigned(o: {
+  keyArgs: string[];
+  days: number;
+  subj: string;
+  cert: string;
+  key: string;
+  extra?: string[];
+}): void {
+  openssl([
+    "req",
+    "-new",
+    ...o.keyArgs,
+    "-x509",
+    "-days",
+    String(o.days),
+    "-nodes",
+    "-out",
+    o.cert,
+    "-keyout",
+    o.key,
+    "-subj",
+    o.subj,
+    ...(o.extra ?? []),
+  ]);
+}
+
 /** `openssl verify` with a purpose; returns [ok, output]. */
 export function opensslVerify(
   rootsPem: string,

@@ -11,7 +11,7 @@ import { vaultConnectionFromConfig, type VaultSection } from "../../src/config/v
 import { runCheck, type CheckResult } from "../../src/vault/check/index.js";
 import { VaultClient } from "../../src/vault/index.js";
 import { resolveAuthority, runSetup, type SetupFlags } from "../../src/vault/setup/index.js";
-import { openssl } from "../helpers/openssl.js";
+import { EC_P256_KEY, openssl, opensslSelfSigned } from "../helpers/openssl.js";
 import { freePort, startOpenBao, type OpenBao } from "../helpers/openbao.js";
 
 let bao: OpenBao;
@@ -133,24 +133,7 @@ describe("vault check", () => {
   test("vault-kv: ok for a good pair, FAIL when the key in KV does not match the certificate", async () => {
     const key = join(dir, "ca-key.pem");
     const cert = join(dir, "ca-cert.pem");
-    openssl([
-      "req",
-      "-new",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-x509",
-      "-days",
-      "30",
-      "-nodes",
-      "-out",
-      cert,
-      "-keyout",
-      key,
-      "-subj",
-      "/CN=istiod-ca",
-    ]);
+    opensslSelfSigned({ keyArgs: EC_P256_KEY, days: 30, subj: "/CN=istiod-ca", cert, key });
     const flags: SetupFlags = {
       mode: "vault-kv",
       caCert: cert,
@@ -203,26 +186,14 @@ describe("vault check", () => {
   test("TLS with an unknown authority: FAIL with set VAULT_CACERT", async () => {
     const key = join(dir, "tls-key.pem");
     const cert = join(dir, "tls-cert.pem");
-    openssl([
-      "req",
-      "-new",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-x509",
-      "-days",
-      "1",
-      "-nodes",
-      "-out",
+    opensslSelfSigned({
+      keyArgs: EC_P256_KEY,
+      days: 1,
+      subj: "/CN=127.0.0.1",
       cert,
-      "-keyout",
       key,
-      "-subj",
-      "/CN=127.0.0.1",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-    ]);
+      extra: ["-addext", "subjectAltName=IP:127.0.0.1"],
+    });
     const srv = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_q, s) =>
       s.end("{}"),
     );

@@ -27,7 +27,7 @@ import {
   type RunReport,
   type SetupFlags,
 } from "../../src/vault/setup/index.js";
-import { openssl } from "../helpers/openssl.js";
+import { EC_P256_KEY, RSA_2048_KEY, openssl, opensslSelfSigned } from "../helpers/openssl.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 
 let bao: OpenBao;
@@ -269,23 +269,14 @@ describe("vault-intermediate exported with an imported openssl root (seed 003)",
   test("imports the root, enables both mounts, kubernetes auth; the policy allows exactly the exported flow", async () => {
     const key = join(dir, "root-key.pem");
     const cert = join(dir, "root-cert.pem");
-    openssl([
-      "req",
-      "-new",
-      "-newkey",
-      "rsa:2048",
-      "-x509",
-      "-sha256",
-      "-days",
-      "3650",
-      "-nodes",
-      "-out",
+    opensslSelfSigned({
+      keyArgs: RSA_2048_KEY,
+      days: 3650,
+      subj: "/O=my-org",
       cert,
-      "-keyout",
       key,
-      "-subj",
-      "/O=my-org",
-    ]);
+      extra: ["-sha256"],
+    });
     const bundle = join(dir, "bundle.pem");
     await writeFile(bundle, readFileSync(key, "utf8") + readFileSync(cert, "utf8"));
     const kubeCa = join(dir, "kube-ca.pem");
@@ -339,24 +330,7 @@ describe("vault-intermediate exported with an imported openssl root (seed 003)",
     // A different root in the same mount is refused, never replaced.
     const key2 = join(dir, "other-key.pem");
     const cert2 = join(dir, "other-cert.pem");
-    openssl([
-      "req",
-      "-new",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-x509",
-      "-days",
-      "30",
-      "-nodes",
-      "-out",
-      cert2,
-      "-keyout",
-      key2,
-      "-subj",
-      "/O=other",
-    ]);
+    opensslSelfSigned({ keyArgs: EC_P256_KEY, days: 30, subj: "/O=other", cert: cert2, key: key2 });
     const bundle2 = join(dir, "bundle2.pem");
     await writeFile(bundle2, readFileSync(key2, "utf8") + readFileSync(cert2, "utf8"));
     const lines: string[] = [];
@@ -412,24 +386,7 @@ describe("vault-kv with jwt auth (seed 001)", () => {
   test("writes the CA pair to KV; a jwt login reads it; changed files update, unchanged files do not", async () => {
     const key = join(dir, "ca-key.pem");
     const cert = join(dir, "ca-cert.pem");
-    openssl([
-      "req",
-      "-new",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-x509",
-      "-days",
-      "365",
-      "-nodes",
-      "-out",
-      cert,
-      "-keyout",
-      key,
-      "-subj",
-      "/O=cluster.local/CN=istiod-ca",
-    ]);
+    opensslSelfSigned({ keyArgs: EC_P256_KEY, days: 365, subj: "/O=cluster.local/CN=istiod-ca", cert, key });
     const { privateKey, publicKey } = await generateKeyPair("ES256");
     const pubFile = join(dir, "jwt-pub.pem");
     await writeFile(pubFile, await exportSPKI(publicKey));

@@ -1,0 +1,58 @@
+// `meshvault <args>` in a child process, exactly as a user runs it (tsx instead of a build).
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from "node:child_process";
+import { join } from "node:path";
+
+/** The repository root: the child's working directory. */
+export const REPO = join(import.meta.dirname, "..", "..");
+
+export interface CliResult {
+  code: number | null;
+  out: string;
+  err: string;
+}
+
+/** Node's arguments for running the CLI from source with `args`. */
+function nodeArgs(args: string[]): string[] {
+  return [
+    "--import",
+    "tsx",
+    "-e",
+    `import("./src/cli/main.ts").then((m) => m.main(["node", "meshvault", ...${JSON.stringify(args)}]))`,
+  ];
+}
+
+/** Runs to completion (killed after 30 s); `env` is added to this process's environment. */
+export function cliSync(args: string[], env: Record<string, string> = {}): CliResult {
+  const r = spawnSync(process.execPath, nodeArgs(args), {
+    cwd: REPO,
+    encoding: "utf8",
+    env: { ...process.env, ...env },
+    timeout: 30_000,
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+/** Starts the CLI and leaves it running; `options` as for spawn (cwd is the repository). */
+export function spawnCli(args: string[], options: SpawnOptions = {}): ChildProcess {
+  return spawn(process.execPath, nodeArgs(args), { cwd: REPO, ...options });
+}
+
+/** Runs to completion, collecting output (killed after 30 s); `env` is the child's whole environment. */
+export function cli(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
+  const child = spawn(process.execPath, nodeArgs(args), {
+    cwd: REPO,
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
+  child.stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  return new Promise((resolve) =>
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, err });
+    }),
+  );
+}
