@@ -9,7 +9,10 @@ import { join } from "node:path";
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from "jose";
 import { loadServerConfig } from "../../src/config/load.js";
 import type { ServerConfig } from "../../src/config/schema.js";
+import { silentLogger } from "../../src/log/logger.js";
+import { startCaServer, type CaServerHandle, type StartOptions } from "../../src/server/run.js";
 import { VaultClient } from "../../src/vault/index.js";
+import { caClient, type CaClient } from "../helpers/ca-client.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 
 export const TD = "cluster.local";
@@ -197,6 +200,45 @@ export function serverConfig(
       vault: { address: fx.bao.addr, ...vault },
     },
   });
+}
+
+/** The `vault` section logging in with `login`'s approle files (or another secret_id file). */
+export function approleVault(
+  login: { roleIdFile: string; secretIdFile: string },
+  secretIdFile = login.secretIdFile,
+): Record<string, unknown> {
+  return { auth: { method: "approle", roleIdFile: login.roleIdFile, secretIdFile } };
+}
+
+/** CA servers and their gRPC clients started by one test file; close() them in its after(). */
+export class CaServers {
+  private readonly servers: CaServerHandle[] = [];
+  private readonly clients: CaClient[] = [];
+
+  /** Starts a CA server (silent, no default metrics) and a gRPC client trusting its roots. */
+  async start(
+    config: ServerConfig,
+    options: StartOptions = {},
+  ): Promise<{ server: CaServerHandle; client: CaClient }> {
+    const server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false, ...options });
+    this.servers.push(server);
+    const client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
+    this.clients.push(client);
+    return { server, client };
+  }
+
+  /** Why a CA server could not start from `config`; undefined (server kept for close()) when it did. */
+  startupError(config: ServerConfig): Promise<Error | undefined> {
+    return startCaServer(config, { log: silentLogger(), defaultMetrics: false }).then(
+      (s) => (this.servers.push(s), undefined),
+      (e: Error) => e,
+    );
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.clients) c.close();
+    for (const s of this.servers) await s.close().catch(() => undefined);
+  }
 }
 
 /** Polls `fn` until it returns without throwing, or gives up after `ms`. */

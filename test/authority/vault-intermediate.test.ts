@@ -6,14 +6,15 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
-import { silentLogger } from "../../src/log/logger.js";
+import type { CaServerHandle } from "../../src/server/run.js";
 import { parseCertificate, parseCertificates } from "../../src/pki/certificate.js";
-import { caClient, type CaClient } from "../helpers/ca-client.js";
+import type { CaClient } from "../helpers/ca-client.js";
 import { opensslCsr, opensslVerify } from "../helpers/openssl.js";
 import {
   TD,
+  CaServers,
   approleLogin,
+  approleVault,
   jwtRole,
   serverConfig,
   setupPki,
@@ -25,8 +26,7 @@ import {
 let fx: VaultFixture;
 let rootPem: string;
 let approle: Awaited<ReturnType<typeof approleLogin>>;
-const servers: CaServerHandle[] = [];
-const clients: CaClient[] = [];
+const cas = new CaServers();
 const csr = opensslCsr(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], "/O=").csrPem;
 const SLEEP = `spiffe://${TD}/ns/default/sa/sleep`;
 
@@ -47,29 +47,16 @@ before(async () => {
 });
 
 after(async () => {
-  for (const c of clients) c.close();
-  for (const s of servers) await s.close().catch(() => undefined);
+  await cas.close();
   await fx?.close();
 });
 
 async function start(
   name: string,
   authority: Record<string, unknown>,
-  vault: Record<string, unknown> = {
-    auth: { method: "approle", roleIdFile: approle.roleIdFile, secretIdFile: approle.secretIdFile },
-  },
+  vault: Record<string, unknown> = approleVault(approle),
 ): Promise<{ server: CaServerHandle; client: CaClient }> {
-  const server = await startCaServer(
-    serverConfig(fx, name, { type: "vault-intermediate", ...authority }, vault),
-    {
-      log: silentLogger(),
-      defaultMetrics: false,
-    },
-  );
-  servers.push(server);
-  const client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
-  clients.push(client);
-  return { server, client };
+  return cas.start(serverConfig(fx, name, { type: "vault-intermediate", ...authority }, vault));
 }
 
 function verifyAgainstVaultRoot(chain: string[]): void {
@@ -162,17 +149,8 @@ test("Vault stopped: keeps issuing from the intermediate in memory; fine again a
 
 test("policy missing pki/root/sign-intermediate: startup fails naming the path and the capability", async () => {
   const other = await approleLogin(fx, "int-unprivileged", ["nothing"]);
-  const err = await startCaServer(
-    serverConfig(
-      fx,
-      "int-no-policy",
-      { type: "vault-intermediate" },
-      { auth: { method: "approle", roleIdFile: other.roleIdFile, secretIdFile: other.secretIdFile } },
-    ),
-    { log: silentLogger(), defaultMetrics: false },
-  ).then(
-    (s) => (servers.push(s), undefined),
-    (e: Error) => e,
+  const err = await cas.startupError(
+    serverConfig(fx, "int-no-policy", { type: "vault-intermediate" }, approleVault(other)),
   );
   assert.ok(err instanceof Error, "startup must fail");
   assert.match(err.message, /"update" capability on "pki\/root\/sign-intermediate"/);

@@ -5,14 +5,16 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createAuthority } from "../../src/authority/factory.js";
 import type { VaultKvAuthority } from "../../src/authority/vault/index.js";
-import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
+import type { CaServerHandle } from "../../src/server/run.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
-import { caClient, type CaClient } from "../helpers/ca-client.js";
+import type { CaClient } from "../helpers/ca-client.js";
 import { opensslCsr, opensslVerify } from "../helpers/openssl.js";
 import {
   TD,
+  CaServers,
   approleLogin,
+  approleVault,
   eventually,
   serverConfig,
   setupPki,
@@ -24,8 +26,7 @@ import {
 let fx: VaultFixture;
 let rootPem: string;
 let approle: Awaited<ReturnType<typeof approleLogin>>;
-const servers: CaServerHandle[] = [];
-const clients: CaClient[] = [];
+const cas = new CaServers();
 const csr = opensslCsr(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], "/O=").csrPem;
 const SLEEP = `spiffe://${TD}/ns/default/sa/sleep`;
 const REF = "vault:secret/data/pki/istiod";
@@ -71,14 +72,11 @@ before(async () => {
 });
 
 after(async () => {
-  for (const c of clients) c.close();
-  for (const s of servers) await s.close().catch(() => undefined);
+  await cas.close();
   await fx?.close();
 });
 
-const vaultAuth = () => ({
-  auth: { method: "approle", roleIdFile: approle.roleIdFile, secretIdFile: approle.secretIdFile },
-});
+const vaultAuth = () => approleVault(approle);
 
 async function start(
   name: string,
@@ -92,10 +90,7 @@ async function start(
     log: silentLogger(),
     vault: config.vault,
   }) as VaultKvAuthority;
-  const server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false, authority: kv });
-  servers.push(server);
-  const client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
-  clients.push(client);
+  const { server, client } = await cas.start(config, { authority: kv });
   return { server, client, kv };
 }
 
@@ -196,12 +191,9 @@ test("policy missing the KV path: startup fails naming the path and the capabili
     fx,
     "kv-no-policy",
     { type: "vault-kv", certificate: `${REF}#certificate`, privateKey: `${REF}#privateKey` },
-    { auth: { method: "approle", roleIdFile: other.roleIdFile, secretIdFile: other.secretIdFile } },
+    approleVault(other),
   );
-  const err = await startCaServer(config, { log: silentLogger(), defaultMetrics: false }).then(
-    (s) => (servers.push(s), undefined),
-    (e: Error) => e,
-  );
+  const err = await cas.startupError(config);
   assert.ok(err instanceof Error, "startup must fail");
   assert.match(err.message, /"read" capability on "secret\/data\/pki\/istiod"/);
 });

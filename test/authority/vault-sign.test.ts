@@ -4,17 +4,18 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
-import { silentLogger } from "../../src/log/logger.js";
+import type { CaServerHandle } from "../../src/server/run.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
 import { WorkloadTokenCache } from "../../src/authority/vault/index.js";
 import { VaultClient } from "../../src/vault/index.js";
-import { caClient, type CaClient } from "../helpers/ca-client.js";
+import type { CaClient } from "../helpers/ca-client.js";
 import { opensslCsr, opensslVerify } from "../helpers/openssl.js";
 import {
   ROLE,
   TD,
+  CaServers,
   approleLogin,
+  approleVault,
   eventually,
   jwtRole,
   serverConfig,
@@ -27,8 +28,7 @@ import {
 let fx: VaultFixture;
 let rootPem: string;
 let approle: Awaited<ReturnType<typeof approleLogin>>;
-const servers: CaServerHandle[] = [];
-const clients: CaClient[] = [];
+const cas = new CaServers();
 
 const ecCsr = () => opensslCsr(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], "/O=");
 const rsaCsr = () => opensslCsr(["-newkey", "rsa:2048"], "/O=");
@@ -45,26 +45,16 @@ before(async () => {
 });
 
 after(async () => {
-  for (const c of clients) c.close();
-  for (const s of servers) await s.close().catch(() => undefined);
+  await cas.close();
   await fx?.close();
 });
 
 async function start(
   name: string,
   authority: Record<string, unknown>,
-  vault: Record<string, unknown> = {
-    auth: { method: "approle", roleIdFile: approle.roleIdFile, secretIdFile: approle.secretIdFile },
-  },
+  vault: Record<string, unknown> = approleVault(approle),
 ): Promise<{ server: CaServerHandle; client: CaClient }> {
-  const server = await startCaServer(serverConfig(fx, name, authority, vault), {
-    log: silentLogger(),
-    defaultMetrics: false,
-  });
-  servers.push(server);
-  const client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
-  clients.push(client);
-  return { server, client };
+  return cas.start(serverConfig(fx, name, authority, vault));
 }
 
 function verifyAgainstVaultRoot(chain: string[], id: string): void {
@@ -154,19 +144,13 @@ test("workload Vault tokens are cached per caller token until the lease ends", a
 });
 
 test("wrong secret_id: startup fails saying which login and what to check, without the secret", async () => {
-  const wrong = await startCaServer(
+  const wrong = await cas.startupError(
     serverConfig(
       fx,
       "wrong-secret",
       { type: "vault-sign" },
-      {
-        auth: { method: "approle", roleIdFile: approle.roleIdFile, secretIdFile: approle.wrongSecretIdFile },
-      },
+      approleVault(approle, approle.wrongSecretIdFile),
     ),
-    { log: silentLogger(), defaultMetrics: false },
-  ).then(
-    (s) => (servers.push(s), undefined),
-    (e: Error) => e,
   );
   assert.ok(wrong instanceof Error, "startup must fail");
   assert.match(wrong.message, /approle login at auth\/approle\/login/);
@@ -176,19 +160,8 @@ test("wrong secret_id: startup fails saying which login and what to check, witho
 
 test("policy missing the sign path: startup fails naming the path and the capability", async () => {
   const other = await approleLogin(fx, "meshvault-unprivileged", ["meshvault-nothing"]);
-  const err = await startCaServer(
-    serverConfig(
-      fx,
-      "no-policy",
-      { type: "vault-sign" },
-      {
-        auth: { method: "approle", roleIdFile: other.roleIdFile, secretIdFile: other.secretIdFile },
-      },
-    ),
-    { log: silentLogger(), defaultMetrics: false },
-  ).then(
-    (s) => (servers.push(s), undefined),
-    (e: Error) => e,
+  const err = await cas.startupError(
+    serverConfig(fx, "no-policy", { type: "vault-sign" }, approleVault(other)),
   );
   assert.ok(err instanceof Error, "startup must fail");
   assert.match(err.message, new RegExp(`"update" capability on "${SIGN_PATH}"`));
