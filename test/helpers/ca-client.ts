@@ -1,4 +1,5 @@
 // A real grpc-js client for the Istio CA API, as istio-agent would call it.
+import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { istioCaClientConstructor, plainToStruct } from "../../src/server/proto.js";
 
@@ -55,4 +56,13 @@ export function caClient(
       }),
     close: () => client.close(),
   };
+}
+
+/** Asserts that `p` fails with gRPC status `code` and details matching `re`. */
+export async function rejects(p: Promise<unknown>, code: grpc.status, re: RegExp): Promise<void> {
+  await assert.rejects(p, (e: grpc.ServiceError) => {
+    assert.equal(e.code, code, `code ${grpc.status[e.code]}: ${e.details}`);
+    assert.match(e.details, re);
+    return true;
+  });
 }

@@ -5,7 +5,7 @@
 //   const kube = await startKube();
 //   try { ... } finally { await kube.stop(); }
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { generateKeyPairSync, randomBytes } from "node:crypto";
+import { createSign, generateKeyPairSync, randomBytes } from "node:crypto";
 import { appendFileSync, closeSync, openSync, rmSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request as httpsRequest } from "node:https";
@@ -20,6 +20,28 @@ const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
 /** The service-account token issuer (and default API audience) of the harness. */
 export const KUBE_SA_ISSUER = "https://kubernetes.default.svc.cluster.local";
+
+/** A well-formed RS256 service-account JWT with the right claims, signed by a key no apiserver knows. */
+export function forgeServiceAccountToken(ns: string, sa: string, issuer: string): string {
+  const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const header = b64({ alg: "RS256", typ: "JWT" });
+  const payload = b64({
+    iss: issuer,
+    aud: ["istio-ca"],
+    sub: `system:serviceaccount:${ns}:${sa}`,
+    iat: now,
+    nbf: now,
+    exp: now + 3600,
+    "kubernetes.io": {
+      namespace: ns,
+      serviceaccount: { name: sa, uid: "00000000-0000-0000-0000-000000000000" },
+    },
+  });
+  const sig = createSign("RSA-SHA256").update(`${header}.${payload}`).sign(privateKey).toString("base64url");
+  return `${header}.${payload}.${sig}`;
+}
 
 export interface KubeResponse {
   status: number;

@@ -2,37 +2,14 @@
 // a real TokenReview authenticates, and a forged token is refused.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createSign, generateKeyPairSync } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { startKube } from "../helpers/kube.js";
+import { forgeServiceAccountToken, startKube } from "../helpers/kube.js";
 
 interface TokenReviewStatus {
   authenticated?: boolean;
   user?: { username?: string; groups?: string[] };
   audiences?: string[];
   error?: string;
-}
-
-function forgeToken(ns: string, sa: string, issuer: string): string {
-  // Well-formed RS256 JWT with the right claims, signed by a key the apiserver does not know.
-  const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-  const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString("base64url");
-  const now = Math.floor(Date.now() / 1000);
-  const header = b64({ alg: "RS256", typ: "JWT" });
-  const payload = b64({
-    iss: issuer,
-    aud: ["istio-ca"],
-    sub: `system:serviceaccount:${ns}:${sa}`,
-    iat: now,
-    nbf: now,
-    exp: now + 3600,
-    "kubernetes.io": {
-      namespace: ns,
-      serviceaccount: { name: sa, uid: "00000000-0000-0000-0000-000000000000" },
-    },
-  });
-  const sig = createSign("RSA-SHA256").update(`${header}.${payload}`).sign(privateKey).toString("base64url");
-  return `${header}.${payload}.${sig}`;
 }
 
 test("real kube-apiserver: TokenRequest + TokenReview", { timeout: 180_000 }, async (t) => {
@@ -72,7 +49,7 @@ test("real kube-apiserver: TokenRequest + TokenReview", { timeout: 180_000 }, as
   assert.notEqual(otherAud.authenticated, true, JSON.stringify(otherAud));
 
   // A forged token (right claims, unknown signing key) is refused.
-  const forged = await review(forgeToken(ns, sa, kube.issuer), ["istio-ca"]);
+  const forged = await review(forgeServiceAccountToken(ns, sa, kube.issuer), ["istio-ca"]);
   assert.notEqual(forged.authenticated, true, JSON.stringify(forged));
 
   // A token of a deleted service account is refused. kube-apiserver caches successful

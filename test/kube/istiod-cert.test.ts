@@ -20,6 +20,7 @@ import {
 import { parseCertificates } from "../../src/pki/certificate.js";
 import { openssl, opensslVerify } from "../helpers/openssl.js";
 import { startKube, type KubeEnv } from "../helpers/kube.js";
+import { waitFor } from "../helpers/wait.js";
 
 const NS = "istio-system";
 let kube: KubeEnv;
@@ -45,16 +46,6 @@ const decode = (s: SecretBody): Record<string, string> =>
   Object.fromEntries(
     Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
   );
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

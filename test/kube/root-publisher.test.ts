@@ -8,6 +8,7 @@ import { generateKeyPairFor } from "../../src/pki/keys.js";
 import { loadKubeConfig } from "../../src/kube/client.js";
 import { startRootPublisher, type RootPublisherHandle } from "../../src/kube/root-publisher-service.js";
 import { startKube, type KubeEnv } from "../helpers/kube.js";
+import { waitFor } from "../helpers/wait.js";
 
 let kube: KubeEnv;
 const handles: RootPublisherHandle[] = [];
@@ -31,16 +32,6 @@ async function getCm(ns: string, name = "istio-ca-root-cert"): Promise<Cm | unde
     expectOk: false,
   });
   return r.status === 200 ? (r.body as Cm) : undefined;
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 const hasBundle = (ns: string, pem: string, name?: string) => async () => {

@@ -2,7 +2,6 @@
 // projected tokens from the TokenRequest API, over the real Istio CA gRPC API.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { createSign, generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,9 +13,9 @@ import { parseCertificate } from "../../src/pki/certificate.js";
 import { AuthenticatorUnavailableError } from "../../src/identity/authenticator.js";
 import { loadKubeConfig } from "../../src/kube/client.js";
 import { TokenReviewAuthenticator } from "../../src/kube/tokenreview.js";
-import { caClient, type CaClient } from "../helpers/ca-client.js";
+import { caClient, rejects, type CaClient } from "../helpers/ca-client.js";
 import { opensslCsr } from "../helpers/openssl.js";
-import { startKube, type KubeEnv } from "../helpers/kube.js";
+import { forgeServiceAccountToken, startKube, type KubeEnv } from "../helpers/kube.js";
 
 const NS = "mesh-test";
 let kube: KubeEnv;
@@ -25,35 +24,6 @@ let client: CaClient;
 let dir: string;
 
 const csr = (): string => opensslCsr(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], "/O=").csrPem;
-
-async function rejects(p: Promise<unknown>, code: grpc.status, re: RegExp): Promise<void> {
-  await assert.rejects(p, (e: grpc.ServiceError) => {
-    assert.equal(e.code, code, `code ${grpc.status[e.code]}: ${e.details}`);
-    assert.match(e.details, re);
-    return true;
-  });
-}
-
-function forgeToken(ns: string, sa: string, issuer: string): string {
-  const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-  const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString("base64url");
-  const now = Math.floor(Date.now() / 1000);
-  const header = b64({ alg: "RS256", typ: "JWT" });
-  const payload = b64({
-    iss: issuer,
-    aud: ["istio-ca"],
-    sub: `system:serviceaccount:${ns}:${sa}`,
-    iat: now,
-    nbf: now,
-    exp: now + 3600,
-    "kubernetes.io": {
-      namespace: ns,
-      serviceaccount: { name: sa, uid: "00000000-0000-0000-0000-000000000000" },
-    },
-  });
-  const sig = createSign("RSA-SHA256").update(`${header}.${payload}`).sign(privateKey).toString("base64url");
-  return `${header}.${payload}.${sig}`;
-}
 
 const tokenReview = (): TokenReviewAuthenticator => {
   const a = server.kubernetes?.authenticators[0];
@@ -120,7 +90,7 @@ test("a token for another audience is refused", async () => {
 
 test("a forged token (unknown signing key) is refused", async () => {
   await rejects(
-    client.create(csr(), { token: forgeToken(NS, "workload", kube.issuer) }),
+    client.create(csr(), { token: forgeServiceAccountToken(NS, "workload", kube.issuer) }),
     grpc.status.UNAUTHENTICATED,
     /rejected the token/,
   );

@@ -11,7 +11,7 @@ import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { parseCertificate, parseCertificates } from "../../src/pki/certificate.js";
 import { mintLocalToken } from "../../src/identity/local-issuer.js";
-import { caClient, type CaClient } from "../helpers/ca-client.js";
+import { caClient, rejects, type CaClient } from "../helpers/ca-client.js";
 import { opensslCsr, opensslVerify } from "../helpers/openssl.js";
 
 const TD = "cluster.local";
@@ -168,14 +168,6 @@ test("locally minted tokens work (no Kubernetes)", async () => {
   const chain = await client.create(ecCsr().csrPem, { token: jwt });
   assert.deepEqual(parseCertificate(chain[0]!).sans.uris, [`spiffe://${TD}/ns/shop/sa/cart`]);
 });
-
-async function rejects(p: Promise<unknown>, code: grpc.status, re: RegExp): Promise<void> {
-  await assert.rejects(p, (e: grpc.ServiceError) => {
-    assert.equal(e.code, code, `code ${grpc.status[e.code]}: ${e.details}`);
-    assert.match(e.details, re);
-    return true;
-  });
-}
 
 test("spoofing: a CSR asking for another SPIFFE ID is refused", async () => {
   const { csrPem } = opensslCsr(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], "/O=", [
