@@ -334,7 +334,8 @@ export async function startSdsServer(options: SdsServerOptions): Promise<SdsServ
   const deltaSecrets: grpc.handleBidiStreamingCall<unknown, unknown> = (call) => {
     call.emit("error", {
       code: grpc.status.UNIMPLEMENTED,
-      details: "DeltaSecrets is not implemented; use StreamSecrets (state-of-the-world SDS)",
+      details:
+        "DeltaSecrets (incremental SDS) is not served, as with istio-agent; use StreamSecrets (state-of-the-world SDS)",
     });
   };
 
