@@ -19,9 +19,11 @@
 //   const agent = await startIstioAgent({ mode: "sidecar", caAddress, caRootPem, token, ... });
 //   try { ... } finally { await agent.stop(); }
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, openSync, rmSync } from "node:fs";
+import { Leftovers } from "./leftovers.js";
+import { freePort } from "./ports.js";
+import { delay } from "./wait.js";
+import { closeSync, existsSync, openSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -117,40 +119,7 @@ export interface IstioAgent {
   stop(): Promise<void>;
 }
 
-// Every live agent and its directory, killed/removed synchronously if the test
-// process exits without stop(). The Envoy stand-in exits on its own once the agent
-// is gone (it polls its parent), so killing the agent is enough.
-const live = new Set<ChildProcess>();
-const liveDirs = new Set<string>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once("exit", () => {
-    for (const c of live) c.kill("SIGKILL");
-    if (!process.env.MESHVAULT_ISTIO_KEEP)
-      for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === "string") {
-        srv.close();
-        rej(new Error("no port"));
-        return;
-      }
-      srv.close(() => res(addr.port));
-    });
-  });
-}
-
-const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const leftovers = new Leftovers("MESHVAULT_ISTIO_KEEP");
 
 // Stands in for the Envoy process pilot-agent supervises in sidecar mode: the agent
 // exits when "Envoy" exits, so this must stay up, and must not outlive the agent.
@@ -163,8 +132,7 @@ while kill -0 "$PPID" 2>/dev/null; do sleep 1; done
 export async function startIstioAgent(o: IstioAgentOptions): Promise<IstioAgent> {
   const build = await istioAgentBuild();
   const cwd = await mkdtemp(join(tmpdir(), "meshvault-istio-agent-"));
-  installExitHook();
-  liveDirs.add(cwd);
+  leftovers.dir(cwd);
   const td = o.trustDomain ?? "cluster.local";
   const caRootFile = join(cwd, "meshvault-ca-root.pem");
   await writeFile(caRootFile, o.caRootPem);
@@ -247,17 +215,15 @@ export async function startIstioAgent(o: IstioAgentOptions): Promise<IstioAgent>
   // Output goes straight to a file and the child is unref'd: a harness left running
   // never keeps the test process alive (the "exit" hook then kills it).
   child.unref();
-  live.add(child);
+  leftovers.child(child);
   let code: number | null | undefined;
   const exited = new Promise<number | null>((res) => {
     child.once("exit", (c) => {
       code = c;
-      live.delete(child);
       res(c);
     });
     child.once("error", () => {
       code = -1;
-      live.delete(child);
       res(-1);
     });
   });
@@ -310,7 +276,7 @@ export async function startIstioAgent(o: IstioAgentOptions): Promise<IstioAgent>
         clearTimeout(t);
       }
       if (!process.env.MESHVAULT_ISTIO_KEEP) await rm(cwd, { recursive: true, force: true });
-      liveDirs.delete(cwd);
+      leftovers.forgetDir(cwd);
     },
   };
   return agent;

@@ -5,11 +5,13 @@
 //   const kube = await startKube();
 //   try { ... } finally { await kube.stop(); }
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { Leftovers } from "./leftovers.js";
+import { freePort } from "./ports.js";
+import { delay } from "./wait.js";
 import { createSign, generateKeyPairSync, randomBytes } from "node:crypto";
-import { appendFileSync, closeSync, openSync, rmSync } from "node:fs";
+import { appendFileSync, closeSync, openSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request as httpsRequest } from "node:https";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -99,44 +101,7 @@ export async function kubePeersDir(): Promise<string> {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === "string") {
-        srv.close();
-        rej(new Error("no port"));
-        return;
-      }
-      srv.close(() => res(addr.port));
-    });
-  });
-}
-
-const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-// Every live child and temp dir of every harness, killed/removed synchronously if
-// the test process exits without stop() (a failed test, an uncaught error, exit()).
-const live = new Set<ChildProcess>();
-const liveDirs = new Set<string>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once("exit", () => {
-    for (const c of live) c.kill("SIGKILL");
-    if (!process.env.MESHVAULT_KUBE_KEEP)
-      for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
-  });
-}
-function track(child: ChildProcess): void {
-  installExitHook();
-  live.add(child);
-  child.once("exit", () => live.delete(child));
-}
+const leftovers = new Leftovers("MESHVAULT_KUBE_KEEP");
 
 /**
  * A detached watchdog that SIGKILLs the given pids and removes `dir` once this
@@ -170,7 +135,7 @@ function startProc(bin: string, args: string[], logPath: string): Proc {
     closeSync(fd);
   }
   child.unref();
-  track(child);
+  leftovers.child(child);
   let code: number | null | undefined;
   const exited = new Promise<number | null>((res) => {
     child.once("exit", (c) => {
@@ -291,8 +256,7 @@ class PortRaceError extends Error {}
 
 async function startOnce(binDir: string, opts: StartKubeOptions): Promise<KubeEnv> {
   const work = await mkdtemp(join(tmpdir(), "meshvault-kube-"));
-  installExitHook();
-  liveDirs.add(work);
+  leftovers.dir(work);
   const procs: Proc[] = [];
   let dog: ChildProcess | undefined;
   let stopped = false;
@@ -309,7 +273,7 @@ async function startOnce(binDir: string, opts: StartKubeOptions): Promise<KubeEn
       }
     }
     if (!process.env.MESHVAULT_KUBE_KEEP) await rm(work, { recursive: true, force: true });
-    liveDirs.delete(work);
+    leftovers.forgetDir(work);
   };
 
   try {

@@ -17,12 +17,12 @@
 // would then be left behind.
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { freePort } from "./ports.js";
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -88,18 +88,7 @@ export function resolveBaoBinary(): string {
   return bin;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const a = srv.address();
-      const port = typeof a === "object" && a ? a.port : 0;
-      srv.close(() => res(port));
-    });
-  });
-}
+export { freePort };
 
 // Every live child, killed synchronously when the test process goes away.
 const live = new Set<ChildProcess>();

@@ -14,3 +14,5 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+export const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
