@@ -69,6 +69,10 @@ export function registerDemoCommand(program: Command): void {
     .option("--keep", "keep the temp directory with tokens, certificates and sockets")
     .option("--log-level <level>", "show component logs on stderr at this level (default: silent)")
     .action(async (f: DemoFlags) => {
+      // Ctrl-C: exit through process.exit so "exit" hooks remove the temp dir and stop the dev Vault.
+      const interrupted = (): never => process.exit(130);
+      process.once("SIGINT", interrupted);
+      process.once("SIGTERM", interrupted);
       if (f.keyAlgorithm && !(KEY_ALGORITHMS as readonly string[]).includes(f.keyAlgorithm))
         throw new Error(`--key-algorithm ${f.keyAlgorithm}: use one of ${KEY_ALGORITHMS.join(", ")}`);
       const result = await runDemo({

@@ -95,6 +95,11 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const log = o.logger ?? silentLogger();
   const provider = o.authority ?? localAuthority;
   const work = mkdtempSync(join(tmpdir(), "meshvault-demo-"));
+  // An interrupted demo (Ctrl-C) must not leave tokens and keys behind in /tmp.
+  const removeWork = (): void => {
+    if (!o.keepDir) rmSync(work, { recursive: true, force: true });
+  };
+  process.once("exit", removeWork);
   const cleanups: (() => Promise<unknown>)[] = [];
   const id = (sa: string): string => `spiffe://${td}/ns/default/sa/${sa}`;
 
@@ -264,7 +269,8 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     return { ok, outcomes, identities, authority: prepared.description };
   } finally {
     for (const c of cleanups.reverse()) await c().catch(() => {});
-    if (!o.keepDir) rmSync(work, { recursive: true, force: true });
+    removeWork();
+    process.removeListener("exit", removeWork);
     print(o.keepDir ? `kept ${work}` : "cleaned up: every server, agent, tunnel and temp file is gone.");
   }
 }
