@@ -10,6 +10,8 @@ export class PemError extends Error {
   override name = "PemError";
 }
 
+const BASE64_BODY = /^[A-Za-z0-9+/\s]*(?:=\s*){0,2}$/;
+const WHITESPACE = /\s/g;
 const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([\s\S]*?)-----END ([A-Z0-9 ]+)-----/g;
 
 /** Every PEM block in `text`, in order. Text between blocks (comments, `openssl` headers) is allowed. */
@@ -18,10 +20,13 @@ export function decodePem(text: string): PemBlock[] {
   for (const m of text.matchAll(BLOCK)) {
     const [, begin, body, end] = m;
     if (begin !== end) throw new PemError(`PEM block BEGIN ${begin} closed by END ${end}`);
-    const b64 = body!.replace(/\s+/g, "");
-    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b64) || b64.length % 4 !== 0)
-      throw new PemError(`PEM block ${begin} has invalid base64 content`);
-    out.push({ type: begin!, der: new Uint8Array(Buffer.from(b64, "base64")) });
+    // One pass over the body: only base64 characters and whitespace, padding only at the end,
+    // a whole number of quads. (Buffer's decoder would silently skip anything else.)
+    if (!BASE64_BODY.test(body!)) throw new PemError(`PEM block ${begin} has invalid base64 content`);
+    const der = Buffer.from(body!, "base64");
+    const chars = body!.length - (body!.match(WHITESPACE)?.length ?? 0);
+    if (chars % 4 !== 0) throw new PemError(`PEM block ${begin} has invalid base64 content`);
+    out.push({ type: begin!, der: new Uint8Array(der.buffer, der.byteOffset, der.byteLength) });
   }
   if (out.length === 0 && text.includes("-----BEGIN")) throw new PemError("PEM block is not terminated");
   return out;

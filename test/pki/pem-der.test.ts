@@ -51,5 +51,13 @@ test("PEM encode/decode/split/join", () => {
   assert.deepEqual(Array.from(decodePem(bundle)[1]!.der), [4, 5]);
   assert.throws(() => decodePem("-----BEGIN CERTIFICATE-----\nAAA*\n-----END CERTIFICATE-----"), PemError);
   assert.throws(() => decodePem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END PRIVATE KEY-----"), PemError);
+  for (const bad of ["AA=A", "AAAAA", "AAA=\nAAAA", "AA==\n=", "AAAA-AAA"])
+    assert.throws(
+      () => decodePem(`-----BEGIN CERTIFICATE-----\n${bad}\n-----END CERTIFICATE-----`),
+      PemError,
+      bad,
+    );
+  const wrapped = decodePem("-----BEGIN CERTIFICATE-----\r\nAQID\r\nBA==\r\n-----END CERTIFICATE-----");
+  assert.deepEqual(Array.from(wrapped[0]!.der), [1, 2, 3, 4]);
   assert.throws(() => decodePem("-----BEGIN CERTIFICATE-----\nAAAA\n"), /not terminated/);
 });
