@@ -15,6 +15,7 @@ import { silentLogger } from "../../src/log/logger.js";
 import { mintLocalToken } from "../../src/identity/local-issuer.js";
 import { parseCertificate, parseCertificates } from "../../src/pki/certificate.js";
 import { SECRET_TYPE_URL, SdsTestClient, secretsByName, type WireSecret } from "../helpers/sds-client.js";
+import { waitFor } from "../helpers/wait.js";
 import { AGENT_PATHS, istioAgentBuild, startIstioAgent, type IstioAgent } from "../helpers/istio-agent.js";
 
 const TD = "cluster.local";
@@ -139,7 +140,16 @@ test("sidecar mode: pilot-agent's SDS server serves a meshvault SVID and our roo
     await agent.waitForFile(agent.sdsSocketPath);
     // The bootstrap the agent wrote for Envoy points Envoy's SDS cluster at this very socket.
     await agent.waitForFile(AGENT_PATHS.envoyBootstrap);
-    const bootstrap = readFileSync(join(agent.cwd, AGENT_PATHS.envoyBootstrap), "utf8");
+    // The agent may still be writing the file when it appears: wait for complete JSON.
+    const bootstrap = await waitFor("a complete Envoy bootstrap", async () => {
+      const text = readFileSync(join(agent.cwd, AGENT_PATHS.envoyBootstrap), "utf8");
+      try {
+        JSON.parse(text);
+        return text;
+      } catch {
+        return undefined;
+      }
+    });
     assert.ok(bootstrap.includes(`"./${AGENT_PATHS.sdsSocket}"`), "Envoy bootstrap uses the SDS socket");
     const def = await sdsFetch(agent, "default");
     assert.ok(def.certificateChain && def.privateKey, "default has tls_certificate chain and key");

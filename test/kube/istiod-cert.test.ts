@@ -228,30 +228,42 @@ test("Secret istiod-tls: valid, kept while fresh, repaired after edit and deleti
 });
 
 test("renewed at half life with a short TTL; configured DNS names and Secret name", async () => {
-  const names = ["istiod-canary.istio-system.svc", "istiod.istio-system.svc"];
-  const h = await writer("renewer", { ttlSeconds: 4, dnsNames: names, secretName: "istiod-tls-canary" });
-  const s1 = await waitFor("istiod-tls-canary", () => secret("istiod-tls-canary"));
-  assertValidIstiodTls(s1, names);
-  const first = parseCertificates(decode(s1)["tls.crt"]!)[0]!;
-  // Fresh for ~2 s (half of 4 s despite the CA's 2 min backdating), then replaced.
-  await sleep(800);
-  assert.equal((await secret("istiod-tls-canary"))!.metadata.resourceVersion, s1.metadata.resourceVersion);
-  const s2 = await waitFor(
-    "renewal",
-    async () => {
-      const s = await secret("istiod-tls-canary");
-      return s && s.metadata.resourceVersion !== s1.metadata.resourceVersion ? s : undefined;
-    },
-    10_000,
-  );
-  assertValidIstiodTls(s2, names);
-  const second = parseCertificates(decode(s2)["tls.crt"]!)[0]!;
-  assert.notEqual(second.serialHex, first.serialHex);
-  assert.ok(second.notAfter > first.notAfter);
-  // Renewal happened before the first certificate expired.
-  assert.ok(Date.now() < first.notAfter.getTime() + 1000);
-  assert.ok(h.stats().issued >= 2);
-  await closeAll();
+  try {
+    const names = ["istiod-canary.istio-system.svc", "istiod.istio-system.svc"];
+    const ttl = 8;
+    const h = await writer("renewer", { ttlSeconds: ttl, dnsNames: names, secretName: "istiod-tls-canary" });
+    const s1 = await waitFor("istiod-tls-canary", () => secret("istiod-tls-canary"));
+    assertValidIstiodTls(s1, names);
+    const first = parseCertificates(decode(s1)["tls.crt"]!)[0]!;
+    // Issued at notAfter - ttl (notBefore is backdated 2 min); fresh until half of ttl has passed.
+    // Check "not rewritten while fresh" only while it still is, so a slow machine cannot flake it.
+    const issuedAt = first.notAfter.getTime() - ttl * 1000;
+    const checkAt = issuedAt + (ttl * 1000) / 2 - 1000;
+    if (Date.now() < checkAt) {
+      await sleep(Math.min(800, checkAt - Date.now()));
+      assert.equal(
+        (await secret("istiod-tls-canary"))!.metadata.resourceVersion,
+        s1.metadata.resourceVersion,
+      );
+    }
+    const s2 = await waitFor(
+      "renewal",
+      async () => {
+        const s = await secret("istiod-tls-canary");
+        return s && s.metadata.resourceVersion !== s1.metadata.resourceVersion ? s : undefined;
+      },
+      15_000,
+    );
+    assertValidIstiodTls(s2, names);
+    const second = parseCertificates(decode(s2)["tls.crt"]!)[0]!;
+    assert.notEqual(second.serialHex, first.serialHex);
+    assert.ok(second.notAfter > first.notAfter);
+    // Renewal happened before the first certificate expired.
+    assert.ok(Date.now() < first.notAfter.getTime() + 1000);
+    assert.ok(h.stats().issued >= 2);
+  } finally {
+    await closeAll();
+  }
 });
 
 test("a Secret of another type is reported, not fought over", async () => {
@@ -263,15 +275,18 @@ test("a Secret of another type is reported, not fought over", async () => {
     stringData: { x: "y" },
   });
   const warnings: string[] = [];
-  const h = await writer("typed", {
-    secretName: "istiod-tls-opaque",
-    log: { info: () => {}, warn: (m) => warnings.push(m) },
-  });
-  await waitFor("a warning", async () => warnings.some((w) => w.includes("type Opaque")));
-  assert.equal(h.stats().issued, 0);
-  assert.match(
-    warnings.find((w) => w.includes("type Opaque"))!,
-    /delete secret istiod-tls-opaque/,
-  );
-  await closeAll();
+  try {
+    const h = await writer("typed", {
+      secretName: "istiod-tls-opaque",
+      log: { info: () => {}, warn: (m) => warnings.push(m) },
+    });
+    await waitFor("a warning", async () => warnings.some((w) => w.includes("type Opaque")));
+    assert.equal(h.stats().issued, 0);
+    assert.match(
+      warnings.find((w) => w.includes("type Opaque"))!,
+      /delete secret istiod-tls-opaque/,
+    );
+  } finally {
+    await closeAll();
+  }
 });
