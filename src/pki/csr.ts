@@ -39,6 +39,7 @@ import {
 import { commonNameOf, decodeName, encodeName, type NameAttribute, type NameFields } from "./name.js";
 import { OID } from "./oids.js";
 import { decodePem, encodePem } from "./pem.js";
+import { canonicalSpki, type CanonicalSpki } from "./spki.js";
 
 /** Inputs larger than this are refused before parsing: no CSR needs more. */
 export const MAX_CSR_BYTES = 64 * 1024;
@@ -51,6 +52,7 @@ export interface Csr {
   der: Uint8Array;
   subject: NameAttribute[];
   commonName?: string;
+  /** Canonical DER SubjectPublicKeyInfo re-encoded from the checked request fields (never the request's bytes). */
   spki: Uint8Array;
   publicKey: KeyObject;
   keyAlgorithm: KeyAlgorithm;
@@ -94,16 +96,45 @@ export function importSpki(spki: Node): KeyObject {
   return createPublicKey({ key: Buffer.from(spki.raw), format: "der", type: "spki" });
 }
 
+/**
+ * The attributes, read the way every parser must agree on: only extensionRequest, at most
+ * once, with exactly one value. Vault's parser (Go) reads every extensionRequest attribute; a
+ * second one, or a second value, could ask Vault for what our check never saw.
+ */
 function attributeExtensions(attrs: Node): Extension[] {
-  let out: Extension[] = [];
+  let out: Extension[] | undefined;
   for (const attr of children(attrs)) {
-    const [typeNode, values] = children(expectTag(attr, Tag.SEQUENCE, "Attribute"));
-    if (!typeNode || !values) throw new DerError("Attribute is incomplete");
-    if (oidString(typeNode) !== OID.extensionRequest) continue;
-    const first = children(expectTag(values, Tag.SET, "extensionRequest values"))[0];
-    if (first) out = decodeExtensions(first);
+    const parts = children(expectTag(attr, Tag.SEQUENCE, "Attribute"));
+    if (parts.length !== 2) throw new CsrError("CSR attribute must be exactly a type and a set of values");
+    const type = oidString(parts[0]!);
+    if (type !== OID.extensionRequest)
+      throw new CsrError(
+        `CSR carries attribute ${type}; only extensionRequest (${OID.extensionRequest}) is accepted: remove it`,
+      );
+    if (out) throw new CsrError("CSR has two extensionRequest attributes: send exactly one");
+    const values = children(expectTag(parts[1], Tag.SET, "extensionRequest values"));
+    if (values.length !== 1)
+      throw new CsrError(`CSR extensionRequest has ${values.length} values: send exactly one`);
+    out = decodeExtensions(values[0]!, { strict: true });
   }
-  return out;
+  return out ?? [];
+}
+
+/**
+ * Signature AlgorithmIdentifier parameters: NULL or absent for RSA PKCS#1 v1.5 (RFC 4055 5),
+ * absent for ECDSA (RFC 5758 3.2) and Ed25519 (RFC 8410 3).
+ */
+function signatureAlgorithmOf(node: Node | undefined): string {
+  const parts = children(expectTag(node, Tag.SEQUENCE, "signatureAlgorithm"));
+  if (parts.length === 0 || parts.length > 2) throw new CsrError("CSR signatureAlgorithm is malformed");
+  const id = oidString(parts[0]!);
+  const params = parts[1];
+  if (params) {
+    const rsa = id === OID.sha256WithRSA || id === OID.sha384WithRSA || id === OID.sha512WithRSA;
+    if (!rsa || params.tag !== Tag.NULL || params.value.length !== 0)
+      throw new CsrError(`CSR signatureAlgorithm ${id} has parameters it must not have`);
+  }
+  return id;
 }
 
 /** Parses and verifies a PKCS#10 CSR from PEM text or DER bytes. */
@@ -113,19 +144,36 @@ export function parseCsr(input: string | Uint8Array): Csr {
     const top = children(expectTag(decodeOne(der), Tag.SEQUENCE, "CertificationRequest"));
     if (top.length !== 3) throw new DerError("CertificationRequest must have 3 parts");
     const info = expectTag(top[0], Tag.SEQUENCE, "CertificationRequestInfo");
-    const sigAlg = oidString(children(expectTag(top[1], Tag.SEQUENCE, "signatureAlgorithm"))[0]!);
+    const sigAlg = signatureAlgorithmOf(top[1]);
     const sigBits = expectTag(top[2], Tag.BIT_STRING, "signature").value;
+    if (sigBits.length < 1 || sigBits[0] !== 0) throw new CsrError("CSR signature must be whole bytes");
     const infoParts = children(info);
+    // RFC 2986: version, subject, subjectPKInfo, attributes [0]; the attributes may be missing
+    // in lenient encoders, anything else after them is not a CSR we can read one way only.
+    if (infoParts.length < 3 || infoParts.length > 4)
+      throw new CsrError(
+        `CertificationRequestInfo has ${infoParts.length} elements, expected version, subject, key and attributes`,
+      );
     const version = expectTag(infoParts[0], Tag.INTEGER, "version");
     if (version.value.length !== 1 || version.value[0] !== 0) throw new CsrError("CSR version must be 1 (0)");
     const subjectNode = expectTag(infoParts[1], Tag.SEQUENCE, "subject");
     const spkiNode = expectTag(infoParts[2], Tag.SEQUENCE, "subjectPublicKeyInfo");
     const attrs = infoParts[3];
-    const extensions = attrs && attrs.tag === 0xa0 ? attributeExtensions(attrs) : [];
+    if (attrs && attrs.tag !== 0xa0)
+      throw new CsrError(
+        `CSR has an unexpected element (tag 0x${attrs.tag.toString(16)}) after its public key`,
+      );
+    const extensions = attrs ? attributeExtensions(attrs) : [];
 
+    let spki: CanonicalSpki;
+    try {
+      spki = canonicalSpki(spkiNode);
+    } catch (err) {
+      throw new CsrError(`CSR public key: ${(err as Error).message}`);
+    }
     let publicKey: KeyObject;
     try {
-      publicKey = importSpki(spkiNode);
+      publicKey = importSpki(decodeOne(spki.der));
     } catch {
       throw new CsrError("CSR public key cannot be decoded: use RSA 2048-4096, ECDSA P-256/P-384 or Ed25519");
     }
@@ -145,7 +193,7 @@ export function parseCsr(input: string | Uint8Array): Csr {
     const csr: Csr = {
       der,
       subject,
-      spki: spkiNode.raw,
+      spki: spki.der,
       publicKey,
       keyAlgorithm,
       extensions,

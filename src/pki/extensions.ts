@@ -22,16 +22,25 @@ export interface Extension {
   value: Uint8Array;
 }
 
-export function decodeExtensions(node: Node): Extension[] {
+/**
+ * Extensions ::= SEQUENCE OF Extension; every OID at most once (RFC 5280 4.2). `strict`
+ * (requests) also refuses an explicit critical FALSE, which DER forbids (DEFAULT omitted).
+ */
+export function decodeExtensions(node: Node, opts: { strict?: boolean } = {}): Extension[] {
   const out: Extension[] = [];
   const seen = new Set<string>();
   for (const ext of children(expectTag(node, Tag.SEQUENCE, "Extensions"))) {
     const parts = children(expectTag(ext, Tag.SEQUENCE, "Extension"));
+    if (parts.length < 2 || parts.length > 3) throw new DerError("Extension must be OID, [critical], value");
     const id = oidString(parts[0]!);
     let critical = false;
     let valueNode = parts[1];
-    if (valueNode?.tag === Tag.BOOLEAN) {
-      critical = valueNode.value[0] !== 0;
+    if (parts.length === 3) {
+      const flag = expectTag(valueNode, Tag.BOOLEAN, `extension ${id} critical flag`).value;
+      if (flag.length !== 1) throw new DerError(`extension ${id}: malformed critical flag`);
+      if (opts.strict && flag[0] !== 0xff)
+        throw new DerError(`extension ${id}: critical must be omitted or TRUE (0xff) in DER`);
+      critical = flag[0] !== 0;
       valueNode = parts[2];
     }
     const value = expectTag(valueNode, Tag.OCTET_STRING, `extension ${id} value`).value;
@@ -89,15 +98,25 @@ export interface BasicConstraints {
   pathLen?: number;
 }
 
+/** BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLenConstraint INTEGER OPTIONAL }, nothing else. */
 export function decodeBasicConstraints(value: Uint8Array): BasicConstraints {
   const node = decodeOne(value);
   const parts = children(expectTag(node, Tag.SEQUENCE, "BasicConstraints"));
   let ca = false;
   let pathLen: number | undefined;
-  for (const p of parts) {
-    if (p.tag === Tag.BOOLEAN) ca = p.value[0] !== 0;
-    else if (p.tag === Tag.INTEGER) pathLen = p.value.reduce((a, b) => a * 256 + b, 0);
+  let i = 0;
+  if (parts[i]?.tag === Tag.BOOLEAN) {
+    const v = parts[i++]!.value;
+    if (v.length !== 1) throw new DerError("BasicConstraints: malformed cA flag");
+    ca = v[0] !== 0;
   }
+  if (parts[i]?.tag === Tag.INTEGER) {
+    const v = parts[i++]!.value;
+    if (v.length === 0 || v.length > 4 || v[0]! & 0x80)
+      throw new DerError("BasicConstraints: bad pathLenConstraint");
+    pathLen = v.reduce((a, b) => a * 256 + b, 0);
+  }
+  if (i !== parts.length) throw new DerError("BasicConstraints has unexpected elements");
   return pathLen === undefined ? { ca } : { ca, pathLen };
 }
 

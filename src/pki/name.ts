@@ -1,5 +1,5 @@
 // Distinguished names: build the few attributes meshvault writes, render any name for humans.
-import { children, expectTag, oid, oidString, seq, set, Tag, utf8, type Node } from "./der.js";
+import { children, DerError, expectTag, oid, oidString, seq, set, Tag, utf8, type Node } from "./der.js";
 import { OID } from "./oids.js";
 
 export interface NameFields {
@@ -54,8 +54,9 @@ export function decodeName(node: Node): NameAttribute[] {
   const out: NameAttribute[] = [];
   for (const rdn of children(node)) {
     for (const atv of children(expectTag(rdn, Tag.SET, "RelativeDistinguishedName"))) {
-      const [t, v] = children(atv);
-      if (!t || !v) continue;
+      const parts = children(expectTag(atv, Tag.SEQUENCE, "AttributeTypeAndValue"));
+      if (parts.length !== 2) throw new DerError("AttributeTypeAndValue must be a type and a value");
+      const [t, v] = parts as [Node, Node];
       const type = oidString(t);
       out.push({
         type,
