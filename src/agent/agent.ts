@@ -7,12 +7,14 @@ import { createCaClient, type CaClient } from "./ca-client.js";
 import { expectedSpiffeId, identityName, type AgentConfig, type IdentityConfig } from "./config.js";
 import { runHook, writeCredentialFiles } from "./file-output.js";
 import { createAgentMetrics, type AgentMetrics } from "./metrics.js";
+import { silentLogger, type Logger } from "../log/logger.js";
 import { createLimiter } from "./semaphore.js";
 import { startSdsServer, type SdsServer } from "./sds/index.js";
-import { WorkloadIdentity, type AgentLogger, type IdentityStatus } from "./workload.js";
+import { WorkloadIdentity, type IdentityStatus } from "./workload.js";
 
 export interface StartAgentOptions {
-  logger?: AgentLogger;
+  /** A real pino logger: components get children of it (`log.child({ component })`). */
+  logger?: Logger;
   /** Use this CA client instead of creating one from config.ca (tests, benchmarks). */
   caClient?: CaClient;
   /** Collect Node process metrics too. Default false (several agents may share a process). */
@@ -45,10 +47,8 @@ export interface AgentStatus {
   identities: IdentityStatus[];
 }
 
-const NOOP: AgentLogger = { debug() {}, info() {}, warn() {}, error() {} };
-
 export async function startAgent(config: AgentConfig, opts: StartAgentOptions = {}): Promise<RunningAgent> {
-  const logger = opts.logger ?? NOOP;
+  const logger = opts.logger ?? silentLogger();
   const ownsClient = !opts.caClient;
   const ca =
     opts.caClient ??
@@ -115,7 +115,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
         managed.sds = await startSdsServer({
           socketPath: ic.sdsSocket,
           source: identity.source,
-          logger: { ...logger, info: logger.debug },
+          logger: logger.child({ component: "sds", identity: name }),
         });
     }
   } catch (err) {

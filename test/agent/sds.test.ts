@@ -9,13 +9,13 @@ import tls from "node:tls";
 import { X509Certificate } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
+import type { Logger } from "../../src/log/logger.js";
 import {
   SECRET_TYPE_URL,
   createMutableSecretSource,
   loadSdsProtos,
   startSdsServer,
   type MutableSecretSource,
-  type SdsLogger,
   type SdsServer,
   type WorkloadSecrets,
 } from "../../src/agent/sds/index.js";
@@ -32,22 +32,24 @@ const BOTH = ["default", "ROOTCA"];
 const VERSION_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\/\d+$/;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-// A pino Logger must be usable as the SDS logger (compile-time check).
-const _pinoIsSdsLogger: SdsLogger = pino({ level: "silent" });
-
 interface LogLine {
   level: string;
-  obj: object;
+  obj: Record<string, unknown>;
   msg: string;
 }
-function captureLogger(): { logger: SdsLogger; lines: LogLine[] } {
+/** A real pino logger at trace level (every call path runs through pino) that keeps its lines. */
+function captureLogger(): { logger: Logger; lines: LogLine[] } {
   const lines: LogLine[] = [];
-  const at =
-    (level: string) =>
-    (obj: object, msg = ""): void => {
-      lines.push({ level, obj, msg });
-    };
-  return { logger: { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") }, lines };
+  const logger = pino(
+    { level: "trace" },
+    {
+      write(line: string) {
+        const { level, msg, ...obj } = JSON.parse(line) as Record<string, unknown>;
+        lines.push({ level: pino.levels.labels[level as number] ?? String(level), obj, msg: String(msg) });
+      },
+    },
+  ).child({ component: "sds" });
+  return { logger, lines };
 }
 
 interface Fixture {

@@ -3,7 +3,6 @@ export {
   DEFAULT_SDS_SOCKET,
   ROOTCA_RESOURCE,
   startSdsServer,
-  type SdsLogger,
   type SdsServer,
   type SdsServerOptions,
   type SdsServerStats,

@@ -24,6 +24,7 @@ import { promises as fs } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
+import { silentLogger, type Logger } from "../../log/logger.js";
 import {
   SECRET_TYPE_URL,
   type AnyMessage,
@@ -41,19 +42,12 @@ export const ROOTCA_RESOURCE = "ROOTCA";
 /** istio-agent's default socket, relative to the working directory. */
 export const DEFAULT_SDS_SOCKET = "./var/run/secrets/workload-spiffe-uds/socket";
 
-/** The subset of pino's Logger we use; a pino Logger satisfies it. */
-export interface SdsLogger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-
 export interface SdsServerOptions {
   /** Path of the Unix socket Envoy connects to. Its directory is created if missing. */
   socketPath: string;
   source: SecretSource;
-  logger?: SdsLogger;
+  /** The project's logger; the agent passes `log.child({ component: "sds", identity })`. */
+  logger?: Logger;
   /**
    * Mode of the socket file. Default 0o600: only our UID may connect (sidecar: Envoy runs as the
    * agent's user). Use 0o660 with a shared group when Envoy runs as another user. The socket hands
@@ -83,7 +77,6 @@ export interface SdsServer {
   close(): Promise<void>;
 }
 
-const NOOP_LOGGER: SdsLogger = { debug() {}, info() {}, warn() {}, error() {} };
 const KNOWN_RESOURCES = [DEFAULT_RESOURCE, ROOTCA_RESOURCE] as const;
 const SHUTDOWN_GRACE_MS = 2000;
 
@@ -109,7 +102,7 @@ interface StreamState {
 }
 
 export async function startSdsServer(options: SdsServerOptions): Promise<SdsServer> {
-  const logger = options.logger ?? NOOP_LOGGER;
+  const logger = options.logger ?? silentLogger();
   const socketPath = path.resolve(options.socketPath);
   const socketMode = options.socketMode ?? 0o600;
   if ((socketMode & 0o007) !== 0) {
@@ -288,8 +281,14 @@ export async function startSdsServer(options: SdsServerOptions): Promise<SdsServ
       try {
         handleRequest(st, req);
       } catch (err) {
-        logger.error({ stream: st.id, err: errorMessage(err) }, "SDS: failed to handle request");
-        call.emit("error", { code: grpc.status.INTERNAL, details: "internal error" });
+        // A bug here must cost this stream, never the process (this runs inside grpc-js's
+        // message dispatch, where a throw is uncaught).
+        try {
+          logger.error({ stream: st.id, err: errorMessage(err) }, "SDS: failed to handle request");
+          call.emit("error", { code: grpc.status.INTERNAL, details: "SDS server error; reconnect" });
+        } catch {
+          call.destroy();
+        }
       }
     });
     call.on("end", () => {
@@ -446,7 +445,7 @@ function rfc3339(d: Date): string {
   return d.toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
-async function prepareSocketDir(socketPath: string, dirMode: number, logger: SdsLogger): Promise<void> {
+async function prepareSocketDir(socketPath: string, dirMode: number, logger: Logger): Promise<void> {
   const dir = path.dirname(socketPath);
   let existed = true;
   try {
