@@ -4,6 +4,26 @@ import { pino, type Logger } from "pino";
 
 export type { Logger };
 
+/**
+ * The logger shape every module takes: pino's `(fields, message)` calls and `child()` for a
+ * component's bindings. A pino Logger is one; `silentLog` is the quiet default.
+ */
+export interface Log {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  child(bindings: Record<string, unknown>): Log;
+}
+
+export const silentLog: Log = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+  child: () => silentLog,
+};
+
 export interface LogOptions {
   level?: string;
   format?: "json" | "pretty";
