@@ -16,6 +16,8 @@ export interface CaClientOptions {
   address: string;
   /** PEM file with the roots that sign the CA's serving certificate (istio-agent's root-cert.pem). */
   rootCertFile: string;
+  /** Those roots as PEM text instead of reading `rootCertFile` (e.g. fetched from the CA's /roots). */
+  rootsPem?: string;
   /** TLS server name to verify instead of the address's host, e.g. `istiod.istio-system.svc`. */
   serverName?: string;
   /** Sent as the `clusterid` header (ISTIO_META_CLUSTER_ID). */
@@ -123,7 +125,7 @@ export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
   const timeoutMs = o.timeoutMs ?? 10_000;
   let rootsPem: string;
   try {
-    rootsPem = await fs.readFile(o.rootCertFile, "utf8");
+    rootsPem = o.rootsPem ?? (await fs.readFile(o.rootCertFile, "utf8"));
   } catch (err) {
     throw new Error(
       `cannot read the CA root certificate ${o.rootCertFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; pass --ca-root-cert with the file that signs the CA's TLS certificate`,

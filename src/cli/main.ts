@@ -15,6 +15,7 @@ const COMMANDS: Record<string, () => Promise<Registrar>> = {
   agent: async () => (await import("./agent.js")).registerAgentCommand,
   tunnel: async () => (await import("./tunnel.js")).registerTunnelCommand,
   demo: async () => (await import("./demo.js")).registerDemoCommand,
+  verify: async () => (await import("./verify.js")).registerVerifyCommand,
 };
 
 export function version(): string {
