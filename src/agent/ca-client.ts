@@ -3,13 +3,18 @@
 // the server verified against a root file, optionally with the workload's
 // current certificate as client certificate (renewal without a token).
 import { promises as fs } from "node:fs";
+import { isIP } from "node:net";
 import * as grpc from "@grpc/grpc-js";
+import { classifyTlsFailure, stripOpenSslNoise } from "../net/tls-failure.js";
+import { parseCertificates } from "../pki/certificate.js";
+import { formatName } from "../pki/name.js";
 import {
   caServiceDefinition,
   plainToStruct,
   type CaCertificateRequest,
   type CaCertificateResponse,
 } from "./ca-proto.js";
+import { fsReason } from "../fs/errors.js";
 
 export interface CaClientOptions {
   /** `host:port` of the CA (istio-agent's CA_ADDR), e.g. `localhost:15012`. */
@@ -89,15 +94,74 @@ const STATUS_NAMES = Object.fromEntries(
     .map(([k, v]) => [v, k]),
 ) as Record<number, string>;
 
+/** "CN=meshvault root CA (cluster.local)" for each root in the file, for trust-failure messages. */
+function rootNames(rootsPem: string): string {
+  try {
+    return parseCertificates(rootsPem)
+      .map((c) => formatName(c.subject) || `serial ${c.serialHex}`)
+      .join("; ");
+  } catch {
+    return "no parsable certificate";
+  }
+}
+
 /** Hints that turn a gRPC failure into something an operator can act on. */
-function explain(err: grpc.ServiceError, o: CaClientOptions): string {
+function explain(err: grpc.ServiceError, o: CaClientOptions, rootsPem: string): string {
   const name = STATUS_NAMES[err.code] ?? String(err.code);
-  const base = `CA ${o.address} answered ${name}: ${err.details || err.message}`;
-  if (err.code === grpc.status.UNAVAILABLE)
-    return `${base} (is the CA running and reachable, and does ${o.rootCertFile} hold the root that signed its certificate${o.serverName ? ` for ${o.serverName}` : ""}?)`;
+  const ca = `CA ${o.address}`;
+  if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {
+    const f = classifyTlsFailure(err);
+    const verified = o.serverName ?? o.address.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+    switch (f.kind) {
+      case "nothing-listening":
+        return `${ca} unreachable: ${f.reason}; start the CA (meshvault server) or fix --ca-address`;
+      case "unresolvable":
+        return `${ca} unreachable: ${f.reason}; fix --ca-address`;
+      case "timeout":
+        return `${ca} unreachable: ${f.reason}; check --ca-address and the network path`;
+      case "untrusted":
+      case "expired":
+        return `${ca}: TLS trust failure: ${f.reason} (roots from ${o.rootCertFile}: ${rootNames(rootsPem)}); pass --ca-root-cert with the root that signed the CA's serving certificate (a meshvault server writes it to <dataDir>/root-cert.pem and serves it at /roots)`;
+      case "name-mismatch": {
+        const names = /cert's altnames: (.+?)\.?(?:\s+Resolution note|$)/s
+          .exec(err.details || err.message)?.[1]
+          ?.split(/,\s*/)
+          .filter((n) => !n.startsWith("URI:"))
+          .join(", ");
+        return `${ca}: server name mismatch: its certificate is not for "${verified}"${names ? ` (it names ${names})` : ""}; pass --ca-server-name with one of its names`;
+      }
+      case "wrong-protocol":
+        return `${ca}: wrong protocol: ${f.reason}; --ca-address must name the CA's gRPC TLS port (15012 by default), not its HTTP port (15014)`;
+      case "reset":
+        return `${ca}: ${f.reason} (the CA may have refused our client certificate, or it is not a TLS server); check --ca-address`;
+      default:
+        return `${ca} answered ${name}: ${f.reason} (is the CA running and reachable at --ca-address, and does ${o.rootCertFile} hold the root that signed its certificate?)`;
+    }
+  }
+  const base = `${ca} answered ${name}: ${stripOpenSslNoise(err.details || err.message)}`;
   if (err.code === grpc.status.UNAUTHENTICATED)
     return `${base} (check the token file's issuer and audience istio-ca, or that the client certificate chains to the CA's bundle)`;
   return base;
+}
+
+/**
+ * grpc-js sends the target host as TLS SNI even when it is an IP address, which RFC 6066 forbids
+ * and Node answers with a DEP0123 warning on stderr. Without --ca-server-name and with an IP
+ * address, send no SNI (as Go's istio-agent does) and verify the IP against the certificate's
+ * IP SANs. grpc-js offers no option for it, so the connector's TLS options are adjusted here;
+ * test/cli/ca-errors.test.ts fails if a grpc-js upgrade moves them.
+ */
+function withoutIpSni(creds: grpc.ChannelCredentials): grpc.ChannelCredentials {
+  type Connector = { connectionOptions?: { servername?: string } };
+  const inner = creds as unknown as { _createSecureConnector(...a: unknown[]): Connector };
+  const create = inner._createSecureConnector.bind(inner);
+  inner._createSecureConnector = (...a: unknown[]) => {
+    const connector = create(...a);
+    const opts = connector.connectionOptions;
+    if (opts?.servername && isIP(opts.servername)) delete opts.servername;
+    return connector;
+  };
+  return creds;
 }
 
 // grpc-js lets clients share a connection only when their channel credentials compare equal,
@@ -113,7 +177,7 @@ function credentialsForRoots(rootsPem: string): grpc.ChannelCredentials {
   if (!creds) {
     if (sharedCredentials.size >= SHARED_CREDENTIALS_MAX)
       sharedCredentials.delete(sharedCredentials.keys().next().value!);
-    creds = grpc.credentials.createSsl(Buffer.from(rootsPem));
+    creds = withoutIpSni(grpc.credentials.createSsl(Buffer.from(rootsPem)));
     sharedCredentials.set(rootsPem, creds);
   }
   return creds;
@@ -128,7 +192,7 @@ export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
     rootsPem = o.rootsPem ?? (await fs.readFile(o.rootCertFile, "utf8"));
   } catch (err) {
     throw new Error(
-      `cannot read the CA root certificate ${o.rootCertFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; pass --ca-root-cert with the file that signs the CA's TLS certificate`,
+      `cannot read the CA root certificate ${o.rootCertFile}: ${fsReason(err)}; pass --ca-root-cert with the file that signs the CA's TLS certificate`,
       { cause: err },
     );
   }
@@ -137,7 +201,9 @@ export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
   if (o.shareChannel === false) baseOptions["grpc.use_local_subchannel_pool"] = 1;
   const tokenClient = new Ctor(
     o.address,
-    o.shareChannel === false ? grpc.credentials.createSsl(roots) : credentialsForRoots(rootsPem),
+    o.shareChannel === false
+      ? withoutIpSni(grpc.credentials.createSsl(roots))
+      : credentialsForRoots(rootsPem),
     baseOptions,
   ) as unknown as RawClient;
   // One mTLS client per client certificate; replaced when the certificate changes.
@@ -148,10 +214,12 @@ export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
     const key = call.clientCert.certChainPem;
     if (mtls?.key !== key) {
       mtls?.client.close();
-      const creds = grpc.credentials.createSsl(
-        roots,
-        Buffer.from(call.clientCert.privateKeyPem),
-        Buffer.from(call.clientCert.certChainPem),
+      const creds = withoutIpSni(
+        grpc.credentials.createSsl(
+          roots,
+          Buffer.from(call.clientCert.privateKeyPem),
+          Buffer.from(call.clientCert.certChainPem),
+        ),
       );
       // A private subchannel pool: the shared one would reuse a connection made with another identity.
       mtls = {
@@ -179,7 +247,7 @@ export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
       const client = clientFor(call);
       return new Promise((resolve, reject) => {
         client.CreateCertificate(req, md, { deadline: Date.now() + timeoutMs }, (err, res) => {
-          if (err) return reject(new CaCallError(explain(err, o), err.code));
+          if (err) return reject(new CaCallError(explain(err, o, rootsPem), err.code));
           const chain = res?.certChain ?? [];
           if (chain.length < 2)
             return reject(

@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 import type { z as Zod } from "zod";
 import { parseDuration } from "../config/duration.js";
 import { durationSchema } from "../config/duration-schema.js";
+import { formatIssues } from "../config/issues.js";
 import { KEY_ALGORITHMS, type KeyAlgorithm } from "../pki/keys.js";
 import { parseSpiffeId, validateTrustDomain, workloadId } from "../pki/spiffe.js";
 
@@ -174,12 +175,7 @@ export function parseAgentConfig(input: unknown, source: string): AgentConfig {
   if (fast) return fast;
   const r = agentConfigSchema().safeParse(input);
   if (r.success) return r.data;
-  const lines = r.error.issues.map((i) => {
-    const field = i.path.length ? i.path.join(".") : "(top level)";
-    if (i.code === "unrecognized_keys") return `  ${field}: unknown field(s) ${i.keys.join(", ")}`;
-    return `  ${field}: ${i.message}`;
-  });
-  throw new AgentConfigError(`invalid agent configuration (${source}):\n${lines.join("\n")}`);
+  throw new AgentConfigError(formatIssues(r.error, source, "agent", { schema: agentConfigSchema(), input }));
 }
 
 // ---- The zod-free path for valid configurations ----

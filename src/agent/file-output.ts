@@ -6,6 +6,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import type { WorkloadSecrets } from "./sds/source.js";
+import { fsReason } from "../fs/errors.js";
 
 export const CERT_CHAIN_FILE = "cert-chain.pem";
 export const KEY_FILE = "key.pem";
@@ -23,7 +24,7 @@ export async function writeCredentialFiles(dir: string, secrets: WorkloadSecrets
     await writeFileAtomic(path.join(dir, CERT_CHAIN_FILE), secrets.certChainPem, 0o644);
   } catch (err) {
     throw new Error(
-      `cannot write certificates to ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; check that the directory is writable by this user`,
+      `cannot write certificates to ${dir}: ${fsReason(err)}; check that the directory is writable by this user`,
       { cause: err },
     );
   }

@@ -19,6 +19,7 @@ import {
 } from "./authority.js";
 import { loadCaMaterial, signLeaf, type CaMaterial } from "./ca-material.js";
 import { ReloadListeners } from "./reload-listeners.js";
+import { fsReason } from "../fs/errors.js";
 
 export interface FilesAuthorityLog {
   info(msg: string): void;
@@ -162,7 +163,7 @@ export class FilesAuthority implements Authority {
     } catch (err) {
       if (err instanceof FilesAuthorityError) throw err;
       throw new FilesAuthorityError(
-        `CA directory ${this.opts.dir} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): ${this.missingHelp()}`,
+        `CA directory ${this.opts.dir} cannot be read (${fsReason(err)}): ${this.missingHelp()}`,
       );
     }
     if (await exists(TLS_LAYOUT.cert)) return TLS_LAYOUT;

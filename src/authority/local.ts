@@ -16,6 +16,7 @@ import {
   type SignRequest,
 } from "./authority.js";
 import { loadCaMaterial, signLeaf, type CaMaterial } from "./ca-material.js";
+import { fsReason } from "../fs/errors.js";
 
 export interface LocalAuthorityOptions {
   /** Directory holding `local-ca/`; created 0700 when missing. */
@@ -94,7 +95,7 @@ export class LocalAuthority implements Authority {
       return readFileSync(path, "utf8");
     } catch (err) {
       throw new LocalAuthorityError(
-        `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; check permissions of the data directory`,
+        `cannot read ${path}: ${fsReason(err)}; check permissions of the data directory`,
       );
     }
   }

@@ -5,9 +5,20 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import type { Command } from "commander";
 import type * as Yaml from "yaml";
-import { parseAgentConfig, startAgent, DEFAULT_TOKEN_FILE } from "../agent/index.js";
+import {
+  AgentConfigError,
+  identityName,
+  parseAgentConfig,
+  startAgent,
+  DEFAULT_TOKEN_FILE,
+  type AgentConfig,
+} from "../agent/index.js";
+import { readCredentialFiles } from "../agent/file-output.js";
 import { DEFAULT_SDS_SOCKET } from "../agent/sds/index.js";
-import { createLogger } from "../log/logger.js";
+import { createLogger, type Logger } from "../log/logger.js";
+import { fsReason } from "../fs/errors.js";
+import { UsageError } from "./errors.js";
+import { logOptionsFromFlags } from "./log-flags.js";
 
 export interface AgentFlags {
   config?: string;
@@ -31,6 +42,7 @@ export interface AgentFlags {
   statusListen?: string;
   logLevel?: string;
   logFormat?: string;
+  once?: boolean;
 }
 
 type Tree = Record<string, unknown>;
@@ -45,16 +57,18 @@ function readYaml(file: string): Tree {
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
-    throw new Error(
-      `cannot read agent config ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-      {
-        cause: err,
-      },
-    );
+    throw new AgentConfigError(`cannot read agent config ${file} (-c/--config): ${fsReason(err)}`, {
+      cause: err,
+    });
   }
-  const doc: unknown = parseYaml(text);
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new AgentConfigError(`agent config ${file} is not valid YAML: ${(err as Error).message}`);
+  }
   if (doc === null || typeof doc !== "object" || Array.isArray(doc))
-    throw new Error(`agent config ${file} must hold a YAML mapping with an identities list`);
+    throw new AgentConfigError(`agent config ${file} must hold a YAML mapping with an identities list`);
   return doc as Tree;
 }
 
@@ -66,7 +80,7 @@ function headers(list: string[] | undefined, env: NodeJS.ProcessEnv): Record<str
       out[k.slice("CA_HEADER_".length).toLowerCase().replace(/_/g, "-")] = v;
   for (const h of list ?? []) {
     const i = h.indexOf("=");
-    if (i <= 0) throw new Error(`--ca-header ${JSON.stringify(h)} is not name=value`);
+    if (i <= 0) throw new UsageError(`--ca-header ${JSON.stringify(h)} is not name=value`);
     out[h.slice(0, i).toLowerCase()] = h.slice(i + 1);
   }
   return out;
@@ -101,7 +115,7 @@ export function agentConfigFromFlags(f: AgentFlags, env: NodeJS.ProcessEnv = pro
     set(id, "namespace", f.namespace ?? env.POD_NAMESPACE);
     set(id, "serviceAccount", f.serviceAccount ?? env.SERVICE_ACCOUNT);
     set(id, "spiffeId", f.spiffeId);
-    if (f.sds) id.sdsSocket = f.sdsSocket ?? DEFAULT_SDS_SOCKET;
+    if (f.sds && !f.once) id.sdsSocket = f.sdsSocket ?? DEFAULT_SDS_SOCKET;
     set(id, "outDir", f.outDir);
     set(id, "exec", f.exec);
     tree.identities = [id];
@@ -114,7 +128,7 @@ export function agentConfigFromFlags(f: AgentFlags, env: NodeJS.ProcessEnv = pro
     f.exec ||
     f.spiffeId
   ) {
-    throw new Error(
+    throw new UsageError(
       "identity flags (--namespace, --service-account, --spiffe-id, --token-file, --sds-socket, --out-dir, --exec) apply without --config only; list identities in the config file instead",
     );
   }
@@ -164,15 +178,16 @@ export function registerAgentCommand(program: Command): void {
     .option("--out-dir <dir>", "also write cert-chain.pem, key.pem (0600), root-cert.pem here")
     .option("--exec <command>", "shell command to run after each rotation")
     .option("--status-listen <host:port>", "serve /healthz, /_status and /metrics here")
+    .option(
+      "--once",
+      "get each certificate once, write it to --out-dir, exit 0 (1 when it fails); implies --no-sds",
+    )
     .option("--log-level <level>", "trace, debug, info, warn, error (default info)")
-    .option("--log-format <format>", "json or pretty (default json)")
+    .option("--log-format <format>", "json or pretty (default: pretty on a terminal, else json)")
     .action(async (flags: AgentFlags) => {
       const config = agentConfigFromFlags(flags);
-      const log = createLogger({
-        level: flags.logLevel ?? "info",
-        format: flags.logFormat === "pretty" ? "pretty" : "json",
-        name: "meshvault-agent",
-      });
+      const log = createLogger(logOptionsFromFlags(flags, "meshvault-agent"));
+      if (flags.once) return runOnce(config, log);
       // Process metrics only where they can be scraped: without a status port they would load
       // prom-client (~2 MB RSS) for nothing.
       const agent = await startAgent(config, {
@@ -209,4 +224,31 @@ export function registerAgentCommand(program: Command): void {
       process.once("SIGINT", () => stop("SIGINT"));
       process.once("SIGTERM", () => stop("SIGTERM"));
     });
+}
+
+/** `--once`: one certificate per identity into its files, then exit (init containers, scripts, the README). */
+async function runOnce(config: AgentConfig, log: Logger): Promise<void> {
+  const noFiles = config.identities.filter((i) => i.sdsSocket || !i.outDir);
+  if (noFiles.length)
+    throw new UsageError(
+      `--once writes files and exits, without SDS: give each identity an outDir and no sdsSocket (${noFiles.map((i) => identityName(i)).join(", ")})`,
+    );
+  const agent = await startAgent({ ...config, statusListen: undefined }, { logger: log });
+  try {
+    const issued = await Promise.all([...agent.identities.values()].map((m) => m.identity.rotateNow()));
+    for (const [i, m] of [...agent.identities.values()].entries()) {
+      const dir = m.config.outDir!;
+      // The agent logs a failed write and carries on; a one-shot run must fail instead.
+      const written = await readCredentialFiles(dir).catch(() => undefined);
+      if (written?.certChainPem !== m.identity.current()?.certChainPem)
+        throw new Error(
+          `${m.identity.name}: certificate issued but not written to ${dir} (see the log above)`,
+        );
+      process.stdout.write(
+        `${m.identity.name}: ${issued[i]!.spiffeId} until ${issued[i]!.notAfter.toISOString()} -> ${m.config.outDir}\n`,
+      );
+    }
+  } finally {
+    await agent.close();
+  }
 }

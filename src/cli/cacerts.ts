@@ -16,6 +16,7 @@ import {
   VaultIntermediateSource,
   type IntermediateSource,
 } from "../kube/intermediate-source.js";
+import { UsageError } from "./errors.js";
 
 export interface CaCertsFlags {
   config?: string;
@@ -40,7 +41,7 @@ export interface CaCertsFlags {
 }
 
 function fail(msg: string): never {
-  throw new Error(`cacerts: ${msg}`);
+  throw new UsageError(`cacerts: ${msg}`);
 }
 
 export function registerCaCertsCommand(program: Command): void {
@@ -73,7 +74,7 @@ export function registerCaCertsCommand(program: Command): void {
     .option("--tls-layout", "also write tls.crt, tls.key, ca.crt (kubernetes.io/tls names)")
     .option("--once", "one pass, then exit (Job, init container); default: keep renewing (sidecar)")
     .option("--log-level <level>", "trace, debug, info, warn, error (default info)")
-    .option("--log-format <format>", "json or pretty (default json)")
+    .option("--log-format <format>", "json or pretty (default: pretty on a terminal, else json)")
     .action(async (flags: CaCertsFlags) => {
       await runCaCertsCommand(flags);
     });

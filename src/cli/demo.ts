@@ -5,6 +5,7 @@ import { demoAuthority, localAuthority, type DemoAuthorityProvider } from "../de
 import { runDemo } from "../demo/run.js";
 import { createLogger, silentLogger } from "../log/logger.js";
 import { KEY_ALGORITHMS, type KeyAlgorithm } from "../pki/keys.js";
+import { UsageError } from "./errors.js";
 
 interface DemoFlags {
   vault?: boolean;
@@ -74,7 +75,7 @@ export function registerDemoCommand(program: Command): void {
       process.once("SIGINT", interrupted);
       process.once("SIGTERM", interrupted);
       if (f.keyAlgorithm && !(KEY_ALGORITHMS as readonly string[]).includes(f.keyAlgorithm))
-        throw new Error(`--key-algorithm ${f.keyAlgorithm}: use one of ${KEY_ALGORITHMS.join(", ")}`);
+        throw new UsageError(`--key-algorithm ${f.keyAlgorithm}: use one of ${KEY_ALGORITHMS.join(", ")}`);
       const result = await runDemo({
         authority: await chooseAuthority(f),
         ...(f.keyAlgorithm ? { keyAlgorithm: f.keyAlgorithm as KeyAlgorithm } : {}),

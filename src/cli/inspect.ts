@@ -11,6 +11,7 @@ import { describeKey } from "../pki/keys.js";
 import { formatName } from "../pki/name.js";
 import { OID } from "../pki/oids.js";
 import { decodePem } from "../pki/pem.js";
+import { fsReason } from "../fs/errors.js";
 
 export interface InspectOptions {
   /** PEM bundle of trusted roots; when omitted, the self-signed certificates in the input are the roots. */
@@ -311,9 +312,7 @@ async function readInput(path: string, stdin: AsyncIterable<Buffer | string>): P
   try {
     return await readFile(path);
   } catch (err) {
-    throw new InspectError(
-      `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-    );
+    throw new InspectError(`cannot read ${path}: ${fsReason(err)}`);
   }
 }
 

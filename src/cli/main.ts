@@ -1,6 +1,7 @@
 // The `meshvault` command: thin wiring of the modules below it.
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
+import { exitCodeFor } from "./errors.js";
 
 type Registrar = (program: Command) => unknown;
 
@@ -47,8 +48,8 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await program.parseAsync(argv);
   } catch (err) {
-    if (err instanceof CommanderError) process.exit(err.exitCode);
-    process.stderr.write(`meshvault: ${(err as Error).message}\n`);
-    process.exit(1);
+    // commander has printed its own message (and help) for flag errors.
+    if (!(err instanceof CommanderError)) process.stderr.write(`meshvault: ${(err as Error).message}\n`);
+    process.exit(exitCodeFor(err));
   }
 }

@@ -50,7 +50,7 @@ export function registerServerCommand(program: Command): void {
     .option("--authority <type>", "signing backend: local, files, vault-sign, vault-kv, vault-intermediate")
     .option("--files-dir <dir>", "with --authority files: the Istio plug-in CA directory")
     .option("--log-level <level>", "trace, debug, info, warn, error (default info)")
-    .option("--log-format <format>", "json or pretty (default json)")
+    .option("--log-format <format>", "json or pretty (default: pretty on a terminal, else json)")
     .action(async (flags: ServerFlags) => {
       const config = loadServerConfig({
         ...(flags.config ? { file: flags.config } : {}),

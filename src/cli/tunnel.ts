@@ -11,6 +11,8 @@ import {
   type RunningTunnel,
   type TlsVersion,
 } from "../tunnel/index.js";
+import { UsageError } from "./errors.js";
+import { logOptionsFromFlags } from "./log-flags.js";
 
 interface CommonFlags {
   listen: string;
@@ -23,11 +25,13 @@ interface CommonFlags {
 }
 interface ServerFlags extends CommonFlags {
   target: string;
+  unsafeTarget?: boolean;
   allow: string[];
   allowAll?: boolean;
 }
 interface ClientFlags extends CommonFlags {
   connect: string;
+  unsafeListen?: boolean;
   verifySpiffeId: string[];
   serverName?: string;
 }
@@ -35,26 +39,39 @@ interface ClientFlags extends CommonFlags {
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 
 function credentialsFrom(f: CommonFlags): CredentialSource {
-  if (f.certDir && f.sds) throw new Error("use either --cert-dir or --sds, not both");
+  if (f.certDir && f.sds) throw new UsageError("use either --cert-dir or --sds, not both");
   if (f.certDir) return fileCredentialSource(f.certDir);
   if (f.sds) return sdsCredentialSource(f.sds);
-  throw new Error(
+  throw new UsageError(
     "tunnel needs certificates: --cert-dir <dir> (meshvault agent --out-dir) or --sds unix:///path/to/socket (meshvault agent --sds-socket)",
   );
+}
+
+/** True for localhost, 127.0.0.0/8 and ::1: addresses only this machine can reach. */
+export function isLoopback(address: string): boolean {
+  const host = address.slice(0, address.lastIndexOf(":")).replace(/^\[|\]$/g, "");
+  return host === "localhost" || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
+/**
+ * Plaintext sides stay on this machine unless the operator says otherwise (ghostunnel's
+ * --unsafe-listen / --unsafe-target): anyone who can reach them speaks with the tunnel's identity.
+ */
+function requireLoopback(flag: string, address: string, unsafe: boolean | undefined, override: string): void {
+  if (!unsafe && !isLoopback(address))
+    throw new UsageError(
+      `${flag} ${address} is not a loopback address: its plaintext side would be reachable from the network, and anyone reaching it ${flag === "--listen" ? "connects with this workload's identity" : "receives traffic admitted by the tunnel"}; use 127.0.0.1 (or localhost), or pass ${override} if that is intended`,
+    );
 }
 
 function tlsVersion(v: string): TlsVersion {
   if (v === "1.3" || v === "TLSv1.3") return "TLSv1.3";
   if (v === "1.2" || v === "TLSv1.2") return "TLSv1.2";
-  throw new Error(`--min-tls-version ${JSON.stringify(v)}: use 1.2 or 1.3`);
+  throw new UsageError(`--min-tls-version ${JSON.stringify(v)}: use 1.2 or 1.3`);
 }
 
 function loggerFor(f: CommonFlags): Logger {
-  return createLogger({
-    level: f.logLevel ?? "info",
-    format: f.logFormat === "pretty" ? "pretty" : "json",
-    name: "meshvault-tunnel",
-  });
+  return createLogger(logOptionsFromFlags(f, "meshvault-tunnel"));
 }
 
 function runUntilSignal(t: RunningTunnel, creds: CredentialSource, log: Logger): void {
@@ -82,7 +99,7 @@ function common(cmd: Command): Command {
     .option("--status <host:port>", "serve /_status and /_metrics here")
     .option("--min-tls-version <version>", "1.2 or 1.3", "1.3")
     .option("--log-level <level>", "trace, debug, info, warn, error (default info)")
-    .option("--log-format <format>", "json or pretty (default json)");
+    .option("--log-format <format>", "json or pretty (default: pretty on a terminal, else json)");
 }
 
 export function registerTunnelCommand(program: Command): void {
@@ -102,8 +119,10 @@ export function registerTunnelCommand(program: Command): void {
         collect,
         [],
       )
-      .option("--allow-all", "admit any peer whose certificate chains to the trust bundle"),
+      .option("--allow-all", "admit any peer whose certificate chains to the trust bundle")
+      .option("--unsafe-target", "allow a --target that is not on loopback (plaintext over the network)"),
   ).action(async (f: ServerFlags) => {
+    requireLoopback("--target", f.target, f.unsafeTarget, "--unsafe-target");
     const log = loggerFor(f);
     const credentials = credentialsFrom(f);
     const t = await startTunnelServer({
@@ -132,8 +151,13 @@ export function registerTunnelCommand(program: Command): void {
         collect,
         [],
       )
-      .option("--server-name <name>", "SNI to send"),
+      .option("--server-name <name>", "SNI to send")
+      .option(
+        "--unsafe-listen",
+        "allow a --listen address that is not on loopback (plaintext from the network)",
+      ),
   ).action(async (f: ClientFlags) => {
+    requireLoopback("--listen", f.listen, f.unsafeListen, "--unsafe-listen");
     const log = loggerFor(f);
     const credentials = credentialsFrom(f);
     const t = await startTunnelClient({

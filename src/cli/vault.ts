@@ -7,6 +7,7 @@ import type { ServerConfig } from "../config/schema.js";
 import { vaultConnectionFromConfig, type VaultSection } from "../config/vault-schema.js";
 import { runCheck } from "../vault/check/index.js";
 import { resolveAuthority, runSetup, type SetupFlags } from "../vault/setup/index.js";
+import { exitCodeFor, UsageError } from "./errors.js";
 
 interface CommonFlags {
   config?: string;
@@ -159,7 +160,7 @@ export function registerVaultCommands(program: Command): Command {
         process.exitCode = report?.failed ? 1 : 0;
       } catch (err) {
         process.stderr.write(`meshvault vault setup: ${(err as Error).message}\n`);
-        process.exitCode = 2;
+        process.exitCode = exitCodeFor(err);
       }
     });
 
@@ -203,7 +204,7 @@ export function registerVaultCommands(program: Command): Command {
         process.exitCode = result.exitCode;
       } catch (err) {
         process.stderr.write(`meshvault vault check: ${(err as Error).message}\n`);
-        process.exitCode = 2;
+        process.exitCode = exitCodeFor(err);
       }
     });
   return vault;
@@ -230,7 +231,7 @@ function checkAuthFromFlags(f: CheckCliFlags): VaultSection["auth"] {
         ...(f.authTokenFile ? { tokenFile: f.authTokenFile } : {}),
       };
     case "jwt":
-      if (!f.authTokenFile) throw new Error("--auth jwt needs --auth-token-file <file holding the JWT>");
+      if (!f.authTokenFile) throw new UsageError("--auth jwt needs --auth-token-file <file holding the JWT>");
       return {
         method: "jwt",
         mount: f.authMount ?? "jwt",
@@ -238,6 +239,6 @@ function checkAuthFromFlags(f: CheckCliFlags): VaultSection["auth"] {
         tokenFile: f.authTokenFile,
       };
     default:
-      throw new Error(`--auth ${f.auth} is not supported: use token, approle, kubernetes or jwt`);
+      throw new UsageError(`--auth ${f.auth} is not supported: use token, approle, kubernetes or jwt`);
   }
 }

@@ -2,12 +2,11 @@
 // file, MESHVAULT_* environment variables, command-line flags.
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
-import type { z } from "zod";
+import { ConfigError, formatIssues } from "./issues.js";
 import { serverConfigSchema, type ServerConfig } from "./schema.js";
 
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
+export { ConfigError, formatIssues };
+import { fsReason } from "../fs/errors.js";
 
 /** Environment variables the server reads, and the config field each sets. */
 export const ENV_FIELDS: Record<string, string> = {
@@ -32,15 +31,6 @@ export function setPath(tree: Tree, path: string, value: unknown): void {
   node[keys.at(-1)!] = value;
 }
 
-export function formatIssues(error: z.ZodError, source: string): string {
-  const lines = error.issues.map((i) => {
-    const field = i.path.length ? i.path.join(".") : "(top level)";
-    if (i.code === "unrecognized_keys") return `  ${field}: unknown field(s) ${i.keys.join(", ")}`;
-    return `  ${field}: ${i.message}`;
-  });
-  return `invalid configuration (${source}):\n${lines.join("\n")}`;
-}
-
 export interface LoadOptions {
   file?: string;
   env?: NodeJS.ProcessEnv;
@@ -54,7 +44,7 @@ export function readConfigFile(file: string): Tree {
     text = readFileSync(file, "utf8");
   } catch (err) {
     throw new ConfigError(
-      `cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      `cannot read config file ${file} (-c/--config or MESHVAULT_CONFIG): ${fsReason(err)}`,
     );
   }
   let doc: unknown;
@@ -80,6 +70,11 @@ export function loadServerConfig(opts: LoadOptions = {}): ServerConfig {
   for (const [path, v] of Object.entries(opts.overrides ?? {})) if (v !== undefined) setPath(tree, path, v);
   const result = serverConfigSchema.safeParse(tree);
   if (!result.success)
-    throw new ConfigError(formatIssues(result.error, file ?? "defaults, environment and flags"));
+    throw new ConfigError(
+      formatIssues(result.error, file ?? "defaults, environment and flags", "server", {
+        schema: serverConfigSchema,
+        input: tree,
+      }),
+    );
   return result.data;
 }

@@ -141,10 +141,11 @@ export const serverConfigSchema = z
     log: z
       .object({
         level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
-        format: z.enum(["json", "pretty"]).default("json"),
+        /** Default: pretty when stderr is a terminal, else json. */
+        format: z.enum(["json", "pretty"]).optional(),
       })
       .strict()
-      .default({ level: "info", format: "json" }),
+      .default({ level: "info" }),
   })
   .strict();
 

@@ -19,6 +19,7 @@ import {
 } from "./runtime.js";
 import { splitHostPort } from "./status.js";
 import { createContext, type TlsVersion } from "./tls-context.js";
+import { classifyTlsFailure } from "../net/tls-failure.js";
 
 export interface TunnelClientOptions {
   /** `host:port` to accept plaintext on (keep it on loopback). */
@@ -103,7 +104,10 @@ export async function startTunnelClient(o: TunnelClientOptions): Promise<Running
       } else {
         stats.handshakeErrors++;
         metrics.connections.inc({ result: "handshake_error" });
-        log.warn({ connect: o.connect, err: err.message }, "cannot establish mTLS to the server");
+        log.warn(
+          { connect: o.connect, reason: classifyTlsFailure(err).reason },
+          "cannot establish mTLS to the server",
+        );
       }
       plain.destroy();
     });

@@ -19,6 +19,7 @@ import {
 } from "./runtime.js";
 import { splitHostPort } from "./status.js";
 import { secureContextOptions, type TlsVersion } from "./tls-context.js";
+import { classifyTlsFailure } from "../net/tls-failure.js";
 
 export type { RunningTunnel, TunnelLogger, TunnelStats } from "./runtime.js";
 
@@ -72,7 +73,11 @@ export async function startTunnelServer(o: TunnelServerOptions): Promise<Running
   server.on("tlsClientError", (err, sock) => {
     stats.handshakeErrors++;
     metrics.connections.inc({ result: "handshake_error" });
-    log.info({ peer: sock.remoteAddress, err: err.message }, "TLS handshake refused");
+    // Port scanners and plaintext probes fail here all day long: debug, not info.
+    log.debug(
+      { peer: sock.remoteAddress, reason: classifyTlsFailure(err, "server").reason },
+      "TLS handshake refused",
+    );
   });
 
   server.on("secureConnection", (sock: tls.TLSSocket) => {

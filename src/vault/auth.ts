@@ -15,6 +15,7 @@ import {
   type VaultAuthMethodName,
 } from "./config.js";
 import { VaultAuthError, VaultConfigError, VaultError, VaultNotFoundError } from "./errors.js";
+import { fsReason } from "../fs/errors.js";
 
 export interface LoginResult {
   /** The Vault token. Never log it. */
@@ -49,7 +50,7 @@ async function readCredential(file: string, what: string, fix: string, address: 
   try {
     text = await readFile(file, "utf8");
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    const code = fsReason(e);
     throw new VaultConfigError(`cannot read the ${what} file ${file} (${code}): ${fix}`, {
       address,
       cause: e,

@@ -39,6 +39,7 @@ import {
   redactSecrets,
   transportError,
 } from "./errors.js";
+import { fsReason } from "../fs/errors.js";
 
 /** The `auth` block of a login / token response. */
 export interface VaultAuthBlock {
@@ -541,10 +542,10 @@ function readConfigFile(what: string, file: string, address: string): Buffer {
   try {
     return readFileSync(file);
   } catch (e) {
-    throw new VaultConfigError(
-      `${what}=${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): fix the path`,
-      { address, cause: e },
-    );
+    throw new VaultConfigError(`${what}=${file} cannot be read (${fsReason(e)}): fix the path`, {
+      address,
+      cause: e,
+    });
   }
 }
 
@@ -557,10 +558,10 @@ function loadCa(c: ConnectionLike): Buffer[] | undefined {
     try {
       names = readdirSync(c.caPath);
     } catch (e) {
-      throw new VaultConfigError(
-        `VAULT_CAPATH=${c.caPath} cannot be listed (${(e as NodeJS.ErrnoException).code ?? ""}): fix the path`,
-        { address: c.address, cause: e },
-      );
+      throw new VaultConfigError(`VAULT_CAPATH=${c.caPath} cannot be listed (${fsReason(e)}): fix the path`, {
+        address: c.address,
+        cause: e,
+      });
     }
     for (const n of names.sort()) {
       const f = join(c.caPath, n);

@@ -256,7 +256,7 @@ test("errors name the cause: missing token at start, identity the CA will not gr
   }
   await assert.rejects(
     createCaClient({ address: ca.address, rootCertFile: join(ca.dir, "nope.pem") }),
-    /cannot read the CA root certificate .*nope\.pem: ENOENT; pass --ca-root-cert/,
+    /cannot read the CA root certificate .*nope\.pem: no such file or directory \(ENOENT\); pass --ca-root-cert/,
   );
   assert.throws(
     () => parseAgentConfig({ identities: [{ namespace: "x", tokenFile: "t" }] }, "flags"),

@@ -156,7 +156,7 @@ test("runCertInspect reads a file or stdin and returns 1 when the chain fails", 
       stdin: Readable.from([Buffer.from(leaf.pem + ca.intermediate.pem)]),
       roots: join(dir, "other-root.pem"),
     }).catch((err: Error) => err.message);
-    assert.match(String(code), /cannot read .*other-root\.pem: ENOENT/);
+    assert.match(String(code), /cannot read .*other-root\.pem: no such file or directory \(ENOENT\)/);
 
     writeFileSync(join(dir, "other-root.pem"), makeTestCa().root.pem);
     const failed = await runCertInspect("-", {
@@ -195,7 +195,10 @@ test("registerCertCommands wires `cert inspect <file> --roots --json` into comma
     assert.equal((JSON.parse(ok.stdout) as InspectReport).chain.status, "ok");
     const missing = run("cert", "inspect", join(dir, "nope.pem"));
     assert.equal(missing.status, 2);
-    assert.match(missing.stderr, /meshvault cert inspect: cannot read .*nope\.pem: ENOENT/);
+    assert.match(
+      missing.stderr,
+      /meshvault cert inspect: cannot read .*nope\.pem: no such file or directory \(ENOENT\)/,
+    );
     const help = run("cert", "inspect", "--help");
     assert.match(help.stdout, /--roots <file>/);
   } finally {

@@ -658,7 +658,7 @@ describe("TLS", () => {
 
     assert.throws(
       () => new VaultClient({ address: tlsBao.addr, skipVerify: false, caCert: join(dir, "missing.pem") }),
-      /VAULT_CACERT=.*missing\.pem cannot be read \(ENOENT\)/,
+      /VAULT_CACERT=.*missing\.pem cannot be read \(no such file or directory \(ENOENT\)\)/,
     );
   });
 });

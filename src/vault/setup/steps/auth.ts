@@ -5,6 +5,7 @@ import { readFile } from "node:fs/promises";
 import { writeFileAtomic } from "../../../fs/atomic-write.js";
 import type { AppRoleSetup, AuthSetup, JwtSetup, KubernetesSetup } from "../spec.js";
 import { SetupStepError, diffFields, fmtTtl, kvArgs, shq, type SetupStep } from "../step.js";
+import { fsReason } from "../../../fs/errors.js";
 
 export function authEnableStep(method: AuthSetup["method"], mount: string): SetupStep {
   return {
@@ -31,9 +32,7 @@ async function readText(file: string, what: string): Promise<string> {
   try {
     return (await readFile(file, "utf8")).trim();
   } catch (e) {
-    throw new SetupStepError(
-      `cannot read ${what} ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): fix the path`,
-    );
+    throw new SetupStepError(`cannot read ${what} ${file} (${fsReason(e)}): fix the path`);
   }
 }
 
@@ -185,9 +184,7 @@ async function readIfExists(file: string): Promise<string | undefined> {
     return v || undefined;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new SetupStepError(
-      `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
-    );
+    throw new SetupStepError(`cannot read ${file} (${fsReason(e)})`);
   }
 }
 

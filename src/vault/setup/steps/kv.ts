@@ -5,13 +5,14 @@ import { readFile } from "node:fs/promises";
 import { readKv, writeKv, type KvReference } from "../../kv.js";
 import type { KvSecretSpec } from "../spec.js";
 import { SetupStepError, shq, type SetupStep } from "../step.js";
+import { fsReason } from "../../../fs/errors.js";
 
 async function readPem(file: string, field: string): Promise<string> {
   try {
     return await readFile(file, "utf8");
   } catch (e) {
     throw new SetupStepError(
-      `cannot read the file for KV field "${field}", ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): fix the path`,
+      `cannot read the file for KV field "${field}", ${file} (${fsReason(e)}): fix the path`,
     );
   }
 }

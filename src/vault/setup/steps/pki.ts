@@ -13,6 +13,7 @@ import {
   type StepContext,
 } from "../step.js";
 import type { IntermediateSpec, PkiMountSpec, RoleSpec, RootSource } from "../spec.js";
+import { fsReason } from "../../../fs/errors.js";
 
 /** `vault secrets enable pki` + tune max lease TTL. */
 export function pkiMountStep(m: PkiMountSpec, purpose: string): SetupStep {
@@ -101,9 +102,7 @@ export async function readRootBundle(file: string): Promise<{ bundle: string; ce
   try {
     text = await readFile(file, "utf8");
   } catch (e) {
-    throw new SetupStepError(
-      `cannot read --import-root ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): fix the path`,
-    );
+    throw new SetupStepError(`cannot read --import-root ${file} (${fsReason(e)}): fix the path`);
   }
   const certs = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   const key = text.match(
