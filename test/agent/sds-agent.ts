@@ -116,7 +116,11 @@ export async function startAgentProcess(o: AgentProcessOptions): Promise<AgentPr
         buf = buf.slice(i + 1);
         try {
           const rec = JSON.parse(line) as LogRecord;
-          if (typeof rec.level === "number") logs.push(rec);
+          // JSON logs carry level names ("level":"warn"); compare them as pino's numbers.
+          const level = (rec.level as unknown as string | number) ?? "";
+          if (typeof level === "string" && level in LEVEL_NUMBER)
+            logs.push({ ...rec, level: LEVEL_NUMBER[level as LogLevel] });
+          else if (typeof level === "number") logs.push(rec);
           else otherOutput.push(line);
         } catch {
           if (line.trim()) otherOutput.push(line);
