@@ -18,7 +18,8 @@
 // - every response has a fresh version_info (`<RFC3339>/<counter>`, like
 //   istio-agent) and a fresh UUID nonce;
 // - unknown resource names are logged once per stream and left out of
-//   responses, as istio-agent does (Envoy keeps waiting for them).
+//   responses (Envoy keeps waiting for them); istio-agent would serve its
+//   workload key under any name, which we do not (README, "meshvault agent").
 import { createHash, randomUUID } from "node:crypto";
 import { promises as fs } from "node:fs";
 import net from "node:net";
