@@ -1,5 +1,6 @@
 // When to renew and how long to wait after a failure: pure functions, so the
 // timing rules can be tested without clocks or a CA.
+import type { BackoffPolicy } from "../timing/backoff.js";
 
 export interface RotationPolicy {
   /**
@@ -30,21 +31,10 @@ export function renewalTime(cert: Validity, policy: RotationPolicy, random: numb
   return new Date(cert.notAfter.getTime() - ratio * lifetime);
 }
 
-export interface BackoffPolicy {
-  initialMs: number;
-  maxMs: number;
-}
+export { backoffDelay, type BackoffPolicy } from "../timing/backoff.js";
 
+/** Equal jitter: retries spread out but never come back sooner than half the nominal delay. */
 export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 1000, maxMs: 60_000 };
-
-/**
- * Delay before retry number `attempt` (1 = first retry): exponential with "equal jitter",
- * so retries spread out but never come back sooner than half the nominal delay.
- */
-export function backoffDelay(attempt: number, policy: BackoffPolicy, random: number = Math.random()): number {
-  const nominal = Math.min(policy.maxMs, policy.initialMs * 2 ** Math.max(0, attempt - 1));
-  return Math.round(nominal / 2 + (random * nominal) / 2);
-}
 
 export type CertState = "pending" | "valid" | "renewal-overdue" | "expiring" | "expired";
 
@@ -68,5 +58,4 @@ export function certState(
   return "valid";
 }
 
-/** setTimeout's limit (~24.8 days); longer waits are chained. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
+export { MAX_TIMER_MS } from "../timing/clock.js";

@@ -3,6 +3,10 @@
 // serves as the periodic resync, so a missed event cannot leave a namespace wrong
 // for longer than one watch period.
 import { Watch, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import { backoffDelay } from "../timing/backoff.js";
+
+/** Between failed lists/watches: 1 s doubling to 30 s, equal jitter (a fleet of servers spreads out). */
+const RELIST_BACKOFF = { initialMs: 1000, maxMs: 30_000 };
 
 export type WatchEventType = "ADDED" | "MODIFIED" | "DELETED";
 
@@ -34,7 +38,7 @@ export function listAndWatch<T extends KubernetesObject>(o: ListWatchOptions<T>)
 
   const again = (): void => {
     if (stopped) return;
-    const delay = failures === 0 ? 0 : Math.min(30_000, 500 * 2 ** Math.min(failures, 6));
+    const delay = failures === 0 ? 0 : backoffDelay(failures, RELIST_BACKOFF);
     timer = setTimeout(() => void cycle(), delay);
   };
 

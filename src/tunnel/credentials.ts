@@ -17,6 +17,7 @@ import {
 import type { DiscoveryRequest, DiscoveryResponse } from "../agent/sds/proto.js";
 import { parseCertificate } from "../pki/certificate.js";
 import { privateKeyMatches } from "../pki/keys.js";
+import { Backoff } from "../timing/backoff.js";
 import { createPrivateKey } from "node:crypto";
 
 export type TlsCredentials = WorkloadSecrets;
@@ -158,7 +159,8 @@ export function sdsCredentialSource(address: string, nodeId = "meshvault-tunnel"
   let stopped = false;
   let call: grpc.ClientDuplexStream<DiscoveryRequest, DiscoveryResponse> | undefined;
   let retry: NodeJS.Timeout | undefined;
-  let failures = 0;
+  // A local agent that restarts is back within seconds: reconnect quickly, at most every 5 s.
+  const backoff = new Backoff({ initialMs: 200, maxMs: 5000 });
   const names = [DEFAULT_RESOURCE, ROOTCA_RESOURCE];
 
   const open = (): void => {
@@ -170,7 +172,7 @@ export function sdsCredentialSource(address: string, nodeId = "meshvault-tunnel"
     );
     call = c;
     c.on("data", (resp: DiscoveryResponse) => {
-      failures = 0;
+      backoff.reset();
       for (const any of resp.resources) {
         if (any.type_url !== SECRET_TYPE_URL) continue;
         const s = protos.decodeSecret(any.value);
@@ -198,8 +200,7 @@ export function sdsCredentialSource(address: string, nodeId = "meshvault-tunnel"
     const again = (): void => {
       if (stopped || call !== c) return;
       call = undefined;
-      failures++;
-      retry = setTimeout(open, Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
+      retry = setTimeout(open, backoff.next());
       retry.unref();
     };
     c.on("error", again);

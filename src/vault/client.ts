@@ -27,6 +27,8 @@ import {
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import type { VaultConnection } from "./config.js";
+import { backoffDelay } from "../timing/backoff.js";
+import { abortError, sleep } from "../timing/clock.js";
 import {
   VaultBadRequestError,
   VaultConfigError,
@@ -120,6 +122,11 @@ export interface RequestOptions {
   acceptStatus?: readonly number[] | undefined;
   /** Per-request X-Vault-Namespace (default: the connection's). */
   namespace?: string | undefined;
+  /**
+   * Cancels the request and any retry wait (as vault-client-go takes a context): the call
+   * rejects with the signal's reason (an AbortError), never retried.
+   */
+  signal?: AbortSignal | undefined;
 }
 
 export interface RawResponse {
@@ -343,12 +350,14 @@ export class VaultClient {
     for (let attempt = 1; ; attempt++) {
       let err: VaultError;
       let retryAfterMs: number | undefined;
+      if (opts.signal?.aborted) throw abortError(opts.signal);
       try {
-        const raw = await this.send(method, path, body, token, opts.namespace);
+        const raw = await this.send(method, path, body, token, opts.namespace, opts.signal);
         if ((raw.status >= 200 && raw.status < 300) || opts.acceptStatus?.includes(raw.status)) return raw;
         err = await this.httpError(method, path, raw, token, opts, secrets);
         retryAfterMs = parseRetryAfter(raw.headers["retry-after"]);
       } catch (e) {
+        if (opts.signal?.aborted) throw abortError(opts.signal);
         err = e instanceof VaultError ? e : transportError(e, this.address, method, path);
       }
       if (!err.retryable || attempt >= max) {
@@ -362,14 +371,17 @@ export class VaultClient {
       this.logger?.debug?.(
         `Vault ${method} ${path} attempt ${attempt}/${max} failed (${err.status ?? "no response"}); retrying in ${delay} ms`,
       );
-      await new Promise((r) => setTimeout(r, delay));
+      await sleep(delay, opts.signal);
     }
   }
 
   /** Full jitter: uniform in [0, min(max, base * 2^(attempt-1))]. */
   backoffMs(attempt: number): number {
-    const cap = Math.min(this.retry.maxDelayMs, this.retry.baseDelayMs * 2 ** (attempt - 1));
-    return Math.round(this.random() * cap);
+    return backoffDelay(
+      attempt,
+      { initialMs: this.retry.baseDelayMs, maxMs: this.retry.maxDelayMs, jitter: 1 },
+      this.random(),
+    );
   }
 
   private async httpError(
@@ -460,6 +472,7 @@ export class VaultClient {
     body: unknown,
     token: string | undefined,
     namespace: string | undefined,
+    signal?: AbortSignal,
   ): Promise<RawResponse> {
     const url = new URL(`${this.url.pathname.replace(/\/+$/, "")}/v1/${path}`, this.url);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -472,8 +485,16 @@ export class VaultClient {
       headers["Content-Length"] = payload.length;
     }
     const doRequest = url.protocol === "https:" ? httpsRequest : httpRequest;
-    return new Promise<RawResponse>((resolve, reject) => {
-      const req = doRequest(url, { method, headers, agent: this.agent }, (res) => {
+    return new Promise<RawResponse>((resolve0, reject0) => {
+      // The request's own signal handling ends the socket; this settles the promise even
+      // when the abort lands mid-response (no "end" then). A loop's signal serves many
+      // requests, so the listener is removed once this one settles.
+      const onAbort = (): void => reject0(abortError(signal!));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const done = (): void => signal?.removeEventListener("abort", onAbort);
+      const resolve = (r: RawResponse): void => (done(), resolve0(r));
+      const reject = (e: unknown): void => (done(), reject0(e));
+      const req = doRequest(url, { method, headers, agent: this.agent, signal }, (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("end", () =>

@@ -4,6 +4,9 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
+import { createServer as createNetServer } from "node:net";
+import { isAbortError } from "../../src/timing/clock.js";
+import { waitFor } from "../helpers/wait.js";
 import { VaultBadRequestError, VaultClient, VaultUnavailableError } from "../../src/vault/index.js";
 
 let srv: Server;
@@ -114,4 +117,51 @@ test("backoff is full jitter, exponential and capped", () => {
   );
   hi.close();
   lo.close();
+});
+
+test("a request to a Vault that accepts and never answers is cancelled by its signal", async () => {
+  // A real TCP peer that hangs: accepts connections, reads, never writes.
+  const sockets: import("node:net").Socket[] = [];
+  const hang = createNetServer((s) => sockets.push(s));
+  await new Promise<void>((r) => hang.listen(0, "127.0.0.1", () => r()));
+  const port = (hang.address() as { port: number }).port;
+  const c = new VaultClient(
+    { address: `http://127.0.0.1:${port}`, skipVerify: false },
+    { token: "tok-123456", timeoutMs: 600_000 },
+  );
+  try {
+    const ac = new AbortController();
+    const pending = c.read("pki/ca/pem", { signal: ac.signal });
+    await waitFor("the hanging peer to accept the request", async () => sockets.length > 0);
+    ac.abort();
+    await assert.rejects(pending, (e: unknown) => {
+      assert.ok(isAbortError(e), String(e));
+      return true;
+    });
+  } finally {
+    c.close();
+    for (const s of sockets) s.destroy();
+    hang.close();
+  }
+});
+
+test("an abort during the retry wait ends the request without another attempt", async () => {
+  hits = 0;
+  script = Array.from({ length: 5 }, () => ({ status: 503, body: { errors: ["sealed"] } }));
+  const c = new VaultClient(
+    { address: addr, skipVerify: false },
+    {
+      token: "tok-123456",
+      retry: { maxAttempts: 5, baseDelayMs: 600_000, maxDelayMs: 600_000 },
+      random: () => 1,
+    },
+  );
+  const ac = new AbortController();
+  const pending = c.read("secret/data/x", { signal: ac.signal });
+  await waitFor("the first attempt", async () => hits === 1);
+  ac.abort();
+  await assert.rejects(pending, (e: unknown) => isAbortError(e));
+  assert.equal(hits, 1);
+  c.close();
+  script = [];
 });
