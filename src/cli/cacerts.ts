@@ -1,6 +1,7 @@
 // `meshvault cacerts`: istiod's plug-in CA from a Vault intermediate, into the
 // `cacerts` Secret (seed 002) or, with --out-dir, a memory-backed directory next to
-// istiod (seed 003). Thin wiring of src/kube/cacerts*.ts.
+// istiod (seed 003); or, with --source vault-kv, the CA pair kept in Vault KV (seed 001).
+// Thin wiring of src/kube/cacerts*.ts.
 import type { Command } from "commander";
 import { loadServerConfig } from "../config/load.js";
 import { vaultConnectionFromConfig } from "../config/vault-schema.js";
@@ -10,6 +11,8 @@ import { KEY_ALGORITHMS, type KeyAlgorithm } from "../pki/keys.js";
 import { connectVault } from "../vault/index.js";
 import { loadKubeConfig } from "../kube/client.js";
 import { runCaCerts, syncCaCerts, type CaCertsOptions } from "../kube/cacerts.js";
+import { followKvCaCerts, syncKvCaCerts } from "../kube/cacerts-kv.js";
+import { VaultKvAuthority } from "../authority/vault/vault-kv.js";
 import { DirSink, SecretSink, type CaCertsSink } from "../kube/cacerts-sinks.js";
 import {
   LocalIntermediateSource,
@@ -36,6 +39,11 @@ export interface CaCertsFlags {
   outDir?: string;
   tlsLayout?: boolean;
   once?: boolean;
+  kvCertificate?: string;
+  kvPrivateKey?: string;
+  kvChain?: string;
+  kvRoot?: string;
+  pollInterval?: string;
   logLevel?: string;
   logFormat?: string;
 }
@@ -48,13 +56,17 @@ export function registerCaCertsCommand(program: Command): void {
   program
     .command("cacerts")
     .description(
-      "keep istiod's plug-in CA (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem) filled with a Vault intermediate: in Secret istio-system/cacerts, or with --out-dir in a directory (memory-backed emptyDir, nothing in etcd); renewed before expiry",
+      "keep istiod's plug-in CA (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem) filled with a Vault intermediate (renewed before expiry) or, with --source vault-kv, the CA pair in Vault KV (each new version): in Secret istio-system/cacerts, or with --out-dir in a directory (memory-backed emptyDir, nothing in etcd)",
     )
     .option(
       "-c, --config <file>",
       "server YAML config: its vault:, trustDomain and vault-intermediate authority settings are used",
     )
-    .option("--source <source>", "vault, or local (meshvault's embedded root, for trying it out)", "vault")
+    .option(
+      "--source <source>",
+      "vault (an intermediate signed by Vault PKI), vault-kv (the CA pair kept in Vault KV, seed 001), or local (meshvault's embedded root, for trying it out)",
+      "vault",
+    )
     .option("--mode <mode>", "csr (key made here) or exported (made by Vault at <intermediate-mount>)")
     .option("--root-mount <mount>", "Vault PKI mount holding the root (default pki)")
     .option(
@@ -73,6 +85,20 @@ export function registerCaCertsCommand(program: Command): void {
     .option("--out-dir <dir>", "write the files into this directory instead of a Secret")
     .option("--tls-layout", "also write tls.crt, tls.key, ca.crt (kubernetes.io/tls names)")
     .option("--once", "one pass, then exit (Job, init container); default: keep renewing (sidecar)")
+    .option(
+      "--kv-certificate <ref>",
+      "with --source vault-kv: the CA certificate (default vault:secret/data/pki/istiod#certificate)",
+    )
+    .option(
+      "--kv-private-key <ref>",
+      "with --source vault-kv: its key (default vault:secret/data/pki/istiod#privateKey)",
+    )
+    .option("--kv-chain <ref>", "with --source vault-kv: optional chain up to the root")
+    .option("--kv-root <ref>", "with --source vault-kv: optional root (else the chain must end in one)")
+    .option(
+      "--poll-interval <duration>",
+      "with --source vault-kv: how often to check for a new KV version (default 30s)",
+    )
     .option("--log-level <level>", "trace, debug, info, warn, error (default info)")
     .option("--log-format <format>", "json or pretty (default: pretty on a terminal, else json)")
     .action(async (flags: CaCertsFlags) => {
@@ -101,6 +127,62 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
     fail(`--key-algorithm ${keyAlgorithm} is not one of ${KEY_ALGORITHMS.join(", ")}`);
   const commonName = flags.commonName ?? vi?.commonName;
 
+  const sink: CaCertsSink = flags.outDir
+    ? new DirSink(flags.outDir)
+    : new SecretSink({
+        kubeConfig: loadKubeConfig({ kubeconfig: flags.kubeconfig ?? config.kubernetes?.kubeconfig }),
+        namespace: flags.namespace,
+        name: flags.secretName,
+      });
+  const caLog = {
+    info: (m: string) => log.info(m),
+    warn: (m: string) => log.warn(m),
+    error: (m: string) => log.error(m),
+  };
+
+  if (flags.source === "vault-kv") {
+    // The vault-kv authority's own references, validation and version polling.
+    const kv = config.authority.type === "vault-kv" ? config.authority : undefined;
+    const poll = flags.pollInterval ? parseDuration(flags.pollInterval) : (kv?.pollInterval ?? 30);
+    if (!flags.once && !(poll > 0)) fail(`--poll-interval ${flags.pollInterval} must be longer than 0s`);
+    let authority: VaultKvAuthority;
+    try {
+      authority = new VaultKvAuthority({
+        vault: connectVault(vaultConnectionFromConfig(config.vault)),
+        certificate: flags.kvCertificate ?? kv?.certificate ?? "vault:secret/data/pki/istiod#certificate",
+        privateKey: flags.kvPrivateKey ?? kv?.privateKey ?? "vault:secret/data/pki/istiod#privateKey",
+        chain: flags.kvChain ?? kv?.chain,
+        root: flags.kvRoot ?? kv?.root,
+        pollIntervalMs: flags.once ? 0 : poll * 1000,
+        log: caLog,
+      });
+    } catch (err) {
+      fail((err as Error).message);
+    }
+    const opts = { authority, sink, tlsLayout: flags.tlsLayout ?? false, log: caLog };
+    if (flags.once) {
+      try {
+        const r = await syncKvCaCerts(opts);
+        log.info(
+          { write: r.write, notAfter: r.notAfter.toISOString() },
+          `${sink.description}: CA from Vault KV, ${r.ca}`,
+        );
+      } finally {
+        await authority.close();
+      }
+      return;
+    }
+    const runner = followKvCaCerts(opts);
+    try {
+      await runner.ready;
+    } catch (err) {
+      await authority.close();
+      throw err;
+    }
+    await untilSignal(log, () => runner.stop().then(() => authority.close()));
+    return;
+  }
+
   let source: IntermediateSource;
   if (flags.source === "local") {
     source = new LocalIntermediateSource({
@@ -125,22 +207,9 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
       commonName,
       onClose: () => vault.close(),
     });
-  } else fail(`--source ${flags.source} must be vault or local`);
+  } else fail(`--source ${flags.source} must be vault, vault-kv or local`);
 
-  const sink: CaCertsSink = flags.outDir
-    ? new DirSink(flags.outDir)
-    : new SecretSink({
-        kubeConfig: loadKubeConfig({ kubeconfig: flags.kubeconfig ?? config.kubernetes?.kubeconfig }),
-        namespace: flags.namespace,
-        name: flags.secretName,
-      });
-  const opts: CaCertsOptions = {
-    source,
-    sink,
-    tlsLayout: flags.tlsLayout ?? false,
-    renewAt,
-    log: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
-  };
+  const opts: CaCertsOptions = { source, sink, tlsLayout: flags.tlsLayout ?? false, renewAt, log: caLog };
 
   if (flags.once) {
     try {
@@ -160,13 +229,18 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
     return;
   }
   const runner = runCaCerts(opts);
-  await new Promise<void>((resolve) => {
+  await untilSignal(log, () => runner.stop().then(() => source.close()));
+}
+
+/** Runs until SIGINT/SIGTERM, then `shutdown`. */
+function untilSignal(
+  log: { info(o: object, m: string): void },
+  shutdown: () => Promise<void>,
+): Promise<void> {
+  return new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ signal }, "cacerts: shutting down");
-      void runner
-        .stop()
-        .then(() => source.close())
-        .finally(resolve);
+      void shutdown().finally(resolve);
     };
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));

@@ -1,6 +1,7 @@
 // `meshvault cacerts` against a REAL kube-apiserver and a REAL OpenBao: the Secret's
 // content is a valid plug-in CA (openssl agrees), it is renewed, it is kept when still
-// fresh; --out-dir writes 0600 keys and no Secret; Vault csr and exported modes.
+// fresh; --out-dir writes 0600 keys and no Secret; Vault csr and exported modes; the
+// CA pair from Vault KV (--source vault-kv). With the real istiod: test/istio/istiod.test.ts.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { lstatSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
@@ -13,7 +14,8 @@ import { LocalIntermediateSource, VaultIntermediateSource } from "../../src/kube
 import { runCaCertsCommand } from "../../src/cli/cacerts.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
 import { VaultClient } from "../../src/vault/index.js";
-import { openssl, opensslVerify } from "../helpers/openssl.js";
+import { EC_P256_KEY, openssl, opensslSelfSigned, opensslVerify } from "../helpers/openssl.js";
+import { cli } from "../helpers/cli.js";
 import { startKube, type KubeEnv } from "../helpers/kube.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 
@@ -209,6 +211,62 @@ test("Vault source (real OpenBao): csr and exported modes into the Secret", asyn
       assert.equal(ca.pathLen, 0);
       assert.ok(ca.notAfter.getTime() - Date.now() > 700 * 3600 * 1000, `${mode}: 720h asked`);
     }
+  } finally {
+    client.close();
+  }
+});
+
+test("--source vault-kv --once (seed 001's shape): the self-signed CA pair in KV becomes the plug-in CA; a mismatched pair or a bad reference is refused, nothing written", async () => {
+  const client = new VaultClient({ address: bao.addr, skipVerify: false }, { token: bao.rootToken });
+  const env = { PATH: process.env.PATH, HOME: dir, VAULT_ADDR: bao.addr, VAULT_TOKEN: bao.rootToken };
+  const ca = (name: string): { certificate: string; privateKey: string } => {
+    const [cert, key] = [join(dir, `${name}.pem`), join(dir, `${name}-key.pem`)];
+    opensslSelfSigned({
+      keyArgs: EC_P256_KEY,
+      days: 30,
+      subj: `/O=meshvault-test/CN=${name}`,
+      cert,
+      key,
+      extra: [
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+      ],
+    });
+    return { certificate: readFileSync(cert, "utf8"), privateKey: readFileSync(key, "utf8") };
+  };
+  try {
+    // `vault kv put secret/pki/istiod privateKey=@vault-ca.key certificate=@vault-ca.crt`, as the guide does.
+    const first = ca("kv-ca-1");
+    await client.write("secret/data/pki/istiod", { data: first });
+    const out = join(dir, "etc-cacerts-kv");
+    const args = ["cacerts", "--source", "vault-kv", "--out-dir", out, "--once", "--log-level", "warn"];
+    const ok = await cli(args, env);
+    assert.equal(ok.code, 0, `${ok.out}\n${ok.err}`);
+    const files: Record<string, string> = {};
+    for (const f of ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"])
+      files[f] = readFileSync(join(out, f), "utf8");
+    assertValidPluginCa(files);
+    assert.equal(files["ca-cert.pem"]!.trim(), first.certificate.trim());
+    assert.equal(
+      files["root-cert.pem"]!.trim(),
+      first.certificate.trim(),
+      "a self-signed CA is its own root",
+    );
+
+    // Another CA's certificate with the first key: refused with the reason, the files stay.
+    await client.write("secret/data/pki/istiod", {
+      data: { ...ca("kv-ca-2"), privateKey: first.privateKey },
+    });
+    const bad = await cli(args, env);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.err, /does not match/);
+    assert.equal(readFileSync(join(out, "ca-cert.pem"), "utf8"), files["ca-cert.pem"]);
+
+    const badRef = await cli([...args, "--kv-certificate", "secret/data/pki/istiod#certificate"], env);
+    assert.notEqual(badRef.code, 0);
+    assert.match(badRef.err, /secret\/data\/pki\/istiod#certificate.*must start with "vault:"/);
   } finally {
     client.close();
   }

@@ -327,6 +327,11 @@ export class VaultKvAuthority implements Authority {
     return this.material?.rootsPem ?? [];
   }
 
+  /** The validated CA now signing (undefined before start()); `meshvault cacerts --source vault-kv` writes it out. */
+  currentMaterial(): CaMaterial | undefined {
+    return this.material;
+  }
+
   ready(): Readiness {
     const m = this.material;
     if (!m) return { ready: false, reason: "CA not loaded from Vault KV yet" };
