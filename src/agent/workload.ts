@@ -7,12 +7,11 @@ import { formatName } from "../pki/name.js";
 import { generateKeyPairAsync, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
 import type { CaClient } from "./ca-client.js";
 import { checkIssuedChain, csrSubjectPublicKeyInfo, type CheckedChain } from "./issued.js";
+import { RenewalLoop, type RenewalFailure } from "../timing/renewal-loop.js";
 import {
-  backoffDelay,
   certState,
   DEFAULT_BACKOFF,
   DEFAULT_ROTATION,
-  MAX_TIMER_MS,
   renewalTime,
   type BackoffPolicy,
   type CertState,
@@ -94,23 +93,30 @@ export class WorkloadIdentity {
   readonly source: MutableSecretSource = createMutableSecretSource();
   private readonly log: AgentLogger;
   private readonly rotation: RotationPolicy;
-  private readonly backoff: BackoffPolicy;
   private readonly limiter: Limiter;
+  /** Published (status, outputs) the moment a certificate arrives, before the loop records it. */
   private info: IssuedInfo | undefined;
   private issuedCount = 0;
-  private failures = 0;
-  private lastError: string | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private nextAttemptAt: Date | undefined;
-  private inflight: Promise<IssuedInfo> | undefined;
-  private stopped = false;
-  private readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private readonly loop: RenewalLoop<IssuedInfo>;
 
   constructor(private readonly o: WorkloadIdentityOptions) {
     this.log = o.logger ?? NOOP;
     this.rotation = o.rotation ?? DEFAULT_ROTATION;
-    this.backoff = o.backoff ?? DEFAULT_BACKOFF;
     this.limiter = o.limiter ?? unlimited;
+    this.loop = new RenewalLoop<IssuedInfo>({
+      what: `workload certificate ${o.name}`,
+      renew: () => this.limiter(() => this.issue()),
+      validity: (i) => ({
+        from: Math.max(i.notBefore.getTime(), i.receivedAt.getTime()),
+        until: i.notAfter.getTime(),
+        renewAt: i.renewAt.getTime(),
+      }),
+      backoff: o.backoff ?? DEFAULT_BACKOFF,
+      // Never spin: even a CA that returns nearly expired certificates gets at most one call a second.
+      minIntervalMs: MIN_RENEWAL_INTERVAL_MS,
+      onRenewed: (info) => this.afterSuccess(info),
+      onFailure: (err, f) => this.afterFailure(err, f),
+    });
   }
 
   get name(): string {
@@ -119,20 +125,21 @@ export class WorkloadIdentity {
 
   /** Starts the first issuance; later renewals schedule themselves. */
   start(): void {
-    this.schedule(0);
+    this.loop.start();
   }
 
   /** Resolves once a certificate is held; rejects if the identity is stopped first. */
   ready(): Promise<void> {
     if (this.info) return Promise.resolve();
-    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+    return this.loop.ready().then(
+      () => undefined,
+      () => Promise.reject(new Error(`identity ${this.o.name} stopped before it got a certificate`)),
+    );
   }
 
   /** Renews now (tests, SIGHUP, `meshvault agent` status endpoint). Shares an attempt already running. */
   rotateNow(): Promise<IssuedInfo> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    return this.attempt();
+    return this.loop.renewNow();
   }
 
   current(): WorkloadSecrets | undefined {
@@ -154,8 +161,11 @@ export class WorkloadIdentity {
         this.o.expiringRatio ?? 0.2,
       ),
       issued: this.issuedCount,
-      consecutiveFailures: this.failures,
+      consecutiveFailures: 0,
     };
+    // Just published and the loop has not recorded it yet: no old failure next to the new serial.
+    const loop = i === this.loop.current ? this.loop.status() : undefined;
+    if (loop) s.consecutiveFailures = loop.failures;
     if (i) {
       s.spiffeId = i.spiffeId;
       s.notBefore = i.notBefore.toISOString();
@@ -164,51 +174,18 @@ export class WorkloadIdentity {
       s.secondsToExpiry = Math.round((i.notAfter.getTime() - now.getTime()) / 1000);
       s.serial = i.serial;
     } else if (this.o.spiffeId) s.spiffeId = this.o.spiffeId;
-    if (this.lastError) s.lastError = this.lastError;
-    if (this.nextAttemptAt) s.nextAttemptAt = this.nextAttemptAt.toISOString();
+    if (loop?.lastError) s.lastError = loop.lastError;
+    if (loop?.nextAttemptAt !== undefined) s.nextAttemptAt = new Date(loop.nextAttemptAt).toISOString();
     return s;
   }
 
-  stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    for (const w of this.readyWaiters.splice(0))
-      w.reject(new Error(`identity ${this.o.name} stopped before it got a certificate`));
-  }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.nextAttemptAt = new Date(Date.now() + delayMs);
-    // Timers cannot exceed ~24.8 days; wake up and re-plan instead.
-    const wait = Math.min(Math.max(0, delayMs), MAX_TIMER_MS);
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      if (wait < delayMs) return this.schedule(delayMs - wait);
-      this.attempt().catch(() => {
-        /* logged and rescheduled inside attempt() */
-      });
-    }, wait);
-    // The agent's servers keep the process alive; a pending renewal alone must not.
-    this.timer.unref();
-  }
-
-  private attempt(): Promise<IssuedInfo> {
-    if (!this.inflight) {
-      this.inflight = this.limiter(() => this.issue()).finally(() => {
-        this.inflight = undefined;
-      });
-      this.inflight.then(
-        (info) => this.afterSuccess(info),
-        (err: Error) => this.afterFailure(err),
-      );
-    }
-    return this.inflight;
+  /** Stops renewing; resolves when an attempt in flight has ended. */
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   private async issue(): Promise<IssuedInfo> {
-    if (this.stopped) throw new Error(`identity ${this.o.name} is stopped`);
+    if (this.loop.stopped) throw new Error(`identity ${this.o.name} is stopped`);
     const { privateKey } = await generateKeyPairAsync(this.o.keyAlgorithm ?? "rsa-2048");
     const csrPem = buildCsr(privateKey, {
       subject: { organization: "" },
@@ -276,8 +253,6 @@ export class WorkloadIdentity {
     // next to the old failure count.
     this.info = info;
     this.issuedCount++;
-    this.failures = 0;
-    this.lastError = undefined;
     this.source.set(secrets);
     if (this.o.onIssued) {
       try {
@@ -293,8 +268,6 @@ export class WorkloadIdentity {
   }
 
   private afterSuccess(info: IssuedInfo): void {
-    // Never spin: even a CA that returns nearly expired certificates gets at most one call a second.
-    const delay = Math.max(MIN_RENEWAL_INTERVAL_MS, info.renewAt.getTime() - Date.now());
     this.log.info(
       {
         identity: this.o.name,
@@ -306,29 +279,23 @@ export class WorkloadIdentity {
       },
       "workload certificate issued",
     );
-    for (const w of this.readyWaiters.splice(0)) w.resolve();
-    this.schedule(delay);
   }
 
-  private afterFailure(err: Error): void {
-    if (this.stopped) return;
-    this.failures++;
-    this.lastError = err.message;
+  /** The loop retries (clamped to the certificate's expiry); this says what it means, once per distinct error. */
+  private afterFailure(err: Error, f: RenewalFailure<IssuedInfo>): void {
     this.o.onFailure?.(err);
-    let delay = backoffDelay(this.failures, this.backoff);
     const state = this.status().state;
     const fields = {
       identity: this.o.name,
-      attempt: this.failures,
-      retryInMs: delay,
+      attempt: f.attempt,
+      retryInMs: f.retryInMs,
       err: err.message,
       state,
       ...(this.info ? { notAfter: this.info.notAfter.toISOString() } : {}),
     };
-    if (state === "expiring" || state === "expired") {
-      // Renewals keep failing close to expiry: retry no later than expiry and say so loudly.
-      if (this.info && state === "expiring")
-        delay = Math.max(0, Math.min(delay, this.info.notAfter.getTime() - Date.now()));
+    if (f.repeated) {
+      this.log.debug(fields, "workload certificate: renewal still failing with the same error; retrying");
+    } else if (state === "expiring" || state === "expired") {
       this.log.error(
         fields,
         "cannot renew and the current certificate is about to expire (or has); still serving it",
@@ -341,6 +308,5 @@ export class WorkloadIdentity {
     } else {
       this.log.warn(fields, "cannot get a workload certificate yet; retrying");
     }
-    this.schedule(delay);
   }
 }
