@@ -14,15 +14,19 @@
 //     fetches the workload certificate and root eagerly (getWorkloadCerts, retrying
 //     forever) and writes them to OUTPUT_CERTS, as it does for proxyless gRPC.
 // In both modes the xDS proxy listens on ./etc/istio/proxy/XDS but dials istiod only
-// when a downstream connects to it, so the unreachable discoveryAddress is harmless.
+// when a downstream connects to it, so without an istiod (discoveryAddress) the unreachable
+// default is harmless; with one, the test plays Envoy on that socket.
 //
 //   const agent = await startIstioAgent({ mode: "sidecar", caAddress, caRootPem, token, ... });
 //   try { ... } finally { await agent.stop(); }
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { startPeerProcess } from "./proc.js";
 import { Leftovers } from "./leftovers.js";
+import { SECRET_TYPE_URL, SdsTestClient, secretsByName, type WireSecret } from "./sds-client.js";
 import { freePort } from "./ports.js";
-import { delay } from "./wait.js";
-import { closeSync, existsSync, openSync } from "node:fs";
+import { delay, waitFor } from "./wait.js";
+import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -76,7 +80,7 @@ export interface IstioAgentOptions {
   mode: "sidecar" | "proxyless";
   /** host:port of the CA (CA_ADDR). TLS is used (any port but 15010). */
   caAddress: string;
-  /** PEM that verifies the CA's serving certificate (written to a file for CA_ROOT_CA). */
+  /** PEM that verifies the CA's serving certificate (a file for CA_ROOT_CA), and istiod's (XDS_ROOT_CA). */
   caRootPem: string;
   /** Projected-token content for ./var/run/secrets/tokens/istio-token; undefined: no file. */
   token: string | undefined;
@@ -93,6 +97,11 @@ export interface IstioAgentOptions {
   provCert?: { keyPem: string; certChainPem: string };
   /** More environment for the agent (e.g. ECC_SIGNATURE_ALGORITHM, CA_HEADER_*). */
   env?: Record<string, string>;
+  /**
+   * istiod's XDS address (proxyConfig.discoveryAddress), dialled over TLS when a downstream
+   * (Envoy) connects to the agent's XDS socket. Default: a closed loopback port, never dialled.
+   */
+  discoveryAddress?: string;
 }
 
 export interface IstioAgent {
@@ -113,6 +122,8 @@ export interface IstioAgent {
   waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
   /** Resolves once `path` (relative to cwd, or absolute) exists. */
   waitForFile(path: string, timeoutMs?: number): Promise<void>;
+  /** The Envoy bootstrap the agent wrote (etc/istio/proxy/envoy-rev.json), once complete JSON. */
+  envoyBootstrap(timeoutMs?: number): Promise<string>;
   /** Exit code once the agent exited, else undefined. */
   exitCode(): number | null | undefined;
   /** SIGTERM (then SIGKILL), removes the working directory. Idempotent. */
@@ -156,11 +167,12 @@ export async function startIstioAgent(o: IstioAgentOptions): Promise<IstioAgent>
 
   // ProxyConfig overlay (the PROXY_CONFIG env, as the injector sets it). statusPort:
   // Istio validates it as 1..65535 (0 is refused) and the default 15020 would collide
-  // between parallel runs, so a free one. discoveryAddress: a closed loopback port,
-  // never dialled (see above) but never a DNS name either. No drain wait on SIGTERM.
+  // between parallel runs, so a free one. discoveryAddress: istiod when the test runs one,
+  // else a closed loopback port, never dialled (see above) but never a DNS name either.
+  // No drain wait on SIGTERM.
   const statusPort = await freePort();
   const proxyConfig: Record<string, unknown> = {
-    discoveryAddress: "127.0.0.1:1",
+    discoveryAddress: o.discoveryAddress ?? "127.0.0.1:1",
     statusPort,
     terminationDrainDuration: "0s",
     concurrency: 1,
@@ -199,34 +211,9 @@ export async function startIstioAgent(o: IstioAgentOptions): Promise<IstioAgent>
   };
 
   const logPath = join(cwd, "pilot-agent.log");
-  const fd = openSync(logPath, "a");
-  let child: ChildProcess;
-  try {
-    // `proxy sidecar` in both modes: Istio's proxyless injection template runs the same
-    // command and switches Envoy off with DISABLE_ENVOY.
-    child = spawn(build.binary, ["proxy", "sidecar"], {
-      cwd,
-      env,
-      stdio: ["ignore", fd, fd],
-    });
-  } finally {
-    closeSync(fd);
-  }
-  // Output goes straight to a file and the child is unref'd: a harness left running
-  // never keeps the test process alive (the "exit" hook then kills it).
-  child.unref();
-  leftovers.child(child);
-  let code: number | null | undefined;
-  const exited = new Promise<number | null>((res) => {
-    child.once("exit", (c) => {
-      code = c;
-      res(c);
-    });
-    child.once("error", () => {
-      code = -1;
-      res(-1);
-    });
-  });
+  // `proxy sidecar` in both modes: Istio's proxyless injection template runs the same
+  // command and switches Envoy off with DISABLE_ENVOY.
+  const proc = startPeerProcess(build.binary, ["proxy", "sidecar"], logPath, leftovers, { cwd, env });
 
   const readLog = (): Promise<string> => readFile(logPath, "utf8").catch(() => "");
   const tail = async (): Promise<string> => (await readLog()).split("\n").slice(-40).join("\n");
@@ -241,16 +228,16 @@ export async function startIstioAgent(o: IstioAgentOptions): Promise<IstioAgent>
     outputCertsDir,
     logPath,
     statusPort,
-    pid: child.pid ?? -1,
+    pid: proc.child.pid ?? -1,
     log: readLog,
-    exitCode: () => code,
+    exitCode: proc.exitCode,
     async waitForLog(re, timeoutMs = 20_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const line = (await readLog()).split("\n").find((l) => re.test(l));
         if (line !== undefined) return line;
-        if (code !== undefined)
-          throw new Error(`pilot-agent exited (${code}) before logging ${re}:\n${await tail()}`);
+        if (proc.exitCode() !== undefined)
+          throw new Error(`pilot-agent exited (${proc.exitCode()}) before logging ${re}:\n${await tail()}`);
         if (Date.now() > deadline)
           throw new Error(`pilot-agent did not log ${re} within ${timeoutMs} ms:\n${await tail()}`);
         await delay(100);
@@ -259,25 +246,64 @@ export async function startIstioAgent(o: IstioAgentOptions): Promise<IstioAgent>
     async waitForFile(path, timeoutMs = 20_000) {
       const deadline = Date.now() + timeoutMs;
       while (!existsSync(abs(path))) {
-        if (code !== undefined)
-          throw new Error(`pilot-agent exited (${code}) before creating ${path}:\n${await tail()}`);
+        if (proc.exitCode() !== undefined)
+          throw new Error(
+            `pilot-agent exited (${proc.exitCode()}) before creating ${path}:\n${await tail()}`,
+          );
         if (Date.now() > deadline)
           throw new Error(`pilot-agent did not create ${path} within ${timeoutMs} ms:\n${await tail()}`);
         await delay(100);
       }
     },
+    async envoyBootstrap(timeoutMs = 20_000) {
+      await agent.waitForFile(AGENT_PATHS.envoyBootstrap, timeoutMs);
+      // The agent may still be writing the file when it appears: wait for complete JSON.
+      return waitFor(
+        "a complete Envoy bootstrap",
+        async () => {
+          const text = await readFile(abs(AGENT_PATHS.envoyBootstrap), "utf8");
+          try {
+            JSON.parse(text);
+            return text;
+          } catch {
+            return undefined;
+          }
+        },
+        timeoutMs,
+      );
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
-      if (code === undefined) {
-        child.kill("SIGTERM");
-        const t = setTimeout(() => child.kill("SIGKILL"), 5_000);
-        await exited;
-        clearTimeout(t);
-      }
+      await proc.stop(5_000);
       if (!process.env.MESHVAULT_ISTIO_KEEP) await rm(cwd, { recursive: true, force: true });
       leftovers.forgetDir(cwd);
     },
   };
   return agent;
+}
+
+/** One SDS stream per resource, as Envoy opens them; returns the first response's secret. */
+export async function sdsFetch(agent: IstioAgent, resource: string, timeoutMs = 15_000): Promise<WireSecret> {
+  const client = new SdsTestClient(agent.sdsAddress);
+  const stream = client.streamSecrets();
+  try {
+    stream.send({
+      node: { id: `sidecar~127.0.0.1~${resource}.test~test.svc.cluster.local`, cluster: "test" },
+      typeUrl: SECRET_TYPE_URL,
+      resourceNames: [resource],
+    });
+    const resp = await stream.next(timeoutMs);
+    assert.equal(resp.typeUrl, SECRET_TYPE_URL);
+    // istio-agent's version_info is "<RFC3339 time>/<counter>", its nonce a UUID.
+    assert.match(resp.versionInfo, /^\d{4}-\d\d-\d\dT[^/]+\/\d+$/);
+    assert.match(resp.nonce, /^[0-9a-f-]{36}$/);
+    const secret = secretsByName(resp).get(resource);
+    assert.ok(secret, `SDS response has no ${resource} secret`);
+    stream.ack(resp, [resource]);
+    return secret;
+  } finally {
+    stream.cancel();
+    client.close();
+  }
 }

@@ -5,11 +5,11 @@
 //   const kube = await startKube();
 //   try { ... } finally { await kube.stop(); }
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { startPeerProcess, type PeerProcess } from "./proc.js";
 import { Leftovers } from "./leftovers.js";
 import { freePort } from "./ports.js";
 import { delay } from "./wait.js";
 import { createSign, generateKeyPairSync, randomBytes } from "node:crypto";
-import { appendFileSync, closeSync, openSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
@@ -117,48 +117,6 @@ function watchdog(dir: string, pids: number[]): ChildProcess {
   return dog;
 }
 
-interface Proc {
-  child: ChildProcess;
-  logPath: string;
-  exited: Promise<number | null>;
-  exitCode(): number | null | undefined;
-}
-
-function startProc(bin: string, args: string[], logPath: string): Proc {
-  // Output goes straight to a file and the child is unref'd: a harness left running
-  // never keeps the test process alive (the "exit" hook then kills it).
-  const fd = openSync(logPath, "a");
-  let child: ChildProcess;
-  try {
-    child = spawn(bin, args, { stdio: ["ignore", fd, fd] });
-  } finally {
-    closeSync(fd);
-  }
-  child.unref();
-  leftovers.child(child);
-  let code: number | null | undefined;
-  const exited = new Promise<number | null>((res) => {
-    child.once("exit", (c) => {
-      code = c;
-      res(c);
-    });
-    child.once("error", (err) => {
-      appendFileSync(logPath, `spawn ${bin}: ${err.message}\n`);
-      code = -1;
-      res(-1);
-    });
-  });
-  return { child, logPath, exited, exitCode: () => code };
-}
-
-async function stopProc(p: Proc, graceMs: number): Promise<void> {
-  if (p.exitCode() !== undefined) return;
-  p.child.kill("SIGTERM");
-  const t = setTimeout(() => p.child.kill("SIGKILL"), graceMs);
-  await p.exited;
-  clearTimeout(t);
-}
-
 async function logTail(path: string, lines = 40): Promise<string> {
   const text = await readFile(path, "utf8").catch(() => "");
   return text.split("\n").slice(-lines).join("\n");
@@ -257,14 +215,14 @@ class PortRaceError extends Error {}
 async function startOnce(binDir: string, opts: StartKubeOptions): Promise<KubeEnv> {
   const work = await mkdtemp(join(tmpdir(), "meshvault-kube-"));
   leftovers.dir(work);
-  const procs: Proc[] = [];
+  const procs: PeerProcess[] = [];
   let dog: ChildProcess | undefined;
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
     // apiserver first (it would otherwise keep retrying etcd), then etcd.
-    for (const p of [...procs].reverse()) await stopProc(p, 3_000);
+    for (const p of [...procs].reverse()) await p.stop(3_000);
     if (dog?.pid !== undefined) {
       try {
         process.kill(-dog.pid, "SIGKILL");
@@ -282,7 +240,7 @@ async function startOnce(binDir: string, opts: StartKubeOptions): Promise<KubeEn
     // etcd: single member, loopback, no fsync (test data only).
     const etcdUrl = `http://127.0.0.1:${clientPort}`;
     const peerUrl = `http://127.0.0.1:${peerPort}`;
-    const etcd = startProc(
+    const etcd = startPeerProcess(
       join(binDir, "etcd"),
       [
         "--name=default",
@@ -296,6 +254,7 @@ async function startOnce(binDir: string, opts: StartKubeOptions): Promise<KubeEn
         "--log-level=warn",
       ],
       join(work, "etcd.log"),
+      leftovers,
     );
     procs.push(etcd);
 
@@ -312,7 +271,7 @@ async function startOnce(binDir: string, opts: StartKubeOptions): Promise<KubeEn
 
     await waitEtcd(etcd, etcdUrl, 30_000);
 
-    const apiserver = startProc(
+    const apiserver = startPeerProcess(
       join(binDir, "kube-apiserver"),
       [
         `--etcd-servers=${etcdUrl}`,
@@ -334,6 +293,7 @@ async function startOnce(binDir: string, opts: StartKubeOptions): Promise<KubeEn
         ...(opts.apiserverArgs ?? []),
       ],
       join(work, "kube-apiserver.log"),
+      leftovers,
     );
     procs.push(apiserver);
     dog = watchdog(
@@ -419,7 +379,7 @@ async function startOnce(binDir: string, opts: StartKubeOptions): Promise<KubeEn
   }
 }
 
-async function waitEtcd(etcd: Proc, url: string, timeoutMs: number): Promise<void> {
+async function waitEtcd(etcd: PeerProcess, url: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (etcd.exitCode() !== undefined) throw new Error(`etcd exited (${String(etcd.exitCode())})`);
@@ -433,8 +393,8 @@ async function waitEtcd(etcd: Proc, url: string, timeoutMs: number): Promise<voi
 }
 
 async function waitApiserver(
-  apiserver: Proc,
-  etcd: Proc,
+  apiserver: PeerProcess,
+  etcd: PeerProcess,
   server: string,
   certDir: string,
   token: string,

@@ -15,6 +15,7 @@ import * as grpc from "@grpc/grpc-js";
 
 export const SECRET_TYPE_URL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 const SERVICE = "/envoy.service.secret.v3.SecretDiscoveryService";
+const ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService";
 
 // ---------------------------------------------------------------- wire codec
 
@@ -106,7 +107,8 @@ function str(fields: Map<number, WireValue[]>, field: number): string {
 
 export interface DiscoveryRequestInit {
   versionInfo?: string;
-  node?: { id: string; cluster?: string };
+  /** metadata: string values only (google.protobuf.Struct), e.g. NAMESPACE, SERVICE_ACCOUNT. */
+  node?: { id: string; cluster?: string; metadata?: Record<string, string> };
   resourceNames?: string[];
   typeUrl?: string;
   responseNonce?: string;
@@ -120,6 +122,14 @@ export function encodeDiscoveryRequest(r: DiscoveryRequestInit): Buffer {
   if (r.node) {
     const n = new Writer().string(1, r.node.id);
     if (r.node.cluster) n.string(2, r.node.cluster);
+    // Node.metadata = 3: Struct.fields = 1 (map entry: key 1, value 2), Value.string_value = 3.
+    const fields = Object.entries(r.node.metadata ?? {});
+    if (fields.length) {
+      const struct = new Writer();
+      for (const [k, v] of fields)
+        struct.bytes(1, new Writer().string(1, k).bytes(2, new Writer().string(3, v).finish()).finish());
+      n.bytes(3, struct.finish());
+    }
     w.bytes(2, n.finish());
   }
   for (const name of r.resourceNames ?? []) w.string(3, name);
@@ -292,6 +302,13 @@ export class SdsTestClient {
 
   streamSecrets(): SdsStream {
     return new SdsStream(this.client.makeBidiStreamRequest(`${SERVICE}/StreamSecrets`, identity, identity));
+  }
+
+  /** ADS (what Envoy opens on pilot-agent's XDS socket): same messages, any type_url. */
+  streamAggregatedResources(): SdsStream {
+    return new SdsStream(
+      this.client.makeBidiStreamRequest(`${ADS}/StreamAggregatedResources`, identity, identity),
+    );
   }
 
   fetchSecrets(r: DiscoveryRequestInit): Promise<WireDiscoveryResponse> {

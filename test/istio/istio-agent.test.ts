@@ -14,9 +14,7 @@ import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { mintLocalToken } from "../../src/identity/local-issuer.js";
 import { parseCertificate, parseCertificates } from "../../src/pki/certificate.js";
-import { SECRET_TYPE_URL, SdsTestClient, secretsByName, type WireSecret } from "../helpers/sds-client.js";
-import { waitFor } from "../helpers/wait.js";
-import { AGENT_PATHS, istioAgentBuild, startIstioAgent, type IstioAgent } from "../helpers/istio-agent.js";
+import { AGENT_PATHS, istioAgentBuild, sdsFetch, startIstioAgent } from "../helpers/istio-agent.js";
 
 const TD = "cluster.local";
 let dir: string;
@@ -101,31 +99,6 @@ function assertWorkloadCert(chainPem: string, keyPem: string, ns: string, sa: st
   );
 }
 
-/** One SDS stream per resource, as Envoy opens them; returns the first response's secret. */
-async function sdsFetch(agent: IstioAgent, resource: string, timeoutMs = 15_000): Promise<WireSecret> {
-  const client = new SdsTestClient(agent.sdsAddress);
-  const stream = client.streamSecrets();
-  try {
-    stream.send({
-      node: { id: `sidecar~127.0.0.1~${resource}.test~test.svc.cluster.local`, cluster: "test" },
-      typeUrl: SECRET_TYPE_URL,
-      resourceNames: [resource],
-    });
-    const resp = await stream.next(timeoutMs);
-    assert.equal(resp.typeUrl, SECRET_TYPE_URL);
-    // istio-agent's version_info is "<RFC3339 time>/<counter>", its nonce a UUID.
-    assert.match(resp.versionInfo, /^\d{4}-\d\d-\d\dT[^/]+\/\d+$/);
-    assert.match(resp.nonce, /^[0-9a-f-]{36}$/);
-    const secret = secretsByName(resp).get(resource);
-    assert.ok(secret, `SDS response has no ${resource} secret`);
-    stream.ack(resp, [resource]);
-    return secret;
-  } finally {
-    stream.cancel();
-    client.close();
-  }
-}
-
 test("sidecar mode: pilot-agent's SDS server serves a meshvault SVID and our root", async () => {
   const issuedBefore = await csrCount("OK");
   const agent = await startIstioAgent({
@@ -139,17 +112,7 @@ test("sidecar mode: pilot-agent's SDS server serves a meshvault SVID and our roo
   try {
     await agent.waitForFile(agent.sdsSocketPath);
     // The bootstrap the agent wrote for Envoy points Envoy's SDS cluster at this very socket.
-    await agent.waitForFile(AGENT_PATHS.envoyBootstrap);
-    // The agent may still be writing the file when it appears: wait for complete JSON.
-    const bootstrap = await waitFor("a complete Envoy bootstrap", async () => {
-      const text = readFileSync(join(agent.cwd, AGENT_PATHS.envoyBootstrap), "utf8");
-      try {
-        JSON.parse(text);
-        return text;
-      } catch {
-        return undefined;
-      }
-    });
+    const bootstrap = await agent.envoyBootstrap();
     assert.ok(bootstrap.includes(`"./${AGENT_PATHS.sdsSocket}"`), "Envoy bootstrap uses the SDS socket");
     const def = await sdsFetch(agent, "default");
     assert.ok(def.certificateChain && def.privateKey, "default has tls_certificate chain and key");
