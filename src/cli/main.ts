@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { exitCodeFor } from "./errors.js";
+import { addExamples } from "./examples.js";
 
 type Registrar = (program: Command) => unknown;
 
@@ -17,6 +18,8 @@ const COMMANDS: Record<string, () => Promise<Registrar>> = {
   tunnel: async () => (await import("./tunnel.js")).registerTunnelCommand,
   demo: async () => (await import("./demo.js")).registerDemoCommand,
   verify: async () => (await import("./verify.js")).registerVerifyCommand,
+  config: async () => (await import("./config-validate.js")).registerConfigCommands,
+  completion: async () => (await import("./completion.js")).registerCompletionCommand,
 };
 
 export function version(): string {
@@ -35,6 +38,7 @@ export async function buildProgram(only?: string): Promise<Command> {
     .exitOverride();
   const names = only && only in COMMANDS ? [only] : Object.keys(COMMANDS);
   for (const name of names) (await COMMANDS[name]!())(program);
+  addExamples(program);
   return program;
 }
 

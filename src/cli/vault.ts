@@ -189,6 +189,10 @@ export function registerVaultCommands(program: Command): Command {
         if (flags.address) section.address = flags.address;
         const auth = checkAuthFromFlags(flags);
         if (auth) section.auth = auth;
+        if (!section.auth && (process.env.VAULT_TOKEN || process.env.BAO_TOKEN))
+          process.stderr.write(
+            `meshvault: ${flags.config ? `${flags.config} sets no vault.auth` : "no -c config and no --auth"}: checking with VAULT_TOKEN / BAO_TOKEN from this shell, which is what the server does only if its environment holds the same token\n`,
+          );
         const connection = vaultConnectionFromConfig(section, process.env, {
           warn: (m) => process.stderr.write(`meshvault: ${m}\n`),
         });

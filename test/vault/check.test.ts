@@ -226,3 +226,12 @@ describe("vault check", () => {
     assert.equal((await check(signFlags(), approle())).exitCode, 0);
   });
 });
+
+test("a root token is refused as a check credential: it would pass every capability check", async () => {
+  await setup(signFlags());
+  const r = await check(signFlags(), { address: bao.addr, token: bao.rootToken });
+  assert.equal(r.exitCode, 1, r.out);
+  assert.match(r.out, /FAIL.*with a root token: every capability check would pass/);
+  assert.match(r.out, /check with the server's own credentials: set vault\.auth/);
+  assert.doesNotMatch(r.out, /sys\/capabilities|^ok .*capabilit/m);
+});

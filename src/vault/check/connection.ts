@@ -111,6 +111,15 @@ export async function checkLogin(
       l.leaseSeconds === 0
         ? "no expiry"
         : `TTL ${formatDuration(l.leaseSeconds)}${l.renewable ? ", renewable" : ", not renewable"}`;
+    if (l.policies.includes("root")) {
+      // A root token passes every capability check, so the rest would say nothing about the
+      // server's own access: the usual mistake is an admin VAULT_TOKEN left in the shell.
+      r.fail(
+        `logged in (${auth.description}) with a root token: every capability check would pass, so this says nothing about what the server can do`,
+        `check with the server's own credentials: set vault.auth in the config given with -c (approle, kubernetes, jwt, or token with tokenFile), or pass --auth approle --role-id-file F --secret-id-file F; unset VAULT_TOKEN / BAO_TOKEN`,
+      );
+      return undefined;
+    }
     r.ok(`logged in (${auth.description}): token ${ttl}, policies [${l.policies.join(", ")}]`);
     return l;
   } catch (e) {

@@ -30,7 +30,9 @@ const LABEL: Record<StepOutcome, string> = {
 
 export function printDryRun(steps: readonly SetupStep[], out: (line: string) => void): void {
   out("# meshvault vault setup --dry-run: the equivalent vault CLI commands (nothing was sent to Vault).");
-  out("# A real run reads Vault first and skips what is already in place.");
+  out("# A real run reads Vault first and skips what is already in place; so does this script for");
+  out("# mounts and auth methods (a dev server already has secret/). Replay: bash -e this-file");
+  out("set -e");
   for (const s of steps) {
     out("");
     out(`# ${s.title}`);

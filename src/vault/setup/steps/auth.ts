@@ -10,7 +10,9 @@ import { fsReason } from "../../../fs/errors.js";
 export function authEnableStep(method: AuthSetup["method"], mount: string): SetupStep {
   return {
     title: `${method} auth method at auth/${mount}/`,
-    commands: [`vault auth enable -path=${shq(mount)} ${method}`],
+    commands: [
+      `vault auth list -format=json | grep -q ${shq(JSON.stringify(`${mount}/`))} || vault auth enable -path=${shq(mount)} ${method}`,
+    ],
     async check(ctx) {
       const a = (await ctx.auths())[mount];
       if (!a) return { state: "missing" };

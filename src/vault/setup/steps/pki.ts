@@ -36,7 +36,10 @@ function mountStep(
     type === "kv"
       ? `vault secrets enable -path=${shq(path)} ${kvVersion === 1 ? "-version=1 kv" : "kv-v2"}`
       : `vault secrets enable -path=${shq(path)} pki`;
-  const commands = [enableCmd];
+  // Guarded, so that the script replays on a Vault that already has the mount (dev servers have secret/).
+  const commands = [
+    `vault secrets list -format=json | grep -q ${shq(JSON.stringify(`${path}/`))} || ${enableCmd}`,
+  ];
   if (maxLeaseTtl !== undefined)
     commands.push(`vault secrets tune -max-lease-ttl=${fmtTtl(maxLeaseTtl)} ${shq(path)}`);
   return {
