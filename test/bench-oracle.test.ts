@@ -60,18 +60,21 @@ async function libraryLeaf(
     false,
     ["sign"],
   );
+  const publicKey = await req.publicKey.export();
+  const rsaLeaf = publicKey.algorithm.name === "RSASSA-PKCS1-v1_5";
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: "01",
     subject: "",
     issuer: caCert.subject,
     notBefore,
     notAfter,
-    publicKey: await req.publicKey.export(),
+    publicKey,
     signingKey,
     signingAlgorithm: ec ? { name: "ECDSA", hash } : { name: "RSASSA-PKCS1-v1_5" },
     extensions: [
+      // keyEncipherment only for RSA leaf keys (RFC 8813).
       new x509.KeyUsagesExtension(
-        x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment,
+        x509.KeyUsageFlags.digitalSignature | (rsaLeaf ? x509.KeyUsageFlags.keyEncipherment : 0),
         true,
       ),
       new x509.ExtendedKeyUsageExtension(
@@ -80,6 +83,7 @@ async function libraryLeaf(
       ),
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.AuthorityKeyIdentifierExtension(Buffer.from(signer.keyId).toString("hex"), false),
+      await x509.SubjectKeyIdentifierExtension.create(publicKey, false),
       new x509.SubjectAlternativeNameExtension([{ type: "url", value: spiffeId }], true),
     ],
   });

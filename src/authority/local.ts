@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomicSync } from "../fs/atomic-write.js";
 import { issueCa, parseIssued, createSigner } from "../pki/issue.js";
+import { fitCommonName } from "../pki/name.js";
 import { generateKeyPairFor, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
 import { parseCertificate } from "../pki/certificate.js";
 import type { SpiffeId } from "../pki/spiffe.js";
@@ -128,7 +129,7 @@ export class LocalAuthority implements Authority {
     const root = issueCa({
       subject: {
         organization: this.opts.organization ?? "meshvault",
-        commonName: `meshvault root CA (${this.opts.trustDomain})`,
+        commonName: fitCommonName("meshvault root CA", this.opts.trustDomain),
       },
       key: key.privateKey,
       ttlSeconds: this.opts.rootTtlSeconds ?? 10 * YEAR,
@@ -154,7 +155,7 @@ export class LocalAuthority implements Authority {
       {
         subject: {
           organization: this.opts.organization ?? "meshvault",
-          commonName: `meshvault intermediate CA (${this.opts.trustDomain})`,
+          commonName: fitCommonName("meshvault intermediate CA", this.opts.trustDomain),
         },
         key: key.publicKey,
         ttlSeconds: this.opts.intermediateTtlSeconds ?? YEAR,

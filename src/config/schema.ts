@@ -4,6 +4,7 @@ import { z } from "zod";
 import { KEY_ALGORITHMS } from "../pki/keys.js";
 import { validateTrustDomain } from "../pki/spiffe.js";
 import { durationSchema } from "./duration-schema.js";
+import { dnsNameSchema, ipAddressSchema } from "./name-schemas.js";
 import {
   vaultIntermediateAuthoritySchema,
   vaultKvAuthoritySchema,
@@ -77,9 +78,9 @@ export const serverConfigSchema = z
     servingCertificate: z
       .object({
         dnsNames: z
-          .array(z.string())
+          .array(dnsNameSchema)
           .default(["istiod.istio-system.svc", "meshvault.istio-system.svc", "localhost"]),
-        ipAddresses: z.array(z.string()).default(["127.0.0.1"]),
+        ipAddresses: z.array(ipAddressSchema).default(["127.0.0.1"]),
         ttl: duration.default(86400),
         /** Service account the serving certificate's SPIFFE ID names. */
         namespace: z.string().default("istio-system"),

@@ -3,6 +3,7 @@
 // Kubernetes integration.
 import { z } from "zod";
 import { durationSchema } from "../config/duration-schema.js";
+import { dnsNameSchema } from "../config/name-schemas.js";
 
 const duration = durationSchema(z);
 
@@ -73,7 +74,7 @@ export const kubernetesSectionSchema = z
         serviceAccount: z.string().min(1).default("istiod"),
         /** Add istiod-<revision>.<namespace>.svc for revisioned installs. */
         dnsNames: z
-          .array(z.string().min(1))
+          .array(dnsNameSchema)
           .min(1)
           .default([...DEFAULT_ISTIOD_DNS_NAMES]),
         ttl: positiveDuration.default(86400),

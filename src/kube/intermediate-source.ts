@@ -10,6 +10,7 @@ import { parseAll, readMountRoots } from "../authority/vault/common.js";
 import { parseCertificate, type Certificate } from "../pki/certificate.js";
 import { buildCsr } from "../pki/csr.js";
 import { createSigner, issueCa } from "../pki/issue.js";
+import { fitCommonName } from "../pki/name.js";
 import { generateKeyPairAsync, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
 import { joinPem } from "../pki/pem.js";
 import type { VaultClient } from "../vault/index.js";
@@ -94,7 +95,7 @@ export class LocalIntermediateSource implements IntermediateSource {
       {
         subject: {
           organization: "meshvault",
-          commonName: this.o.commonName ?? `istiod intermediate CA (${this.o.trustDomain})`,
+          commonName: this.o.commonName ?? fitCommonName("istiod intermediate CA", this.o.trustDomain),
         },
         key: pair.publicKey,
         ttlSeconds: this.o.ttlSeconds,

@@ -14,6 +14,7 @@ import {
   tlv,
   type Node,
 } from "./der.js";
+import { dnsNameProblem, ipAddressProblem } from "./dns-name.js";
 
 export interface Extension {
   oid: string;
@@ -191,22 +192,26 @@ export function encodeDnsSans(
   ips: readonly string[] = [],
   uris: readonly string[] = [],
 ): Uint8Array {
-  const items: Uint8Array[] = names.map((n) => tlv(0x82, new TextEncoder().encode(n)));
+  const items: Uint8Array[] = names.map((n) => {
+    const problem = dnsNameProblem(n);
+    if (problem) throw new DerError(`DNS name ${JSON.stringify(n)} ${problem}`);
+    return tlv(0x82, new TextEncoder().encode(n));
+  });
   for (const u of uris) items.push(tlv(0x86, new TextEncoder().encode(u)));
   for (const ip of ips) items.push(tlv(0x87, encodeIp(ip)));
   return seq(...items);
 }
 
 function encodeIp(ip: string): Uint8Array {
-  if (/^\d+\.\d+\.\d+\.\d+$/.test(ip)) return Uint8Array.from(ip.split(".").map(Number));
+  const problem = ipAddressProblem(ip);
+  if (problem) throw new DerError(`IP address ${JSON.stringify(ip)} ${problem}`);
+  if (!ip.includes(":")) return Uint8Array.from(ip.split(".").map(Number));
   const [head = "", tail = ""] = ip.split("::");
   const h = head ? head.split(":") : [];
   const t = ip.includes("::") ? (tail ? tail.split(":") : []) : [];
-  const groups = [...h, ...Array(8 - h.length - t.length).fill("0"), ...t].map((g: string) =>
+  const groups = [...h, ...Array<string>(8 - h.length - t.length).fill("0"), ...t].map((g) =>
     parseInt(g, 16),
   );
-  if (groups.length !== 8 || groups.some((g) => Number.isNaN(g)))
-    throw new DerError(`invalid IP address ${ip}`);
   return Uint8Array.from(groups.flatMap((g) => [g >> 8, g & 0xff]));
 }
 

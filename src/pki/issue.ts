@@ -1,6 +1,17 @@
 // Certificate issuance: SPIFFE X.509-SVID leaves as Istio issues them, and CA certificates.
 import { createPublicKey, randomFillSync, type KeyObject } from "node:crypto";
-import { bitString, concat, explicit, seq, smallInteger, time, unsignedInteger } from "./der.js";
+import {
+  bitString,
+  bytesEqual,
+  concat,
+  explicit,
+  oid,
+  readNode,
+  seq,
+  smallInteger,
+  time,
+  unsignedInteger,
+} from "./der.js";
 import { keyIdentifier, parseCertificateDer, type Certificate } from "./certificate.js";
 import {
   encodeAki,
@@ -20,7 +31,7 @@ import {
   spkiDer,
   type SignatureScheme,
 } from "./keys.js";
-import { encodeName, type NameFields } from "./name.js";
+import { encodeName, formatName, type NameFields } from "./name.js";
 import { OID } from "./oids.js";
 import { encodePem } from "./pem.js";
 
@@ -82,21 +93,37 @@ function signTbs(signer: Signer, tbs: Uint8Array): Uint8Array {
 
 const V3 = explicit(0, smallInteger(2));
 
-// KU, EKU, basicConstraints and AKI are the same in every leaf a signer issues: encoded once
-// per signer instead of per certificate (fewer small allocations on the issue hot path).
-const fixedExtensions = new WeakMap<Signer, Uint8Array>();
-function leafFixedExtensions(signer: Signer): Uint8Array {
+// KU, EKU, basicConstraints and AKI are the same in every leaf a signer issues for one key
+// family: encoded once per signer instead of per certificate (fewer small allocations on the
+// issue hot path). keyEncipherment is for RSA keys only (RFC 8813 3 forbids it for ECDSA,
+// RFC 8410 5 for Ed25519); digitalSignature is always there.
+const fixedExtensions = new WeakMap<Signer, { rsa: Uint8Array; other: Uint8Array }>();
+function leafFixedExtensions(signer: Signer, rsa: boolean): Uint8Array {
   let ext = fixedExtensions.get(signer);
   if (!ext) {
-    ext = concat(
-      encodeExtension(OID.keyUsage, true, encodeKeyUsage(["digitalSignature", "keyEncipherment"])),
+    const rest = concat(
       encodeExtension(OID.extKeyUsage, false, encodeExtKeyUsage([OID.serverAuth, OID.clientAuth])),
       encodeExtension(OID.basicConstraints, true, encodeBasicConstraints(false)),
       encodeExtension(OID.authorityKeyIdentifier, false, encodeAki(signer.keyId)),
     );
+    ext = {
+      rsa: concat(
+        encodeExtension(OID.keyUsage, true, encodeKeyUsage(["digitalSignature", "keyEncipherment"])),
+        rest,
+      ),
+      other: concat(encodeExtension(OID.keyUsage, true, encodeKeyUsage(["digitalSignature"])), rest),
+    };
     fixedExtensions.set(signer, ext);
   }
-  return ext;
+  return rsa ? ext.rsa : ext.other;
+}
+
+const RSA_ALGORITHM_OID = oid(OID.rsaEncryption);
+/** True when a DER SubjectPublicKeyInfo is an RSA key (its AlgorithmIdentifier starts with rsaEncryption). */
+function isRsaSpki(spki: Uint8Array): boolean {
+  const { node } = readNode(spki, 0);
+  const { node: alg } = readNode(node.value, 0);
+  return bytesEqual(alg.value.subarray(0, RSA_ALGORITHM_OID.length), RSA_ALGORITHM_OID);
 }
 
 export interface LeafOptions {
@@ -122,14 +149,18 @@ export interface Issued {
 
 /**
  * A SPIFFE X.509-SVID: empty subject (unless a CN is allowed), one critical URI SAN,
- * CA:false, KU digitalSignature+keyEncipherment (critical), EKU serverAuth+clientAuth,
- * notBefore now-2min, notAfter clamped to the signer's.
+ * CA:false, KU digitalSignature (+keyEncipherment for RSA keys; critical), EKU
+ * serverAuth+clientAuth, SKI, notBefore now-2min, notAfter clamped to the signer's.
  */
 export function issueLeaf(signer: Signer, opts: LeafOptions): Issued {
   const now = opts.now ?? new Date();
   const notBefore = new Date(now.getTime() - BACKDATE_MS);
   let notAfter = new Date(now.getTime() + opts.ttlSeconds * 1000);
   if (notAfter > signer.cert.notAfter) notAfter = signer.cert.notAfter;
+  if (now >= signer.cert.notAfter)
+    throw new IssueError(
+      `signing CA ${formatName(signer.cert.subject)} expired at ${signer.cert.notAfter.toISOString()}: renew or replace it`,
+    );
   if (notBefore < signer.cert.notBefore && notAfter <= signer.cert.notBefore)
     throw new IssueError("signing CA is not valid yet");
   const subject = opts.commonName !== undefined ? encodeName({ commonName: opts.commonName }) : seq();
@@ -139,7 +170,11 @@ export function issueLeaf(signer: Signer, opts: LeafOptions): Issued {
     opts.dnsNames?.length || opts.ipAddresses?.length
       ? encodeDnsSans(opts.dnsNames ?? [], opts.ipAddresses ?? [], [opts.spiffeId])
       : encodeUriSans([opts.spiffeId]);
-  const extensions = seq(leafFixedExtensions(signer), encodeExtension(OID.subjectAltName, sanCritical, sans));
+  const extensions = seq(
+    leafFixedExtensions(signer, isRsaSpki(opts.spki)),
+    encodeExtension(OID.subjectKeyIdentifier, false, encodeSki(keyIdentifier(opts.spki))),
+    encodeExtension(OID.subjectAltName, sanCritical, sans),
+  );
   const tbs = seq(
     V3,
     unsignedInteger(randomSerial()),

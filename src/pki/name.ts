@@ -8,16 +8,33 @@ export interface NameFields {
   organizationalUnit?: string;
 }
 
-/** Encodes a Name; attributes in the order O, OU, CN (most general first). Empty name = empty SEQUENCE. */
+/** RFC 5280 upper bounds (ub-common-name, ub-organization-name, ub-organizational-unit-name). */
+export const MAX_NAME_ATTRIBUTE_LENGTH = 64;
+
+/**
+ * Encodes a Name; attributes in the order O, OU, CN (most general first). Empty name = empty
+ * SEQUENCE. A value over 64 characters is an error (RFC 5280 appendix A upper bounds).
+ */
 export function encodeName(fields: NameFields): Uint8Array {
   const rdns: Uint8Array[] = [];
   const add = (type: string, value: string | undefined): void => {
-    if (value !== undefined) rdns.push(set(seq(oid(type), utf8(value))));
+    if (value === undefined) return;
+    if ([...value].length > MAX_NAME_ATTRIBUTE_LENGTH)
+      throw new DerError(
+        `${SHORT[type]} ${JSON.stringify(value.slice(0, 20))}... is ${[...value].length} characters; a certificate name allows at most ${MAX_NAME_ATTRIBUTE_LENGTH}`,
+      );
+    rdns.push(set(seq(oid(type), utf8(value))));
   };
   add(OID.organization, fields.organization);
   add(OID.organizationalUnit, fields.organizationalUnit);
   add(OID.commonName, fields.commonName);
   return seq(...rdns);
+}
+
+/** `<base> (<detail>)` when that fits a 64-character name attribute, else `<base>` alone. */
+export function fitCommonName(base: string, detail: string): string {
+  const full = `${base} (${detail})`;
+  return full.length <= MAX_NAME_ATTRIBUTE_LENGTH ? full : base;
 }
 
 const SHORT: Record<string, string> = {

@@ -2,6 +2,7 @@
 // Transport-free so it can be tested and benchmarked without gRPC.
 import { AuthorityDeniedError, AuthorityUnavailableError, type Authority } from "../authority/authority.js";
 import { CsrError, parseCsr, type Csr } from "../pki/csr.js";
+import { MAX_NAME_ATTRIBUTE_LENGTH } from "../pki/name.js";
 import { parseSpiffeId, SpiffeIdError, type SpiffeId } from "../pki/spiffe.js";
 import { formatDuration } from "../config/duration.js";
 import {
@@ -169,6 +170,11 @@ export async function createCertificate(
   checkCsrAgainstIdentity(csr, identity);
   const ttlSeconds = resolveTtl(deps.policy, req.validityDuration);
   const commonName = deps.policy.allowCommonName ? csr.commonName : undefined;
+  if (commonName !== undefined && [...commonName].length > MAX_NAME_ATTRIBUTE_LENGTH)
+    throw new CaServiceError(
+      Code.INVALID_ARGUMENT,
+      `CSR common name is ${[...commonName].length} characters; a certificate allows at most ${MAX_NAME_ATTRIBUTE_LENGTH} (RFC 5280): shorten it or omit it`,
+    );
   try {
     const issued = await deps.authority.sign(
       { csr, ttlSeconds, ...(commonName !== undefined ? { commonName } : {}), ...callerTokenOf(creds) },

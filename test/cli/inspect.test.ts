@@ -54,7 +54,7 @@ test("leaf + intermediate + root: every field and an OK chain", () => {
   assert.ok(l.includes("key:            ec-p256"), out);
   assert.ok(l.includes("ca:             no"), out);
   assert.ok(l.includes("ca:             yes, pathLen 0"), out);
-  assert.ok(l.includes("key usage:      digitalSignature, keyEncipherment"), out);
+  assert.ok(l.includes("key usage:      digitalSignature"), out); // EC key: no keyEncipherment (RFC 8813)
   assert.ok(l.includes("ext key usage:  serverAuth, clientAuth"), out);
   assert.ok(l.includes("key usage:      digitalSignature, keyCertSign, cRLSign"), out);
   assert.ok(l.includes("signature:      ecdsa-with-SHA256"), out);

@@ -12,8 +12,9 @@ import {
   BACKDATE_MS,
   IssueError,
 } from "../../src/pki/issue.js";
-import { generateKeyPairFor } from "../../src/pki/keys.js";
-import { parseCertificate } from "../../src/pki/certificate.js";
+import { generateKeyPairFor, spkiDer } from "../../src/pki/keys.js";
+import { keyIdentifier, parseCertificate } from "../../src/pki/certificate.js";
+import { fitCommonName } from "../../src/pki/name.js";
 import { makeTestCa } from "../helpers/pki-fixtures.js";
 import { opensslCsr, opensslVerify, openssl } from "../helpers/openssl.js";
 
@@ -127,4 +128,49 @@ test("createSigner refuses a mismatched key or a non-CA certificate", () => {
     () => issueCa({ subject: { commonName: "x" }, key: other.publicKey, ttlSeconds: 60 }),
     /needs the private key/,
   );
+});
+
+test("key usage: keyEncipherment only for RSA keys (RFC 8813, RFC 8410), digitalSignature always; SKI present", () => {
+  const ca = makeTestCa();
+  for (const [alg, usages] of [
+    ["rsa-2048", x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment],
+    ["ec-p256", x509.KeyUsageFlags.digitalSignature],
+    ["ec-p384", x509.KeyUsageFlags.digitalSignature],
+    ["ed25519", x509.KeyUsageFlags.digitalSignature],
+  ] as const) {
+    const spki = spkiDer(generateKeyPairFor(alg).publicKey);
+    const c = new x509.X509Certificate(issueLeaf(ca.signer, { spki, spiffeId: ID, ttlSeconds: 60 }).pem);
+    assert.equal(c.getExtension(x509.KeyUsagesExtension)!.usages, usages, alg);
+    const ski = c.getExtension(x509.SubjectKeyIdentifierExtension)!;
+    assert.equal(ski.keyId, Buffer.from(keyIdentifier(spki)).toString("hex"), alg);
+  }
+});
+
+test("issueLeaf refuses a signer that has expired, naming it and when", () => {
+  const ca = makeTestCa("ec-p256", 3600);
+  const spki = spkiDer(generateKeyPairFor("ec-p256").publicKey);
+  const later = new Date(ca.intermediate.notAfter.getTime() + 1000);
+  assert.throws(
+    () => issueLeaf(ca.signer, { spki, spiffeId: ID, ttlSeconds: 60, now: later }),
+    (e: Error) =>
+      e instanceof IssueError &&
+      e.message.includes("test intermediate") &&
+      e.message.includes(`expired at ${ca.intermediate.notAfter.toISOString()}`),
+  );
+  // At the very instant of expiry too (notAfter is the last valid second).
+  assert.throws(
+    () => issueLeaf(ca.signer, { spki, spiffeId: ID, ttlSeconds: 60, now: ca.intermediate.notAfter }),
+    /expired/,
+  );
+});
+
+test("names over the RFC 5280 64-character bound are refused, not issued", () => {
+  const ca = makeTestCa();
+  const spki = spkiDer(generateKeyPairFor("ec-p256").publicKey);
+  assert.throws(
+    () => issueLeaf(ca.signer, { spki, spiffeId: ID, ttlSeconds: 60, commonName: "x".repeat(65) }),
+    /65 characters; a certificate name allows at most 64/,
+  );
+  assert.equal(fitCommonName("meshvault root CA", "cluster.local"), "meshvault root CA (cluster.local)");
+  assert.equal(fitCommonName("meshvault root CA", "a".repeat(60)), "meshvault root CA");
 });
