@@ -76,14 +76,14 @@ test("servingCertificate with a bad IP or DNS name is a configuration error nami
   }
 });
 
-test("`meshvault server` with servingCertificate.ipAddresses 999.1.1.1 fails at start naming the field", () => {
+test("`meshvault server` with servingCertificate.ipAddresses 999.1.1.1 exits 2 naming the field", () => {
   const dir = mkdtempSync(join(tmpdir(), "meshvault-cfg-"));
   try {
     const file = join(dir, "c.yaml");
     writeFileSync(file, `dataDir: ${dir}\nservingCertificate:\n  ipAddresses: ["999.1.1.1"]\n`);
     const r = cliSync(["server", "-c", file]);
-    assert.equal(r.code, 1, r.err);
-    assert.match(r.err, /invalid configuration/);
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, /invalid server configuration/);
     assert.match(r.err, /servingCertificate\.ipAddresses/);
     assert.match(r.err, /999\.1\.1\.1/);
   } finally {
