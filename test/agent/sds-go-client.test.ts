@@ -102,7 +102,9 @@ async function check(
       // the server answered neither the ACK nor the NACK, and did not resend what was rejected.
       for (const b of rep.between ?? [])
         assert.notEqual(serial(b), serial(r.first), `${scenario} was answered with the same certificate`);
-      if (scenario === "nack" && warnLogged) {
+      // A rotation push that crossed the NACK makes it stale (ignored, not logged); without one,
+      // the NACK was for the latest response and must be logged.
+      if (scenario === "nack" && warnLogged && (rep.between ?? []).length === 0) {
         const rec = await agent.waitForLog("the NACK warning", (l) => l.detail === detail);
         assert.equal(rec.level, LEVEL_NUMBER.warn);
         assert.equal(rec.component, "sds");
@@ -167,7 +169,7 @@ async function runAll(agent: AgentProcess, level: LogLevel, label: string): Prom
         const f = await runGoScenario(socket, "fresh");
         return f.freshError === undefined && f.fresh !== undefined;
       },
-      30_000,
+      60_000, // six agents start at once on a shared two-core machine
     );
     for (const scenario of GO_SCENARIOS) {
       const detail =

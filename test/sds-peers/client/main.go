@@ -266,7 +266,9 @@ func statusOf(err error) Status {
 }
 
 // untilAnchor reads responses until one has all of `want`; the others are returned as between.
-func untilAnchor(w *watched, want []string, timeout time.Duration) (*Response, []*Response, error) {
+// Each of those is ACKed with `want`, as Envoy does: a push that crossed our request makes the
+// server see that request's nonce as stale and ignore it.
+func (c *client) untilAnchor(w *watched, want []string, timeout time.Duration) (*Response, []*Response, error) {
 	var between []*Response
 	deadline := time.Now().Add(timeout)
 	for {
@@ -285,6 +287,9 @@ func untilAnchor(w *watched, want []string, timeout time.Duration) (*Response, [
 			return d, between, nil
 		}
 		between = append(between, d)
+		if err := w.s.Send(c.request(want, d.Version, d.Nonce)); err != nil {
+			return nil, between, err
+		}
 		if len(between) > 20 {
 			return nil, between, errors.New("more than 20 responses before the anchor: a push storm")
 		}
@@ -424,7 +429,7 @@ func (c *client) play(ctx context.Context, rep *Report, sds secretv3.SecretDisco
 		if err := w.s.Send(c.request(both, version, r.GetNonce())); err != nil {
 			return err
 		}
-		anchor, between, err := untilAnchor(w, both, c.timeout+wait)
+		anchor, between, err := c.untilAnchor(w, both, c.timeout+wait)
 		rep.Between = between
 		if err != nil {
 			return fmt.Errorf("waiting for the response to the new subscription: %w", err)
@@ -460,7 +465,7 @@ func (c *client) play(ctx context.Context, rep *Report, sds secretv3.SecretDisco
 		if err := u.s.Send(c.request([]string{detail, "ROOTCA"}, "", "")); err != nil {
 			return err
 		}
-		anchor, between, err := untilAnchor(u, []string{"ROOTCA"}, c.timeout)
+		anchor, between, err := c.untilAnchor(u, []string{"ROOTCA"}, c.timeout)
 		rep.Between = between
 		if err != nil {
 			return fmt.Errorf("waiting for ROOTCA after an unknown name: %w", err)
