@@ -1,0 +1,434 @@
+// meshvault against istiod's own CA, side by side (issue 11). One Go load generator
+// (bench/go/loadgen) drives both with the same CSRs (built like istio-agent builds them,
+// P-256 and RSA-2048) and the same RS256 service-account token, interleaved A B B A, and
+// verifies every response (chain to the roots, SAN, the CSR's key, signatures). The baseline
+// (bench/go/istiod-ca) is Istio's CreateCertificate server and CA code (util.GenCertFromCSR)
+// with Istio's JWT authenticator, signing with the same plug-in CA files as meshvault.
+// meshvault runs as users run it: `meshvault server` from the build, authority `files`.
+//
+// Also measured with the same generator: meshvault pinned to 1 core vs 2 cores (taskset), and
+// OpenBao's pki sign/<role> called directly vs meshvault's vault-sign in front of it.
+//
+//   node --import tsx bench/istiod.ts                 quick: ~1.5 s per run, a few minutes
+//   BENCH_MODE=full node --import tsx bench/istiod.ts  5 s per run, every row
+//   BENCH_SECONDS=3 ...                                override the run length
+// Needs the build (npm run build) and Go (scripts/ensure-bench-go.sh builds the Go peers).
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { stringify } from "yaml";
+import { generateKeyPairFor, privateKeyPem } from "../src/pki/keys.js";
+import { createSigner, issueCa, parseIssued } from "../src/pki/issue.js";
+import { fmt, table } from "./lib.js";
+
+const FULL = process.env["BENCH_MODE"] === "full";
+const SECONDS = Number(process.env["BENCH_SECONDS"] ?? (FULL ? 5 : 1.5));
+const WARMUP = FULL ? 1 : 0.4;
+const REPO = join(import.meta.dirname, "..");
+const TD = "cluster.local";
+const NS = "default";
+const SA = "bench";
+const SPIFFE_ID = `spiffe://${TD}/ns/${NS}/sa/${SA}`;
+const ISSUER = "https://bench.meshvault.test";
+
+interface Target {
+  kind: "grpc" | "vault";
+  addr?: string;
+  serverName?: string;
+  url?: string;
+  rootsFile: string;
+  token: string;
+  pids: number[];
+}
+interface Row {
+  label: string;
+  csr: "p256" | "rsa2048";
+  callers: number;
+  conns: number;
+  a: string;
+  b: string;
+}
+interface Measured {
+  ops: number;
+  perSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  serverCpuUsPerCert: number;
+  clientCpuUsPerCert: number;
+  runsPerSecond: number[];
+}
+interface RowResult extends Row {
+  loadavg: number;
+  results: Record<string, Measured>;
+}
+
+const children: ChildProcess[] = [];
+const stopAll = (): void => {
+  for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+};
+process.on("exit", stopAll);
+
+/** Starts `cmd`, resolves with the first match of `ready` in its stdout or stderr. */
+function startProcess(
+  cmd: string,
+  args: string[],
+  ready: RegExp,
+  what: string,
+): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(cmd, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      const m = ready.exec(out);
+      if (m) resolve({ child, port: Number(m[1]) });
+      if (out.length > 1 << 20) out = out.slice(-4096);
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
+    child.once("exit", (code) =>
+      reject(new Error(`${what} exited (${code}) before it was ready:\n${out.slice(-3000)}`)),
+    );
+  });
+}
+
+/** An Istio plug-in CA directory (P-256 root + intermediate) both servers sign with. */
+function pluginCa(dir: string): string {
+  const rootKey = generateKeyPairFor("ec-p256");
+  const root = issueCa({
+    subject: { organization: "meshvault bench", commonName: "bench root" },
+    key: rootKey.privateKey,
+    ttlSeconds: 10 * 365 * 86400,
+  });
+  const interKey = generateKeyPairFor("ec-p256");
+  const inter = issueCa(
+    {
+      subject: { organization: "meshvault bench", commonName: "bench intermediate" },
+      key: interKey.publicKey,
+      ttlSeconds: 365 * 86400,
+      pathLen: 0,
+    },
+    createSigner(parseIssued(root), rootKey.privateKey),
+  );
+  writeFileSync(join(dir, "root-cert.pem"), root.pem);
+  writeFileSync(join(dir, "ca-cert.pem"), inter.pem);
+  writeFileSync(join(dir, "cert-chain.pem"), inter.pem);
+  writeFileSync(join(dir, "ca-key.pem"), privateKeyPem(interKey.privateKey), { mode: 0o600 });
+  return join(dir, "root-cert.pem");
+}
+
+/** RS256 key, its JWKS file, and a Kubernetes-style service-account token both servers accept. */
+async function serviceAccountToken(dir: string): Promise<{ jwksFile: string; token: string }> {
+  const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
+  const jwksFile = join(dir, "jwks.json");
+  writeFileSync(
+    jwksFile,
+    JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "b1", alg: "RS256", use: "sig" }] }),
+  );
+  const token = await new SignJWT({ "kubernetes.io": { namespace: NS, serviceaccount: { name: SA } } })
+    .setProtectedHeader({ alg: "RS256", kid: "b1" })
+    .setIssuer(ISSUER)
+    .setSubject(`system:serviceaccount:${NS}:${SA}`)
+    .setAudience(["istio-ca"])
+    .setIssuedAt()
+    .setExpirationTime("3h")
+    .sign(privateKey);
+  return { jwksFile, token };
+}
+
+/** `meshvault server` from the build with `config`; `cpus` pins it with taskset. */
+async function startMeshvault(
+  dir: string,
+  name: string,
+  config: Record<string, unknown>,
+  cpus?: string,
+): Promise<{ port: number; pid: number }> {
+  const file = join(dir, `${name}.yaml`);
+  writeFileSync(
+    file,
+    stringify({
+      trustDomain: TD,
+      dataDir: join(dir, `data-${name}`),
+      listen: { grpc: "127.0.0.1:0", http: "127.0.0.1:0" },
+      log: { level: "info" },
+      ...config,
+    }),
+  );
+  const node = [process.execPath, join(REPO, "bin", "meshvault.js"), "server", "-c", file];
+  const [cmd, ...args] = cpus ? ["taskset", "-c", cpus, ...node] : node;
+  const { child, port } = await startProcess(
+    cmd!,
+    args,
+    /"grpc":"[^"]*:(\d+)"/,
+    `meshvault server (${name})`,
+  );
+  return { port, pid: child.pid! };
+}
+
+async function startIstiodCa(
+  bin: string,
+  caDir: string,
+  jwksFile: string,
+  cpus?: string,
+): Promise<{ port: number; pid: number }> {
+  const cmdline = [join(bin, "istiod-ca"), "-ca-dir", caDir, "-issuer", ISSUER, "-jwks-file", jwksFile];
+  const [cmd, ...args] = cpus ? ["taskset", "-c", cpus, ...cmdline] : cmdline;
+  const { child, port } = await startProcess(cmd!, args, /READY (\d+)/, "istiod-ca");
+  return { port, pid: child.pid! };
+}
+
+/** Runs the Go load generator over `rows`; one parsed result per row. */
+function loadgen(bin: string, targets: Record<string, Target>, rows: Row[]): RowResult[] {
+  const plan = {
+    seconds: SECONDS,
+    warmupSeconds: WARMUP,
+    spiffeId: SPIFFE_ID,
+    csrCount: 16,
+    ttlSeconds: 3600,
+    targets,
+    rows,
+  };
+  const out = execFileSync(join(bin, "loadgen"), {
+    input: JSON.stringify(plan),
+    encoding: "utf8",
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  return out
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as RowResult);
+}
+
+/** The processes listening on 127.0.0.1:`port` (OpenBao's server), from `ss`. */
+function listenerPids(port: number): number[] {
+  const out = execFileSync("ss", ["-Htlnp", `sport = :${port}`], { encoding: "utf8" });
+  return [...new Set([...out.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])))];
+}
+
+const ratio = (a: number, b: number): string => `${fmt(a / b, 2)}`;
+
+function printPairs(title: string, results: RowResult[], aName: string, bName: string): void {
+  console.log(`\n${title}`);
+  const rows: (string | number)[][] = [
+    [
+      "CSR",
+      "callers",
+      "conns",
+      `${aName} certs/s`,
+      `${bName} certs/s`,
+      "ratio",
+      `${aName} p50/p99 ms`,
+      `${bName} p50/p99 ms`,
+      `${aName} CPU us/cert`,
+      `${bName} CPU us/cert`,
+      "CPU ratio",
+      "load",
+    ],
+  ];
+  for (const r of results) {
+    const a = r.results[r.a]!;
+    const b = r.results[r.b]!;
+    rows.push([
+      r.csr,
+      r.callers,
+      r.conns,
+      fmt(a.perSecond),
+      fmt(b.perSecond),
+      ratio(a.perSecond, b.perSecond),
+      `${fmt(a.p50Ms, 2)}/${fmt(a.p99Ms, 2)}`,
+      `${fmt(b.p50Ms, 2)}/${fmt(b.p99Ms, 2)}`,
+      fmt(a.serverCpuUsPerCert),
+      fmt(b.serverCpuUsPerCert),
+      ratio(a.serverCpuUsPerCert, b.serverCpuUsPerCert),
+      fmt(r.loadavg, 1),
+    ]);
+  }
+  console.log(table(rows));
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const bin = execFileSync("bash", [join(REPO, "scripts", "ensure-bench-go.sh"), "--print-dir"], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+  }).trim();
+  const dir = mkdtempSync(join(tmpdir(), "meshvault-bench-istiod-"));
+  try {
+    const cores = availableParallelism();
+    console.log(
+      `meshvault vs istiod's CA (${FULL ? "full" : "quick"} mode): ${cores} cores, ${SECONDS}s per run, runs A B B A, ` +
+        `one Go load generator (client CPU not in the server columns); load average at start ${loadavg()
+          .map((l) => l.toFixed(1))
+          .join(" ")}`,
+    );
+    const caDir = join(dir, "ca");
+    execFileSync("mkdir", ["-p", caDir]);
+    const rootsFile = pluginCa(caDir);
+    const { jwksFile, token } = await serviceAccountToken(dir);
+    const mvConfig = {
+      authority: { type: "files", dir: caDir },
+      authentication: { jwt: [{ issuer: ISSUER, audiences: ["istio-ca"], jwksFile }], localIssuer: false },
+    };
+    const mv = await startMeshvault(dir, "files", mvConfig);
+    const istiod = await startIstiodCa(bin, caDir, jwksFile);
+    const grpcTarget = (port: number, pid: number): Target => ({
+      kind: "grpc",
+      addr: `127.0.0.1:${port}`,
+      serverName: "localhost",
+      rootsFile,
+      token,
+      pids: [pid],
+    });
+    const targets: Record<string, Target> = {
+      meshvault: grpcTarget(mv.port, mv.pid),
+      istiod: grpcTarget(istiod.port, istiod.pid),
+    };
+    const rows: Row[] = [];
+    for (const csr of ["p256", "rsa2048"] as const)
+      for (const callers of [1, 16, 64])
+        for (const conns of [1, 4])
+          rows.push({
+            label: `${csr}/${callers}/${conns}`,
+            csr,
+            callers,
+            conns,
+            a: "meshvault",
+            b: "istiod",
+          });
+    const main = loadgen(bin, targets, rows);
+    printPairs(
+      "CreateCertificate: meshvault (A) vs istiod's CA (B), gRPC + TLS",
+      main,
+      "meshvault",
+      "istiod",
+    );
+
+    // 1 -> 2 cores: the same servers pinned with taskset (the generator is not pinned).
+    if (cores >= 2) {
+      const mv1 = await startMeshvault(dir, "files-1cpu", mvConfig, "0");
+      const mv2 = await startMeshvault(dir, "files-2cpu", mvConfig, "0,1");
+      const is1 = await startIstiodCa(bin, caDir, jwksFile, "0");
+      const is2 = await startIstiodCa(bin, caDir, jwksFile, "0,1");
+      const scaleTargets = {
+        "meshvault-1cpu": grpcTarget(mv1.port, mv1.pid),
+        "meshvault-2cpu": grpcTarget(mv2.port, mv2.pid),
+        "istiod-1cpu": grpcTarget(is1.port, is1.pid),
+        "istiod-2cpu": grpcTarget(is2.port, is2.pid),
+      };
+      const scale = loadgen(bin, scaleTargets, [
+        { label: "mv", csr: "p256", callers: 64, conns: 4, a: "meshvault-2cpu", b: "meshvault-1cpu" },
+        { label: "istiod", csr: "p256", callers: 64, conns: 4, a: "istiod-2cpu", b: "istiod-1cpu" },
+      ]);
+      console.log(
+        "\nscaling, P-256, 64 callers over 4 connections, server pinned with taskset (load generator shares the cores)",
+      );
+      console.log(
+        table([
+          [
+            "server",
+            "1 core certs/s",
+            "2 cores certs/s",
+            "2 cores / 1 core",
+            "CPU us/cert 1 / 2 cores",
+            "load",
+          ],
+          ...scale.map((r) => {
+            const two = r.results[r.a]!;
+            const one = r.results[r.b]!;
+            return [
+              r.label === "mv" ? "meshvault" : "istiod",
+              fmt(one.perSecond),
+              fmt(two.perSecond),
+              `${fmt(two.perSecond / one.perSecond, 2)}x`,
+              `${fmt(one.serverCpuUsPerCert)} / ${fmt(two.serverCpuUsPerCert)}`,
+              fmt(r.loadavg, 1),
+            ];
+          }),
+        ]),
+      );
+    }
+
+    if (process.env["BENCH_SKIP_VAULT"] !== "1") await vaultRows(bin, dir);
+    console.log(
+      `\n(${fmt((performance.now() - started) / 1000)} s; load average at end ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(" ")})`,
+    );
+  } finally {
+    stopAll();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** OpenBao's sign/<role> directly vs vault-sign through meshvault, same generator and CSRs. */
+async function vaultRows(bin: string, dir: string): Promise<void> {
+  const { ROLE, approleLogin, setupPki, startVaultFixture, writePolicy } =
+    await import("../test/authority/vault-fixture.js");
+  const fx = await startVaultFixture(false);
+  try {
+    const { rootPem } = await setupPki(fx.admin);
+    const rootsFile = join(dir, "vault-root.pem");
+    writeFileSync(rootsFile, rootPem);
+    await writePolicy(fx.admin, "bench", { [`pki_int/sign/${ROLE}`]: ["update"] });
+    const approle = await approleLogin(fx, "bench", ["bench"]);
+    const login = await fx.admin.write<unknown>(
+      "auth/approle/login",
+      {
+        role_id: readFileSync(approle.roleIdFile, "utf8").trim(),
+        secret_id: readFileSync(approle.secretIdFile, "utf8").trim(),
+      },
+      { noAuth: true },
+    );
+    const vaultToken = login!.auth!.client_token;
+    const mv = await startMeshvault(dir, "vault-sign", {
+      authority: { type: "vault-sign" },
+      authentication: {
+        jwt: [{ issuer: "https://kubernetes.default.svc.cluster.local", jwksFile: fx.jwksFile }],
+        localIssuer: false,
+      },
+      vault: {
+        address: fx.bao.addr,
+        auth: { method: "approle", roleIdFile: approle.roleIdFile, secretIdFile: approle.secretIdFile },
+      },
+    });
+    const token = await fx.token(NS, SA);
+    const targets: Record<string, Target> = {
+      "vault-sign": {
+        kind: "grpc",
+        addr: `127.0.0.1:${mv.port}`,
+        serverName: "localhost",
+        rootsFile,
+        token,
+        pids: [mv.pid],
+      },
+      openbao: {
+        kind: "vault",
+        url: `${fx.bao.addr}/v1/pki_int/sign/${ROLE}`,
+        rootsFile,
+        token: vaultToken,
+        pids: listenerPids(Number(new URL(fx.bao.addr).port)),
+      },
+    };
+    const rows: Row[] = [16, 64].map((callers) => ({
+      label: `vault/${callers}`,
+      csr: "p256",
+      callers,
+      conns: 4,
+      a: "vault-sign",
+      b: "openbao",
+    }));
+    const res = loadgen(bin, targets, rows);
+    console.log("\nvault-sign through meshvault (A) vs OpenBao pki_int/sign/<role> directly (B), P-256 CSRs");
+    console.log(
+      "(server CPU: A counts meshvault only, B counts OpenBao only; A's certificates also cost OpenBao its signing)",
+    );
+    printPairs("", res, "vault-sign", "openbao");
+  } finally {
+    await fx.close();
+  }
+}
+
+await main();
