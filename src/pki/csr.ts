@@ -40,6 +40,7 @@ import { commonNameOf, decodeName, encodeName, type NameAttribute, type NameFiel
 import { OID } from "./oids.js";
 import { decodePem, encodePem } from "./pem.js";
 import { canonicalSpki, type CanonicalSpki } from "./spki.js";
+import { importRequestKey, type ImportedKey } from "./spki-import.js";
 
 /** Inputs larger than this are refused before parsing: no CSR needs more. */
 export const MAX_CSR_BYTES = 64 * 1024;
@@ -80,20 +81,6 @@ function toDer(input: string | Uint8Array): Uint8Array {
   const after = trimmed.slice(trimmed.indexOf("-----", end + 8) + 5).trim();
   if (after.length > 0) throw new CsrError("trailing garbage after the CSR's PEM block");
   return block.der;
-}
-
-/**
- * SPKI DER to a KeyObject. RSA goes through its PKCS#1 form: OpenSSL 3 decodes an RSA SPKI
- * about 20x slower than the bare RSAPublicKey, and this is on every CSR's path.
- */
-export function importSpki(spki: Node): KeyObject {
-  const [algId, bits] = children(spki);
-  const alg = oidString(children(expectTag(algId, Tag.SEQUENCE, "AlgorithmIdentifier"))[0]!);
-  if (alg === OID.rsaEncryption) {
-    const v = expectTag(bits, Tag.BIT_STRING, "subjectPublicKey").value;
-    if (v[0] === 0) return createPublicKey({ key: Buffer.from(v.subarray(1)), format: "der", type: "pkcs1" });
-  }
-  return createPublicKey({ key: Buffer.from(spki.raw), format: "der", type: "spki" });
 }
 
 /**
@@ -171,13 +158,14 @@ export function parseCsr(input: string | Uint8Array): Csr {
     } catch (err) {
       throw new CsrError(`CSR public key: ${(err as Error).message}`);
     }
-    let publicKey: KeyObject;
+    let imported: ImportedKey;
     try {
-      publicKey = importSpki(decodeOne(spki.der));
-    } catch {
+      imported = importRequestKey(spki);
+    } catch (err) {
+      if (err instanceof KeyError) throw err;
       throw new CsrError("CSR public key cannot be decoded: use RSA 2048-4096, ECDSA P-256/P-384 or Ed25519");
     }
-    const keyAlgorithm = describeKey(publicKey);
+    const { publicKey, keyAlgorithm } = imported;
     if (!verifySignature(sigAlg, publicKey, info.raw, sigBits.subarray(1)))
       throw new CsrError(
         "CSR signature does not verify: the request was altered or not signed by its own key",

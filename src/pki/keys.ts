@@ -59,19 +59,21 @@ export async function generateKeyPairAsync(alg: KeyAlgorithm): Promise<KeyPair> 
   return (await generateAsync(type as "ec", opts as { namedCurve: string })) as KeyPair;
 }
 
+/** An RSA key's algorithm by modulus size; throws a KeyError for sizes we do not accept. */
+export function rsaKeyAlgorithm(bits: number): KeyAlgorithm {
+  if (bits < 2048) throw new KeyError(`RSA key of ${bits} bits is too small: use at least 2048 bits`);
+  if (bits > 4096) throw new KeyError(`RSA key of ${bits} bits is too large: use at most 4096 bits`);
+  if (bits === 2048) return "rsa-2048";
+  if (bits === 3072) return "rsa-3072";
+  if (bits === 4096) return "rsa-4096";
+  throw new KeyError(`RSA key of ${bits} bits is unsupported: use 2048, 3072 or 4096 bits`);
+}
+
 /** Classifies a public key; throws a KeyError naming what is wrong for unsupported keys. */
 export function describeKey(key: KeyObject): KeyAlgorithm {
   const t = key.asymmetricKeyType;
   const d = key.asymmetricKeyDetails ?? {};
-  if (t === "rsa") {
-    const bits = d.modulusLength ?? 0;
-    if (bits < 2048) throw new KeyError(`RSA key of ${bits} bits is too small: use at least 2048 bits`);
-    if (bits > 4096) throw new KeyError(`RSA key of ${bits} bits is too large: use at most 4096 bits`);
-    if (bits === 2048) return "rsa-2048";
-    if (bits === 3072) return "rsa-3072";
-    if (bits === 4096) return "rsa-4096";
-    throw new KeyError(`RSA key of ${bits} bits is unsupported: use 2048, 3072 or 4096 bits`);
-  }
+  if (t === "rsa") return rsaKeyAlgorithm(d.modulusLength ?? 0);
   if (t === "ec") {
     if (d.namedCurve === "prime256v1") return "ec-p256";
     if (d.namedCurve === "secp384r1") return "ec-p384";
