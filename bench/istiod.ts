@@ -12,202 +12,40 @@
 //   node --import tsx bench/istiod.ts                 quick: ~1.5 s per run, a few minutes
 //   BENCH_MODE=full node --import tsx bench/istiod.ts  5 s per run, every row
 //   BENCH_SECONDS=3 ...                                override the run length
+//   BENCH_PARTS=ca,scaling,vault ...                   only these parts (default: all)
+//   BENCH_MODE=smoke ...                               two short rows (the harness test)
 // Needs the build (npm run build) and Go (scripts/ensure-bench-go.sh builds the Go peers).
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import { stringify } from "yaml";
-import { generateKeyPairFor, privateKeyPem } from "../src/pki/keys.js";
-import { createSigner, issueCa, parseIssued } from "../src/pki/issue.js";
+import {
+  goPeersDir,
+  listenerPids,
+  loadgen,
+  NS,
+  ISSUER,
+  pluginCa,
+  SA,
+  serviceAccountToken,
+  startIstiodCa,
+  startMeshvault,
+  stopAll,
+  type Row,
+  type RowResult,
+  type Target,
+} from "./istiod-peers.js";
 import { fmt, table } from "./lib.js";
 
-const FULL = process.env["BENCH_MODE"] === "full";
-const SECONDS = Number(process.env["BENCH_SECONDS"] ?? (FULL ? 5 : 1.5));
+const MODE = process.env["BENCH_MODE"] ?? "quick";
+const FULL = MODE === "full";
+/** smoke: one short row per CSR type, no scaling or Vault rows (test/bench-harness.test.ts). */
+const SMOKE = MODE === "smoke";
+/** Which parts run (default all): ca (meshvault vs istiod), scaling (taskset 1 vs 2 cores), vault. */
+const PARTS = new Set((process.env["BENCH_PARTS"] ?? (SMOKE ? "ca" : "ca,scaling,vault")).split(","));
+const SECONDS = Number(process.env["BENCH_SECONDS"] ?? (FULL ? 5 : SMOKE ? 0.3 : 1.5));
 const WARMUP = FULL ? 1 : 0.4;
-const REPO = join(import.meta.dirname, "..");
-const TD = "cluster.local";
-const NS = "default";
-const SA = "bench";
-const SPIFFE_ID = `spiffe://${TD}/ns/${NS}/sa/${SA}`;
-const ISSUER = "https://bench.meshvault.test";
-
-interface Target {
-  kind: "grpc" | "vault";
-  addr?: string;
-  serverName?: string;
-  url?: string;
-  rootsFile: string;
-  token: string;
-  pids: number[];
-}
-interface Row {
-  label: string;
-  csr: "p256" | "rsa2048";
-  callers: number;
-  conns: number;
-  a: string;
-  b: string;
-}
-interface Measured {
-  ops: number;
-  perSecond: number;
-  p50Ms: number;
-  p99Ms: number;
-  serverCpuUsPerCert: number;
-  clientCpuUsPerCert: number;
-  runsPerSecond: number[];
-}
-interface RowResult extends Row {
-  loadavg: number;
-  results: Record<string, Measured>;
-}
-
-const children: ChildProcess[] = [];
-const stopAll = (): void => {
-  for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
-};
-process.on("exit", stopAll);
-
-/** Starts `cmd`, resolves with the first match of `ready` in its stdout or stderr. */
-function startProcess(
-  cmd: string,
-  args: string[],
-  ready: RegExp,
-  what: string,
-): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(cmd, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = "";
-    const onData = (d: Buffer): void => {
-      out += d.toString();
-      const m = ready.exec(out);
-      if (m) resolve({ child, port: Number(m[1]) });
-      if (out.length > 1 << 20) out = out.slice(-4096);
-    };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", onData);
-    child.once("exit", (code) =>
-      reject(new Error(`${what} exited (${code}) before it was ready:\n${out.slice(-3000)}`)),
-    );
-  });
-}
-
-/** An Istio plug-in CA directory (P-256 root + intermediate) both servers sign with. */
-function pluginCa(dir: string): string {
-  const rootKey = generateKeyPairFor("ec-p256");
-  const root = issueCa({
-    subject: { organization: "meshvault bench", commonName: "bench root" },
-    key: rootKey.privateKey,
-    ttlSeconds: 10 * 365 * 86400,
-  });
-  const interKey = generateKeyPairFor("ec-p256");
-  const inter = issueCa(
-    {
-      subject: { organization: "meshvault bench", commonName: "bench intermediate" },
-      key: interKey.publicKey,
-      ttlSeconds: 365 * 86400,
-      pathLen: 0,
-    },
-    createSigner(parseIssued(root), rootKey.privateKey),
-  );
-  writeFileSync(join(dir, "root-cert.pem"), root.pem);
-  writeFileSync(join(dir, "ca-cert.pem"), inter.pem);
-  writeFileSync(join(dir, "cert-chain.pem"), inter.pem);
-  writeFileSync(join(dir, "ca-key.pem"), privateKeyPem(interKey.privateKey), { mode: 0o600 });
-  return join(dir, "root-cert.pem");
-}
-
-/** RS256 key, its JWKS file, and a Kubernetes-style service-account token both servers accept. */
-async function serviceAccountToken(dir: string): Promise<{ jwksFile: string; token: string }> {
-  const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
-  const jwksFile = join(dir, "jwks.json");
-  writeFileSync(
-    jwksFile,
-    JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "b1", alg: "RS256", use: "sig" }] }),
-  );
-  const token = await new SignJWT({ "kubernetes.io": { namespace: NS, serviceaccount: { name: SA } } })
-    .setProtectedHeader({ alg: "RS256", kid: "b1" })
-    .setIssuer(ISSUER)
-    .setSubject(`system:serviceaccount:${NS}:${SA}`)
-    .setAudience(["istio-ca"])
-    .setIssuedAt()
-    .setExpirationTime("3h")
-    .sign(privateKey);
-  return { jwksFile, token };
-}
-
-/** `meshvault server` from the build with `config`; `cpus` pins it with taskset. */
-async function startMeshvault(
-  dir: string,
-  name: string,
-  config: Record<string, unknown>,
-  cpus?: string,
-): Promise<{ port: number; pid: number }> {
-  const file = join(dir, `${name}.yaml`);
-  writeFileSync(
-    file,
-    stringify({
-      trustDomain: TD,
-      dataDir: join(dir, `data-${name}`),
-      listen: { grpc: "127.0.0.1:0", http: "127.0.0.1:0" },
-      log: { level: "info" },
-      ...config,
-    }),
-  );
-  const node = [process.execPath, join(REPO, "bin", "meshvault.js"), "server", "-c", file];
-  const [cmd, ...args] = cpus ? ["taskset", "-c", cpus, ...node] : node;
-  const { child, port } = await startProcess(
-    cmd!,
-    args,
-    /"grpc":"[^"]*:(\d+)"/,
-    `meshvault server (${name})`,
-  );
-  return { port, pid: child.pid! };
-}
-
-async function startIstiodCa(
-  bin: string,
-  caDir: string,
-  jwksFile: string,
-  cpus?: string,
-): Promise<{ port: number; pid: number }> {
-  const cmdline = [join(bin, "istiod-ca"), "-ca-dir", caDir, "-issuer", ISSUER, "-jwks-file", jwksFile];
-  const [cmd, ...args] = cpus ? ["taskset", "-c", cpus, ...cmdline] : cmdline;
-  const { child, port } = await startProcess(cmd!, args, /READY (\d+)/, "istiod-ca");
-  return { port, pid: child.pid! };
-}
-
-/** Runs the Go load generator over `rows`; one parsed result per row. */
-function loadgen(bin: string, targets: Record<string, Target>, rows: Row[]): RowResult[] {
-  const plan = {
-    seconds: SECONDS,
-    warmupSeconds: WARMUP,
-    spiffeId: SPIFFE_ID,
-    csrCount: 16,
-    ttlSeconds: 3600,
-    targets,
-    rows,
-  };
-  const out = execFileSync(join(bin, "loadgen"), {
-    input: JSON.stringify(plan),
-    encoding: "utf8",
-    stdio: ["pipe", "pipe", "inherit"],
-  });
-  return out
-    .trim()
-    .split("\n")
-    .map((l) => JSON.parse(l) as RowResult);
-}
-
-/** The processes listening on 127.0.0.1:`port` (OpenBao's server), from `ss`. */
-function listenerPids(port: number): number[] {
-  const out = execFileSync("ss", ["-Htlnp", `sport = :${port}`], { encoding: "utf8" });
-  return [...new Set([...out.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])))];
-}
-
+const TIMING = { seconds: SECONDS, warmupSeconds: WARMUP };
 const ratio = (a: number, b: number): string => `${fmt(a / b, 2)}`;
 
 function printPairs(title: string, results: RowResult[], aName: string, bName: string): void {
@@ -251,15 +89,12 @@ function printPairs(title: string, results: RowResult[], aName: string, bName: s
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const bin = execFileSync("bash", [join(REPO, "scripts", "ensure-bench-go.sh"), "--print-dir"], {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "inherit"],
-  }).trim();
+  const bin = goPeersDir();
   const dir = mkdtempSync(join(tmpdir(), "meshvault-bench-istiod-"));
   try {
     const cores = availableParallelism();
     console.log(
-      `meshvault vs istiod's CA (${FULL ? "full" : "quick"} mode): ${cores} cores, ${SECONDS}s per run, runs A B B A, ` +
+      `meshvault vs istiod's CA (${MODE} mode): ${cores} cores, ${SECONDS}s per run, runs A B B A, ` +
         `one Go load generator (client CPU not in the server columns); load average at start ${loadavg()
           .map((l) => l.toFixed(1))
           .join(" ")}`,
@@ -288,8 +123,8 @@ async function main(): Promise<void> {
     };
     const rows: Row[] = [];
     for (const csr of ["p256", "rsa2048"] as const)
-      for (const callers of [1, 16, 64])
-        for (const conns of [1, 4])
+      for (const callers of SMOKE ? [4] : [1, 16, 64])
+        for (const conns of SMOKE ? [2] : [1, 4])
           rows.push({
             label: `${csr}/${callers}/${conns}`,
             csr,
@@ -298,16 +133,18 @@ async function main(): Promise<void> {
             a: "meshvault",
             b: "istiod",
           });
-    const main = loadgen(bin, targets, rows);
-    printPairs(
-      "CreateCertificate: meshvault (A) vs istiod's CA (B), gRPC + TLS",
-      main,
-      "meshvault",
-      "istiod",
-    );
+    if (PARTS.has("ca")) {
+      const main = loadgen(bin, targets, TIMING, rows);
+      printPairs(
+        "CreateCertificate: meshvault (A) vs istiod's CA (B), gRPC + TLS",
+        main,
+        "meshvault",
+        "istiod",
+      );
+    }
 
     // 1 -> 2 cores: the same servers pinned with taskset (the generator is not pinned).
-    if (cores >= 2) {
+    if (cores >= 2 && PARTS.has("scaling")) {
       const mv1 = await startMeshvault(dir, "files-1cpu", mvConfig, "0");
       const mv2 = await startMeshvault(dir, "files-2cpu", mvConfig, "0,1");
       const is1 = await startIstiodCa(bin, caDir, jwksFile, "0");
@@ -318,7 +155,7 @@ async function main(): Promise<void> {
         "istiod-1cpu": grpcTarget(is1.port, is1.pid),
         "istiod-2cpu": grpcTarget(is2.port, is2.pid),
       };
-      const scale = loadgen(bin, scaleTargets, [
+      const scale = loadgen(bin, scaleTargets, TIMING, [
         { label: "mv", csr: "p256", callers: 64, conns: 4, a: "meshvault-2cpu", b: "meshvault-1cpu" },
         { label: "istiod", csr: "p256", callers: 64, conns: 4, a: "istiod-2cpu", b: "istiod-1cpu" },
       ]);
@@ -351,7 +188,7 @@ async function main(): Promise<void> {
       );
     }
 
-    if (process.env["BENCH_SKIP_VAULT"] !== "1") await vaultRows(bin, dir);
+    if (PARTS.has("vault")) await vaultRows(bin, dir);
     console.log(
       `\n(${fmt((performance.now() - started) / 1000)} s; load average at end ${loadavg()
         .map((l) => l.toFixed(1))
@@ -420,12 +257,16 @@ async function vaultRows(bin: string, dir: string): Promise<void> {
       a: "vault-sign",
       b: "openbao",
     }));
-    const res = loadgen(bin, targets, rows);
-    console.log("\nvault-sign through meshvault (A) vs OpenBao pki_int/sign/<role> directly (B), P-256 CSRs");
-    console.log(
-      "(server CPU: A counts meshvault only, B counts OpenBao only; A's certificates also cost OpenBao its signing)",
+    const res = loadgen(bin, targets, TIMING, rows);
+    printPairs(
+      "vault-sign through meshvault (A) vs OpenBao pki_int/sign/<role> directly (B), P-256 CSRs",
+      res,
+      "vault-sign",
+      "openbao",
     );
-    printPairs("", res, "vault-sign", "openbao");
+    console.log(
+      "(server CPU: A counts meshvault only, its front end; B counts OpenBao, which also signs A's certificates)",
+    );
   } finally {
     await fx.close();
   }
