@@ -6,9 +6,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadCaMaterial, type CaMaterial } from "../authority/ca-material.js";
 import { LocalAuthority } from "../authority/local.js";
-import { parseAll, readMountRoots } from "../authority/vault/common.js";
+import { mintIntermediate } from "../authority/vault/mint-intermediate.js";
 import { parseCertificate, type Certificate } from "../pki/certificate.js";
-import { buildCsr } from "../pki/csr.js";
 import { createSigner, issueCa } from "../pki/issue.js";
 import { fitCommonName } from "../pki/name.js";
 import { generateKeyPairAsync, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
@@ -28,7 +27,8 @@ export interface IssuedIntermediate {
 
 export interface IntermediateSource {
   readonly description: string;
-  issueIntermediate(): Promise<IssuedIntermediate>;
+  /** `signal` cancels the requests of a source that talks to Vault. */
+  issueIntermediate(signal?: AbortSignal): Promise<IssuedIntermediate>;
   close(): Promise<void>;
 }
 
@@ -51,6 +51,11 @@ export function toIssued(
     rootPem: roots.map((c) => c.pem).join(""),
     source,
   });
+  return pluginCaFiles(material, key);
+}
+
+/** Checked CA material in Istio's plug-in CA layout. */
+export function pluginCaFiles(material: CaMaterial, key: KeyObject): IssuedIntermediate {
   // The root this intermediate chains to goes last in cert-chain.pem; root-cert.pem carries
   // every root of the mount, so a root rotation there reaches istiod's trust bundle.
   const top = material.chain.at(-1) ?? material.signer.cert;
@@ -124,12 +129,6 @@ export interface VaultSourceOptions {
   onClose?: () => void;
 }
 
-function vaultKeyParams(alg: KeyAlgorithm): { key_type: string; key_bits?: number } {
-  if (alg === "ed25519") return { key_type: "ed25519" };
-  const [type, bits] = alg.split("-") as [string, string];
-  return { key_type: type, key_bits: Number(bits.replace(/^p/, "")) };
-}
-
 /**
  * Seeds 002/003 without cert-manager or Gloo: `<rootMount>/root/sign-intermediate` signs a
  * CSR whose key we made (csr) or Vault made at the intermediate mount (exported).
@@ -143,66 +142,31 @@ export class VaultIntermediateSource implements IntermediateSource {
     this.commonName = o.commonName ?? `istiod intermediate CA (${o.trustDomain})`;
   }
 
-  private async step<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * mintIntermediate without set-signed: here the key is handed to istiod, which is the
+   * issuer (see mint-intermediate.ts for why the mount is not told).
+   */
+  async issueIntermediate(signal?: AbortSignal): Promise<IssuedIntermediate> {
+    const { client, mode } = this.o;
     try {
-      return await fn();
-    } catch (err) {
-      throw new IntermediateSourceError(
-        `${what} on Vault at ${this.o.client.address}: ${(err as Error).message}`,
+      const m = await mintIntermediate(
+        client,
         {
-          cause: err,
+          trustDomain: this.o.trustDomain,
+          mode,
+          rootMount: this.o.rootMount,
+          intermediateMount: this.o.intermediateMount,
+          ttlSeconds: this.o.ttlSeconds,
+          keyAlgorithm: this.o.keyAlgorithm,
+          commonName: this.commonName,
+          setSigned: false,
+          label: `cacerts (${mode}) from Vault at ${client.address}`,
         },
+        signal,
       );
-    }
-  }
-
-  async issueIntermediate(): Promise<IssuedIntermediate> {
-    const { mode, rootMount, intermediateMount, client } = this.o;
-    const td = `spiffe://${this.o.trustDomain}`;
-    let key: KeyObject;
-    let csr: string;
-    if (mode === "csr") {
-      key = (await generateKeyPairAsync(this.o.keyAlgorithm)).privateKey;
-      csr = buildCsr(key, { subject: { commonName: this.commonName }, uris: [td], ca: true });
-    } else {
-      const path = `${intermediateMount}/intermediate/generate/exported`;
-      const r = await this.step(`generating a key at ${path}`, () =>
-        client.write<{ csr?: string; private_key?: string }>(path, {
-          common_name: this.commonName,
-          uri_sans: td,
-          ...vaultKeyParams(this.o.keyAlgorithm),
-        }),
-      );
-      if (!r?.data?.csr || !r.data.private_key)
-        throw new IntermediateSourceError(
-          `${path} answered without csr/private_key: is ${intermediateMount} a PKI mount (bao secrets enable -path=${intermediateMount} pki)?`,
-        );
-      csr = r.data.csr;
-      key = createPrivateKey(r.data.private_key);
-    }
-    const signPath = `${rootMount}/root/sign-intermediate`;
-    const signed = await this.step(`signing the intermediate at ${signPath}`, () =>
-      client.write<{ certificate?: string; issuing_ca?: string; ca_chain?: string[] | null }>(signPath, {
-        csr,
-        common_name: this.commonName,
-        uri_sans: td,
-        ttl: `${this.o.ttlSeconds}s`,
-        // istiod signs workload leaves only.
-        max_path_length: 0,
-        use_csr_values: false,
-        format: "pem",
-      }),
-    );
-    const d = signed?.data;
-    if (!d?.certificate) throw new IntermediateSourceError(`${signPath} answered without data.certificate`);
-    const certs = parseAll([d.certificate, d.issuing_ca, ...(d.ca_chain ?? [])], signPath);
-    const cert = certs[0]!;
-    const roots = await this.step(`reading the roots of ${rootMount}`, () =>
-      readMountRoots(client, rootMount),
-    );
-    try {
-      return toIssued(cert, key, certs.slice(1), roots, `intermediate signed at ${signPath}`);
+      return pluginCaFiles(m.material, m.key);
     } catch (err) {
+      if (signal?.aborted) throw err;
       throw new IntermediateSourceError((err as Error).message, { cause: err });
     }
   }

@@ -73,17 +73,26 @@ export function parseAll(texts: readonly (string | undefined | null)[], what: st
  * PEM), falling back to every issuer of the mount (`LIST <mount>/issuers` +
  * `GET <mount>/issuer/<id>/json`) when the default issuer's chain stops short of a root.
  */
-export async function readMountChain(client: VaultClient, mount: string): Promise<Certificate[]> {
+export async function readMountChain(
+  client: VaultClient,
+  mount: string,
+  signal?: AbortSignal,
+): Promise<Certificate[]> {
   const raw = await client.requestRaw("GET", `${mount}/ca_chain`, undefined, {
     noAuth: true,
     acceptStatus: [204],
+    signal,
   });
   let certs = raw.status === 204 ? [] : parseAll([raw.body], `${mount}/ca_chain`);
   if (certs.some(isSelfSigned)) return certs;
-  const ids = await client.list(`${mount}/issuers`, { noAuth: true }).catch(() => [] as string[]);
+  const ids = await client.list(`${mount}/issuers`, { noAuth: true, signal }).catch((e: unknown) => {
+    if (signal?.aborted) throw e;
+    return [] as string[];
+  });
   for (const id of ids) {
     const r = await client.read<{ certificate?: string; ca_chain?: string[] }>(`${mount}/issuer/${id}/json`, {
       noAuth: true,
+      signal,
     });
     certs = dedupe([
       ...certs,
@@ -94,8 +103,12 @@ export async function readMountChain(client: VaultClient, mount: string): Promis
 }
 
 /** Self-signed certificates of the mount: the trust bundle. Throws naming the mount and the fix when there is none. */
-export async function readMountRoots(client: VaultClient, mount: string): Promise<Certificate[]> {
-  const certs = await readMountChain(client, mount);
+export async function readMountRoots(
+  client: VaultClient,
+  mount: string,
+  signal?: AbortSignal,
+): Promise<Certificate[]> {
+  const certs = await readMountChain(client, mount, signal);
   const roots = certs.filter(isSelfSigned);
   if (roots.length === 0) {
     throw new AuthorityDeniedError(
@@ -132,19 +145,4 @@ export function checkIssued(
       { cause: err },
     );
   }
-}
-
-/** Sleep that a close() can cut short. */
-export function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    t.unref();
-    function done(): void {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

@@ -7,15 +7,16 @@
 //                           `<intermediateMount>/intermediate/generate/exported`, the root
 //                           signs the CSR, and `<intermediateMount>/intermediate/set-signed`
 //                           gives Vault's intermediate mount the certificate too.
-// Either way the key is held in memory only (never written to disk), and the intermediate
-// is renewed when `renewAt` of its lifetime has passed, then swapped in with one assignment:
-// a sign() in progress finishes with the material it started with. While Vault is down the
-// current intermediate keeps signing; renewal retries with backoff until it expires.
-import { createPrivateKey, type KeyObject } from "node:crypto";
-import { describeCertificate, type Certificate } from "../../pki/certificate.js";
-import { buildCsr } from "../../pki/csr.js";
-import { generateKeyPairAsync, type KeyAlgorithm } from "../../pki/keys.js";
+// Either way the key is held in memory only (never written to disk). The authority is
+// mintIntermediate (mint-intermediate.ts) + a RenewalLoop + sign: the intermediate is renewed
+// when `renewAt` of its lifetime has passed, then swapped in with one assignment (a sign() in
+// progress finishes with the material it started with). While Vault is down the current
+// intermediate keeps signing; renewal retries with backoff until it expires; close() cancels
+// a renewal in flight.
+import { describeCertificate } from "../../pki/certificate.js";
+import type { KeyAlgorithm } from "../../pki/keys.js";
 import type { SpiffeId } from "../../pki/spiffe.js";
+import { RenewalLoop } from "../../timing/renewal-loop.js";
 import type { ConnectedVault, VaultClient } from "../../vault/index.js";
 import {
   AuthorityUnavailableError,
@@ -24,9 +25,10 @@ import {
   type Readiness,
   type SignRequest,
 } from "../authority.js";
-import { CaMaterialError, loadCaMaterial, signLeaf, type CaMaterial } from "../ca-material.js";
+import { signLeaf, type CaMaterial } from "../ca-material.js";
 import { ReloadListeners } from "../reload-listeners.js";
-import { parseAll, readMountRoots, silentLog, toAuthorityError, type VaultAuthorityLog } from "./common.js";
+import { silentLog, toAuthorityError, type VaultAuthorityLog } from "./common.js";
+import { mintIntermediate } from "./mint-intermediate.js";
 
 export interface VaultIntermediateAuthorityOptions {
   vault: ConnectedVault;
@@ -69,35 +71,13 @@ export interface IntermediateInfo {
   renewals: number;
 }
 
-function vaultKeyParams(alg: KeyAlgorithm): { key_type: string; key_bits?: number } {
-  switch (alg) {
-    case "ec-p256":
-      return { key_type: "ec", key_bits: 256 };
-    case "ec-p384":
-      return { key_type: "ec", key_bits: 384 };
-    case "rsa-2048":
-      return { key_type: "rsa", key_bits: 2048 };
-    case "rsa-3072":
-      return { key_type: "rsa", key_bits: 3072 };
-    case "rsa-4096":
-      return { key_type: "rsa", key_bits: 4096 };
-    case "ed25519":
-      return { key_type: "ed25519" };
-  }
-}
-
 export class VaultIntermediateAuthority implements Authority {
   readonly kind = "vault-intermediate";
-  private current: Current | undefined;
-  private renewals = 0;
-  private failures = 0;
   private readonly listeners = new ReloadListeners<RenewalEvent>(
     "vault-intermediate: renewal listener",
     (m) => this.log.warn(m),
   );
-  private timer: NodeJS.Timeout | undefined;
-  private renewing: Promise<void> | undefined;
-  private readonly abort = new AbortController();
+  private readonly loop: RenewalLoop<Current>;
   private readonly client: VaultClient;
   private readonly log: VaultAuthorityLog;
   private readonly commonName: string;
@@ -106,6 +86,26 @@ export class VaultIntermediateAuthority implements Authority {
     this.client = opts.vault.client;
     this.log = opts.log ?? silentLog;
     this.commonName = opts.commonName ?? `meshvault intermediate CA (${opts.trustDomain})`;
+    this.loop = new RenewalLoop<Current>({
+      what: "vault-intermediate: the intermediate",
+      renew: (signal) => this.obtain(signal),
+      validity: (c) => ({ from: c.issuedAt, until: c.notAfter }),
+      renewAt: opts.renewAt,
+      backoff: { initialMs: opts.retryMinMs ?? 1000, maxMs: opts.retryMaxMs ?? 300_000 },
+      onRenewed: (next, previous) => this.renewed(next, previous),
+      onFailure: (err, f) => {
+        if (!f.repeated)
+          this.log.error(
+            `vault-intermediate: renewing the intermediate failed, still signing with serial ${f.current?.material.signer.cert.serialHex ?? "(none)"} ` +
+              `(expires ${f.current ? new Date(f.current.notAfter).toISOString() : "-"}); retrying in ${Math.round(f.retryInMs / 1000)}s: ${err.message}`,
+          );
+        this.listeners.emit({ ok: false, at: new Date(), error: err.message });
+      },
+    });
+  }
+
+  private get current(): Current | undefined {
+    return this.loop.current;
   }
 
   async start(): Promise<void> {
@@ -114,8 +114,8 @@ export class VaultIntermediateAuthority implements Authority {
     } catch (err) {
       throw toAuthorityError(err, `vault-intermediate: cannot log in to Vault at ${this.client.address}`);
     }
-    const c = await this.obtain();
-    this.install(c);
+    const c = await this.obtain(this.loop.signal);
+    this.loop.start(c);
     this.log.info(
       `vault-intermediate (${this.opts.mode}): intermediate ${describeCertificate(c.material.signer.cert)} from ${this.opts.rootMount}, ` +
         `valid until ${new Date(c.notAfter).toISOString()}, renewal at ${new Date(this.renewTime(c)).toISOString()}`,
@@ -126,169 +126,52 @@ export class VaultIntermediateAuthority implements Authority {
     return c.issuedAt + this.opts.renewAt * (c.notAfter - c.issuedAt);
   }
 
-  /** Key, CSR, signature by the root, validated material. Throws authority errors. */
-  private async obtain(): Promise<Current> {
-    const { mode, rootMount, intermediateMount } = this.opts;
-    const td = `spiffe://${this.opts.trustDomain}`;
-    let csrPem: string;
-    let key: KeyObject;
-    const step = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
-      try {
-        return await fn();
-      } catch (err) {
-        throw toAuthorityError(err, `vault-intermediate (${mode}): ${what}`);
-      }
-    };
-    if (mode === "csr") {
-      const pair = await generateKeyPairAsync(this.opts.keyAlgorithm);
-      key = pair.privateKey;
-      csrPem = buildCsr(key, { subject: { commonName: this.commonName }, uris: [td], ca: true });
-    } else {
-      const path = `${intermediateMount}/intermediate/generate/exported`;
-      const r = await step(`generating the key at ${path}`, () =>
-        this.client.write<{ csr?: string; private_key?: string }>(path, {
-          common_name: this.commonName,
-          uri_sans: td,
-          ...vaultKeyParams(this.opts.keyAlgorithm),
-        }),
-      );
-      if (!r?.data?.csr || !r.data.private_key)
-        throw new AuthorityUnavailableError(
-          `vault-intermediate (exported): ${path} answered without csr/private_key: is ${intermediateMount} a PKI mount?`,
-        );
-      csrPem = r.data.csr;
-      try {
-        key = createPrivateKey(r.data.private_key);
-      } catch {
-        throw new AuthorityUnavailableError(
-          `vault-intermediate (exported): ${path} returned an unreadable private key`,
-        );
-      }
-    }
-    const signPath = `${rootMount}/root/sign-intermediate`;
-    const issuedAt = Date.now();
-    const signed = await step(`signing the intermediate at ${signPath}`, () =>
-      this.client.write<{ certificate?: string; issuing_ca?: string; ca_chain?: string[] | null }>(signPath, {
-        csr: csrPem,
-        common_name: this.commonName,
-        uri_sans: td,
-        ttl: `${this.opts.ttlSeconds}s`,
-        // The intermediate signs leaves only.
-        max_path_length: 0,
-        use_csr_values: false,
-        format: "pem",
-      }),
+  /** mintIntermediate with this authority's settings; throws authority errors. */
+  private async obtain(signal: AbortSignal): Promise<Current> {
+    const m = await mintIntermediate(
+      this.client,
+      {
+        trustDomain: this.opts.trustDomain,
+        mode: this.opts.mode,
+        rootMount: this.opts.rootMount,
+        intermediateMount: this.opts.intermediateMount,
+        ttlSeconds: this.opts.ttlSeconds,
+        keyAlgorithm: this.opts.keyAlgorithm,
+        commonName: this.commonName,
+        setSigned: true,
+        label: `vault-intermediate (${this.opts.mode})`,
+      },
+      signal,
     );
-    const d = signed?.data;
-    if (!d?.certificate)
-      throw new AuthorityUnavailableError(
-        `vault-intermediate: ${signPath} answered without data.certificate`,
-      );
-    let cert: Certificate;
-    let chain: Certificate[];
-    try {
-      const first = parseAll([d.certificate], signPath)[0];
-      if (!first) throw new Error("no certificate in data.certificate");
-      cert = first;
-      chain = parseAll([d.certificate, d.issuing_ca, ...(d.ca_chain ?? [])], `${signPath} ca_chain`).filter(
-        (c) => Buffer.compare(Buffer.from(c.der), Buffer.from(cert.der)) !== 0,
-      );
-    } catch (err) {
-      throw new AuthorityUnavailableError(
-        `vault-intermediate: cannot parse what ${signPath} returned: ${(err as Error).message}`,
-      );
-    }
-    const roots = await step(`reading the trust bundle of ${rootMount}`, () =>
-      readMountRoots(this.client, rootMount),
-    );
-    let material: CaMaterial;
-    try {
-      material = loadCaMaterial({
-        certPem: cert.pem,
-        keyPem: key,
-        chainPem: chain.map((c) => c.pem).join(""),
-        rootPem: roots.map((c) => c.pem).join(""),
-        source: `intermediate signed at ${signPath} on ${this.client.address}`,
-      });
-    } catch (err) {
-      if (err instanceof CaMaterialError) throw new AuthorityUnavailableError(err.message, { cause: err });
-      throw err;
-    }
-    if (mode === "exported") {
-      const path = `${intermediateMount}/intermediate/set-signed`;
-      // With the chain up to the root, so the mount's ca_chain leads to the trust bundle.
-      await step(`storing the signed intermediate at ${path}`, () =>
-        this.client.write(path, {
-          certificate: [cert.pem, ...material.chain.slice(1).map((c) => c.pem), ...material.rootsPem].join(
-            "",
-          ),
-        }),
-      );
-    }
-    const lifetime = cert.notAfter.getTime() - issuedAt;
+    const lifetime = m.notAfter - m.issuedAt;
     if (lifetime < this.opts.ttlSeconds * 1000 * 0.9)
       this.log.warn(
         `vault-intermediate: asked for ${this.opts.ttlSeconds}s but the intermediate is valid for ${Math.round(lifetime / 1000)}s ` +
           `(Vault caps it at the root's expiry or the mount's max_lease_ttl); renewals come sooner`,
       );
-    return { material, issuedAt, notAfter: cert.notAfter.getTime() };
+    return { material: m.material, issuedAt: m.issuedAt, notAfter: m.notAfter };
   }
 
-  private install(c: Current): void {
-    // One assignment: an in-flight sign() keeps the material it already read.
-    this.current = c;
-    this.failures = 0;
-    this.schedule(this.renewTime(c) - Date.now());
-  }
-
-  private schedule(ms: number): void {
-    if (this.abort.signal.aborted) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.renew(), Math.min(Math.max(0, ms), 2 ** 31 - 1));
-    this.timer.unref();
+  private renewed(next: Current, previous: Current | undefined): void {
+    if (!previous) return; // the first one, logged by start()
+    this.listeners.emit({
+      ok: true,
+      at: new Date(),
+      serial: next.material.signer.cert.serialHex,
+      notAfter: new Date(next.notAfter),
+    });
+    this.log.info(
+      `vault-intermediate: renewed the intermediate: now ${describeCertificate(next.material.signer.cert)}, valid until ` +
+        `${new Date(next.notAfter).toISOString()} (was serial ${previous.material.signer.cert.serialHex})`,
+    );
   }
 
   /** Obtain a new intermediate now and swap it in; on failure keep the current one and retry later. */
   renew(): Promise<void> {
-    this.renewing ??= this.renewOnce().finally(() => (this.renewing = undefined));
-    return this.renewing;
-  }
-
-  private async renewOnce(): Promise<void> {
-    if (this.abort.signal.aborted) return;
-    const previous = this.current;
-    try {
-      const next = await this.obtain();
-      if (this.abort.signal.aborted) return;
-      this.renewals++;
-      this.install(next);
-      this.listeners.emit({
-        ok: true,
-        at: new Date(),
-        serial: next.material.signer.cert.serialHex,
-        notAfter: new Date(next.notAfter),
-      });
-      this.log.info(
-        `vault-intermediate: renewed the intermediate: now ${describeCertificate(next.material.signer.cert)}, valid until ` +
-          `${new Date(next.notAfter).toISOString()}${previous ? ` (was serial ${previous.material.signer.cert.serialHex})` : ""}`,
-      );
-    } catch (err) {
-      if (this.abort.signal.aborted) return;
-      this.failures++;
-      const min = this.opts.retryMinMs ?? 1000;
-      const max = this.opts.retryMaxMs ?? 300_000;
-      const base = Math.min(max, min * 2 ** Math.min(this.failures - 1, 20));
-      let wait = base / 2 + (Math.random() * base) / 2;
-      const left = previous ? previous.notAfter - Date.now() : 0;
-      // Keep trying well before the current one runs out.
-      if (left > 0) wait = Math.min(wait, Math.max(min, left / 4));
-      this.log.error(
-        `vault-intermediate: renewing the intermediate failed, still signing with serial ${previous?.material.signer.cert.serialHex ?? "(none)"} ` +
-          `(expires ${previous ? new Date(previous.notAfter).toISOString() : "-"}); retrying in ${Math.round(wait / 1000)}s: ${(err as Error).message}`,
-      );
-      this.schedule(wait);
-      this.listeners.emit({ ok: false, at: new Date(), error: (err as Error).message });
-    }
+    return this.loop.renewNow().then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   /** Called after every renewal attempt; returns an unsubscribe function. */
@@ -330,14 +213,12 @@ export class VaultIntermediateAuthority implements Authority {
       serial: c.material.signer.cert.serialHex,
       notAfter: new Date(c.notAfter),
       renewAt: new Date(this.renewTime(c)),
-      renewals: this.renewals,
+      renewals: this.loop.status().renewals,
     };
   }
 
   async close(): Promise<void> {
-    this.abort.abort();
-    if (this.timer) clearTimeout(this.timer);
-    await this.renewing?.catch(() => undefined);
+    await this.loop.stop();
     if (this.opts.ownsVault ?? true) this.opts.vault.close();
   }
 }
