@@ -50,7 +50,7 @@ export function createAgentMetrics(
   const build = (): Registry => {
     const { Counter, Gauge, Registry, collectDefaultMetrics } = require("prom-client") as typeof PromClient;
     const r = new Registry();
-    if (withDefaults) collectDefaultMetrics({ register: r, prefix: "meshvault_agent_" });
+    if (withDefaults) collectDefaultMetrics({ register: r });
     new Gauge({
       name: "meshvault_agent_cert_expiry_seconds",
       help: "Unix time at which the workload certificate currently served expires",

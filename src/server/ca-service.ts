@@ -22,13 +22,32 @@ export const Code = {
 } as const;
 export type CodeValue = (typeof Code)[keyof typeof Code];
 
+/** Where a request failed: istiod's CA metrics count failures by these stages. */
+export type IssueStage = "not-ready" | "authn" | "csr-parse" | "csr" | "ttl" | "sign";
+
 export class CaServiceError extends Error {
   override name = "CaServiceError";
+  /** Set by createCertificate; undefined for errors raised outside it. */
+  stage?: IssueStage;
   constructor(
     readonly code: CodeValue,
     message: string,
   ) {
     super(message);
+  }
+}
+
+function label(err: unknown, stage: IssueStage): unknown {
+  if (err instanceof CaServiceError) err.stage ??= stage;
+  return err;
+}
+
+/** Runs `f`, labelling a CaServiceError it throws with `stage` (for the metrics). */
+function at<T>(stage: IssueStage, f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    throw label(err, stage);
   }
 }
 
@@ -154,21 +173,27 @@ export async function createCertificate(
 ): Promise<IssueResult> {
   const readiness = deps.authority.ready();
   if (!readiness.ready)
-    throw new CaServiceError(
-      Code.UNAVAILABLE,
-      `certificate authority (${deps.authority.kind}) is not ready: ${readiness.reason}`,
+    throw Object.assign(
+      new CaServiceError(
+        Code.UNAVAILABLE,
+        `certificate authority (${deps.authority.kind}) is not ready: ${readiness.reason}`,
+      ),
+      { stage: "not-ready" as const },
     );
-  const caller = await authenticate(deps, creds);
-  const identity = resolveIdentity(deps, caller, req.metadata);
-  let csr: Csr;
-  try {
-    csr = parseCsr(req.csr);
-  } catch (err) {
-    if (err instanceof CsrError) throw new CaServiceError(Code.INVALID_ARGUMENT, err.message);
-    throw err;
-  }
-  checkCsrAgainstIdentity(csr, identity);
-  const ttlSeconds = resolveTtl(deps.policy, req.validityDuration);
+  const caller = await authenticate(deps, creds).catch((err: unknown) => {
+    throw label(err, "authn");
+  });
+  const identity = at("authn", () => resolveIdentity(deps, caller, req.metadata));
+  const csr: Csr = at("csr-parse", () => {
+    try {
+      return parseCsr(req.csr);
+    } catch (err) {
+      if (err instanceof CsrError) throw new CaServiceError(Code.INVALID_ARGUMENT, err.message);
+      throw err;
+    }
+  });
+  at("csr", () => checkCsrAgainstIdentity(csr, identity));
+  const ttlSeconds = at("ttl", () => resolveTtl(deps.policy, req.validityDuration));
   const commonName = deps.policy.allowCommonName ? csr.commonName : undefined;
   if (commonName !== undefined && [...commonName].length > MAX_NAME_ATTRIBUTE_LENGTH)
     throw new CaServiceError(
@@ -183,9 +208,14 @@ export async function createCertificate(
     const chain = [issued.leafPem, ...issued.intermediatesPem, issued.rootsPem.join("")];
     return { chain, identity, caller };
   } catch (err) {
-    if (err instanceof AuthorityUnavailableError) throw new CaServiceError(Code.UNAVAILABLE, err.message);
-    if (err instanceof AuthorityDeniedError) throw new CaServiceError(Code.PERMISSION_DENIED, err.message);
-    throw new CaServiceError(Code.INTERNAL, `signing failed: ${(err as Error).message}`);
+    const e =
+      err instanceof AuthorityUnavailableError
+        ? new CaServiceError(Code.UNAVAILABLE, err.message)
+        : err instanceof AuthorityDeniedError
+          ? new CaServiceError(Code.PERMISSION_DENIED, err.message)
+          : new CaServiceError(Code.INTERNAL, `signing failed: ${(err as Error).message}`);
+    e.stage = err instanceof AuthorityUnavailableError ? "not-ready" : "sign";
+    throw e;
   }
 }
 

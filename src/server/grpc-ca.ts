@@ -93,6 +93,7 @@ export async function startGrpcCa(o: GrpcCaOptions): Promise<{ server: grpc.Serv
       ).then(
         (res) => {
           o.metrics.requests.inc({ result: "issued", code: "OK" });
+          o.metrics.istio.record({ ok: true });
           o.metrics.latency.observe({ result: "issued" }, Number(process.hrtime.bigint() - started) / 1e9);
           o.log.debug({ identity: res.identity.uri, method: res.caller.method }, "issued certificate");
           callback(null, { certChain: res.chain });
@@ -104,6 +105,7 @@ export async function startGrpcCa(o: GrpcCaOptions): Promise<{ server: grpc.Serv
               : new CaServiceError(Code.INTERNAL, `internal error: ${(err as Error).message ?? String(err)}`);
           const name = CODE_NAMES[e.code] ?? String(e.code);
           o.metrics.requests.inc({ result: "error", code: name });
+          o.metrics.istio.record({ ok: false, stage: e.stage });
           o.metrics.latency.observe({ result: "error" }, Number(process.hrtime.bigint() - started) / 1e9);
           const level = e.code === Code.INTERNAL ? "error" : "info";
           o.log[level]({ code: name, reason: e.message, peer: call.getPeer() }, "refused CreateCertificate");

@@ -1,6 +1,8 @@
 // Prometheus metrics for the CA server; one registry per server instance so tests
 // can run several servers in one process.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { parseCertificates } from "../pki/certificate.js";
+import { createIstioCaMetrics, type IstioCaMetrics } from "./istio-metrics.js";
 
 export interface CaMetrics {
   registry: Registry;
@@ -10,11 +12,17 @@ export interface CaMetrics {
   rootExpiry: Gauge;
   servingCertExpiry: Gauge;
   caReloads: Counter<"result">;
+  /** The signing CA certificate's expiry (unix seconds), from the serving certificate's chain. */
+  intermediateExpiry: Gauge;
+  /** istiod's citadel_server_* metrics, alongside ours. */
+  istio: IstioCaMetrics;
 }
 
 export function createCaMetrics(withDefaults = true): CaMetrics {
   const registry = new Registry();
-  if (withDefaults) collectDefaultMetrics({ register: registry, prefix: "meshvault_" });
+  // Process metrics under their standard names (process_cpu_seconds_total, ...), as every
+  // exporter and istiod use them, so stock dashboards find them.
+  if (withDefaults) collectDefaultMetrics({ register: registry });
   return {
     registry,
     requests: new Counter({
@@ -52,5 +60,23 @@ export function createCaMetrics(withDefaults = true): CaMetrics {
       help: "Unix time at which the CA server's own TLS certificate expires",
       registers: [registry],
     }),
+    intermediateExpiry: new Gauge({
+      name: "meshvault_intermediate_cert_expiry_seconds",
+      help: "Unix time at which the earliest CA certificate between the leaves and the root (the signing intermediate) expires",
+      registers: [registry],
+    }),
+    istio: createIstioCaMetrics(registry),
   };
+}
+
+/**
+ * The signing CA's expiry, read from a chain the authority issued (leaf first): the earliest
+ * certificate after the leaf. Authorities that sign at the root (no intermediate) have none.
+ */
+export function recordIntermediateExpiry(metrics: CaMetrics, certChainPem: string): void {
+  const cas = parseCertificates(certChainPem).slice(1);
+  if (cas.length === 0) return;
+  const earliest = Math.min(...cas.map((c) => c.notAfter.getTime())) / 1000;
+  metrics.intermediateExpiry.set(earliest);
+  metrics.istio.setExpiry({ certChain: earliest });
 }

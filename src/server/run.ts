@@ -17,7 +17,7 @@ import { ensureLocalIssuer, localIssuerName } from "../identity/local-issuer.js"
 import { parseCertificates } from "../pki/certificate.js";
 import { startGrpcCa, ReloadableServerCredentials } from "./grpc-ca.js";
 import { startHttp } from "./http.js";
-import { createCaMetrics, type CaMetrics } from "./metrics.js";
+import { createCaMetrics, recordIntermediateExpiry, type CaMetrics } from "./metrics.js";
 import { issueServingCert, keepServingCertFresh, type ServingCert } from "./serving-cert.js";
 import type { CaPolicy } from "./ca-service.js";
 
@@ -167,6 +167,7 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
     writeAtomic(rootCertFile, roots);
     const earliest = Math.min(...parseCertificates(roots).map((c) => c.notAfter.getTime()));
     metrics.rootExpiry.set(earliest / 1000);
+    metrics.istio.setExpiry({ root: earliest / 1000 });
     log.info({ file: rootCertFile }, "wrote trust bundle");
   };
   publishRoots();
@@ -212,6 +213,7 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
     onRenew: (c: ServingCert) => {
       credentials?.update(c.certChainPem, c.keyPem);
       metrics.servingCertExpiry.set(c.notAfter.getTime() / 1000);
+      recordIntermediateExpiry(metrics, c.certChainPem);
     },
   };
   const serving = await issueServingCert(servingOpts);
@@ -221,6 +223,7 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
     authority.trustBundle().join(""),
   );
   metrics.servingCertExpiry.set(serving.notAfter.getTime() / 1000);
+  recordIntermediateExpiry(metrics, serving.certChainPem);
   const stopRenewal = keepServingCertFresh(servingOpts, serving);
 
   let grpcServer: grpc.Server | undefined;

@@ -15,7 +15,7 @@ export interface TunnelMetrics {
 
 export function createTunnelMetrics(withDefaults = false): TunnelMetrics {
   const registry = new Registry();
-  if (withDefaults) collectDefaultMetrics({ register: registry, prefix: "meshvault_tunnel_" });
+  if (withDefaults) collectDefaultMetrics({ register: registry });
   return {
     registry,
     connections: new Counter({
