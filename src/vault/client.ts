@@ -402,6 +402,14 @@ export class VaultClient {
         d,
       );
     }
+    // A KV mount just enabled as (or upgraded to) version 2 answers 400 until its upgrade
+    // finishes, usually within a second: transient, so retried like a 503.
+    if (s === 400 && vaultErrors.some((m) => /upgrading from non-versioned to versioned/i.test(m))) {
+      return new VaultUnavailableError(
+        `Vault at ${this.address} could not serve ${method} ${path} yet: ${said} (the KV mount is upgrading to version 2; retry in a few seconds).`,
+        d,
+      );
+    }
     if (s === 412 || s === 429 || s >= 500) {
       const why =
         s === 429
