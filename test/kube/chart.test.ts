@@ -86,24 +86,30 @@ test("deploy/manifests/meshvault.yaml is the chart rendered with default values"
 });
 
 test("rendered manifests pass server-side dry-run with strict schema validation", async () => {
-  for (const variant of [
-    [],
-    ["cacerts.enabled=true", "vaultCredentials.existingSecret=vault-approle"],
-    ["istiodCertificate.enabled=true"],
-  ]) {
+  const server = [
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ConfigMap",
+    "Deployment",
+    "PodDisruptionBudget",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "ServiceAccount",
+  ];
+  for (const [variant, expected] of [
+    [[], server],
+    // istiod signs from cacerts: no CA server, Service, root publisher or their RBAC.
+    [
+      ["cacerts.enabled=true", "vaultCredentials.existingSecret=vault-approle"],
+      ["ConfigMap", "Deployment", "Role", "RoleBinding", "ServiceAccount"],
+    ],
+    [["istiodCertificate.enabled=true"], server],
+    [["replicas=1"], server.filter((k) => k !== "PodDisruptionBudget")],
+  ] as [string[], string[]][]) {
     const { objects } = await render(...variant);
-    const kinds = objects.map((o) => o.kind).sort();
-    for (const k of [
-      "ClusterRole",
-      "ClusterRoleBinding",
-      "ConfigMap",
-      "Deployment",
-      "Role",
-      "RoleBinding",
-      "Service",
-      "ServiceAccount",
-    ])
-      assert.ok(kinds.includes(k), `${k} rendered`);
+    const kinds = [...new Set(objects.map((o) => o.kind))].sort();
+    assert.deepEqual(kinds, expected, `kinds rendered with ${variant.join(" ") || "defaults"}`);
     for (const o of objects) {
       const r = await apply(o, true);
       assert.ok(
@@ -133,7 +139,8 @@ test("rendered manifests pass server-side dry-run with strict schema validation"
 });
 
 test("the chart's RBAC is enough: server + TokenReview + root publisher + cacerts under its ServiceAccount", async () => {
-  const { objects } = await render();
+  // rbac.cacertsSecret: the cacerts Role next to the server's, for the `cacerts` run below.
+  const { objects } = await render("rbac.cacertsSecret=true");
   for (const o of objects) {
     const r = await apply(o, false);
     assert.equal(r.status, 201, `${o.kind} ${o.metadata.name}: ${JSON.stringify(r.body)}`);
@@ -249,7 +256,12 @@ test("istiodCertificate.enabled: the chart's RBAC and config let the server keep
     const r = await apply(o, false);
     if (r.status === 409) {
       const path = `${collection(o)}/${o.metadata.name}`;
-      await kube.request("PUT", path, o);
+      // Some kinds (PodDisruptionBudget) refuse an update without the current resourceVersion.
+      const current = (await kube.request("GET", path)).body as { metadata: { resourceVersion: string } };
+      await kube.request("PUT", path, {
+        ...o,
+        metadata: { ...o.metadata, resourceVersion: current.metadata.resourceVersion },
+      });
     } else assert.equal(r.status, 201, `${o.kind} ${o.metadata.name}: ${JSON.stringify(r.body)}`);
   }
   const saToken = await kube.requestToken(NS, "meshvault", [kube.issuer], 3600);
@@ -348,4 +360,69 @@ test("deploy/istiod-agent/istiod-patch.yaml: the patched istiod Deployment passe
   assert.ok(cmd(p.initContainers[0]).includes("--once"));
   assert.ok(!cmd(p.containers[0]).includes("--once"));
   assert.deepEqual(volume.emptyDir, { medium: "Memory", sizeLimit: "1Mi" });
+});
+
+interface PodObject extends K8sObject {
+  spec: {
+    replicas?: number;
+    minAvailable?: number;
+    selector?: { matchLabels: Record<string, string> };
+    template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> } };
+  };
+}
+
+test("helm template works without --kube-version; pods skip sidecar injection and carry scrape annotations; a PDB; cacerts alone", async () => {
+  // helm's default Kubernetes version (v1.20.0 for a helm built from source) must not refuse the chart.
+  const plain = await execFileP(helm, ["template", "meshvault", chart, "--namespace", NS], {
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  assert.match(plain.stdout, /kind: Deployment/);
+
+  const { objects } = await render();
+  const dep = objects.find((o) => o.kind === "Deployment") as PodObject;
+  const meta = dep.spec.template.metadata;
+  assert.equal(meta.labels["sidecar.istio.io/inject"], "false");
+  assert.equal(meta.annotations["sidecar.istio.io/inject"], "false");
+  assert.equal(meta.annotations["prometheus.io/scrape"], "true");
+  assert.equal(meta.annotations["prometheus.io/port"], "15014");
+  assert.equal(meta.annotations["prometheus.io/path"], "/metrics");
+  const pdb = objects.find((o) => o.kind === "PodDisruptionBudget") as PodObject;
+  assert.equal(pdb.spec.minAvailable, 1);
+  assert.deepEqual(pdb.spec.selector!.matchLabels, dep.spec.selector!.matchLabels);
+  // The API server accepts the PDB and evaluates it against the Deployment's pods' labels.
+  const r = await apply({ ...pdb, metadata: { ...pdb.metadata, name: "meshvault-dry-run" } }, true);
+  assert.ok(r.status === 201 || r.status === 200, JSON.stringify(r.body));
+
+  // Stock istiod signs: only the cacerts writer, with its Secret's RBAC, no CA server.
+  const cacerts = await render("cacerts.enabled=true");
+  const deployments = cacerts.objects.filter((o) => o.kind === "Deployment") as PodObject[];
+  assert.deepEqual(
+    deployments.map((d) => d.metadata.name),
+    ["meshvault-cacerts"],
+  );
+  assert.equal(deployments[0]!.spec.template.metadata.labels["sidecar.istio.io/inject"], "false");
+  const roles = cacerts.objects.filter((o) => o.kind === "Role").map((o) => o.metadata.name);
+  assert.deepEqual(roles, ["meshvault-cacerts"]);
+  // Without cacerts, no cacerts Secret permissions by default.
+  assert.ok(!objects.some((o) => o.kind === "Role" && o.metadata.name.endsWith("-cacerts")));
+  // Both switches at once is refused with the reason.
+  await assert.rejects(
+    render("cacerts.enabled=true", "istiodCertificate.enabled=true"),
+    /istiodCertificate.enabled needs meshvault's CA server/,
+  );
+
+  // Optional ServiceMonitor selecting the Service's monitoring port.
+  const sm = (await render("metrics.serviceMonitor.enabled=true")).objects.find(
+    (o) => o.kind === "ServiceMonitor",
+  ) as unknown as {
+    spec: { selector: { matchLabels: Record<string, string> }; endpoints: { port: string }[] };
+  };
+  const svc = objects.find((o) => o.kind === "Service") as unknown as {
+    metadata: { labels: Record<string, string> };
+  };
+  for (const [k, v] of Object.entries(sm.spec.selector.matchLabels)) assert.equal(svc.metadata.labels[k], v);
+  assert.deepEqual(
+    sm.spec.endpoints.map((e) => e.port),
+    ["http-monitoring"],
+  );
 });

@@ -32,3 +32,28 @@ top-level istiodCertificate values when enabled (one switch for the feature and 
 {{- end -}}
 {{- toYaml $config -}}
 {{- end }}
+
+{{- /*
+"true" when the chart runs the CA server (and its root publisher). With cacerts.enabled a stock
+istiod signs from Secret cacerts and writes istio-ca-root-cert itself: a second CA server and a
+second root publisher would fight it over those ConfigMaps.
+*/ -}}
+{{- define "meshvault.caServer" -}}
+{{- if .Values.cacerts.enabled -}}
+{{- if .Values.istiodCertificate.enabled -}}
+{{- fail "istiodCertificate.enabled needs meshvault's CA server, which cacerts.enabled turns off (istiod signs with cacerts): enable one of them" -}}
+{{- end -}}
+{{- else -}}
+true
+{{- end -}}
+{{- end }}
+
+{{- /* Pod metadata every meshvault pod carries: no sidecar (it is the CA), Prometheus scraping. */ -}}
+{{- define "meshvault.podAnnotations" -}}
+sidecar.istio.io/inject: "false"
+{{- if .Values.metrics.podAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.service.httpPort | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
