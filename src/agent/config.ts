@@ -13,6 +13,7 @@ import { parseDuration } from "../config/duration.js";
 import { durationSchema } from "../config/duration-schema.js";
 import { formatIssues } from "../config/issues.js";
 import { KEY_ALGORITHMS, type KeyAlgorithm } from "../pki/keys.js";
+import { namespaceProblem, serviceAccountProblem } from "../pki/kube-names.js";
 import { parseSpiffeId, validateTrustDomain, workloadId } from "../pki/spiffe.js";
 
 const require = createRequire(import.meta.url);
@@ -63,6 +64,10 @@ function buildSchemas(z: typeof Zod) {
       message: "set sdsSocket, outDir or both: an identity needs somewhere to put its certificate",
     })
     .superRefine((i, ctx) => {
+      const ns = i.namespace !== undefined ? namespaceProblem(i.namespace) : undefined;
+      if (ns) ctx.addIssue({ code: "custom", path: ["namespace"], message: `namespace ${ns}` });
+      const sa = i.serviceAccount !== undefined ? serviceAccountProblem(i.serviceAccount) : undefined;
+      if (sa) ctx.addIssue({ code: "custom", path: ["serviceAccount"], message: `service account ${sa}` });
       if (i.spiffeId === undefined) return;
       try {
         parseSpiffeId(i.spiffeId);
@@ -262,6 +267,9 @@ function identityValue(v: unknown): IdentityConfig {
     else if (i[k] !== undefined) out[k] = str(i[k], k === "spiffeId" ? 0 : 1);
   }
   if ((out.namespace === undefined) !== (out.serviceAccount === undefined)) throw new Defer();
+  if (out.namespace !== undefined && namespaceProblem(out.namespace as string)) throw new Defer();
+  if (out.serviceAccount !== undefined && serviceAccountProblem(out.serviceAccount as string))
+    throw new Defer();
   if (out.sdsSocket === undefined && out.outDir === undefined) throw new Defer();
   if (out.spiffeId !== undefined) {
     try {

@@ -4,7 +4,13 @@ import { z } from "zod";
 import { KEY_ALGORITHMS } from "../pki/keys.js";
 import { validateTrustDomain } from "../pki/spiffe.js";
 import { durationSchema } from "./duration-schema.js";
-import { dnsNameSchema, ipAddressSchema } from "./name-schemas.js";
+import {
+  dnsNameSchema,
+  ipAddressSchema,
+  namespaceSchema,
+  nodeAccountSchema,
+  serviceAccountSchema,
+} from "./name-schemas.js";
 import {
   vaultIntermediateAuthoritySchema,
   vaultKvAuthoritySchema,
@@ -83,8 +89,8 @@ export const serverConfigSchema = z
         ipAddresses: z.array(ipAddressSchema).default(["127.0.0.1"]),
         ttl: duration.default(86400),
         /** Service account the serving certificate's SPIFFE ID names. */
-        namespace: z.string().default("istio-system"),
-        serviceAccount: z.string().default("meshvault"),
+        namespace: namespaceSchema.default("istio-system"),
+        serviceAccount: serviceAccountSchema.default("meshvault"),
       })
       .strict()
       .default({
@@ -122,9 +128,7 @@ export const serverConfigSchema = z
         /** meshvault's own token issuer for machines without Kubernetes (`meshvault token create`). */
         localIssuer: z.boolean().default(true),
         /** `<namespace>/<serviceaccount>` allowed to ask for another identity (ImpersonatedIdentity), e.g. ztunnel. */
-        trustedNodeAccounts: z
-          .array(z.string().regex(/^[^/]+\/[^/]+$/, 'expected "namespace/serviceaccount"'))
-          .default([]),
+        trustedNodeAccounts: z.array(nodeAccountSchema).default([]),
       })
       .strict()
       .default({ jwt: [], clientCertificate: true, localIssuer: true, trustedNodeAccounts: [] }),

@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { exportJWK, SignJWT } from "jose";
 import { writeFileAtomicSync } from "../fs/atomic-write.js";
+import { workloadId } from "../pki/spiffe.js";
 
 export interface LocalIssuerPaths {
   dir: string;
@@ -50,6 +51,9 @@ export interface TokenRequest {
 
 /** Mints a Kubernetes-projected-token-shaped JWT signed by the local issuer. */
 export async function mintLocalToken(req: TokenRequest): Promise<string> {
+  // The same check the server applies: a token for a name that cannot be a Kubernetes
+  // namespace/service account (e.g. "kube-system/sa/admin") is never minted.
+  workloadId(req.trustDomain, req.namespace, req.serviceAccount);
   const paths = await ensureLocalIssuer(req.dataDir);
   const key = createPrivateKey(readFileSync(paths.keyFile, "utf8"));
   return new SignJWT({

@@ -3,7 +3,7 @@
 // Kubernetes integration.
 import { z } from "zod";
 import { durationSchema } from "../config/duration-schema.js";
-import { dnsNameSchema } from "../config/name-schemas.js";
+import { dnsNameSchema, namespaceSchema, serviceAccountSchema } from "../config/name-schemas.js";
 
 const duration = durationSchema(z);
 
@@ -68,10 +68,10 @@ export const kubernetesSectionSchema = z
       .object({
         enabled: z.boolean().default(false),
         /** istiod's namespace: where the Secret is written, and the SPIFFE ID's namespace. */
-        namespace: z.string().min(1).default("istio-system"),
+        namespace: namespaceSchema.default("istio-system"),
         secretName: z.string().min(1).default("istiod-tls"),
         /** istiod's service account: spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>. */
-        serviceAccount: z.string().min(1).default("istiod"),
+        serviceAccount: serviceAccountSchema.default("istiod"),
         /** Add istiod-<revision>.<namespace>.svc for revisioned installs. */
         dnsNames: z
           .array(dnsNameSchema)

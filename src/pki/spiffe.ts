@@ -1,5 +1,7 @@
 // SPIFFE IDs per the SPIFFE-ID specification: strict at the edge, so nothing
-// downstream has to wonder whether an ID is well-formed.
+// downstream has to wonder whether an ID is well-formed. The one parser and validator for
+// IDs and allow-list patterns: the CA, the agent and the tunnel all use these.
+import { namespaceProblem, serviceAccountProblem } from "./kube-names.js";
 
 export class SpiffeIdError extends Error {
   override name = "SpiffeIdError";
@@ -66,22 +68,61 @@ export function spiffeId(trustDomain: string, path: string): SpiffeId {
   return parseSpiffeId(`spiffe://${trustDomain}${path}`);
 }
 
-/** Istio's workload identity `spiffe://<td>/ns/<ns>/sa/<sa>`. */
+/** Istio's workload identity `spiffe://<td>/ns/<ns>/sa/<sa>`, from valid Kubernetes names only. */
 export function workloadId(trustDomain: string, namespace: string, serviceAccount: string): SpiffeId {
-  if (!namespace || !serviceAccount)
-    throw new SpiffeIdError("namespace and service account must be non-empty");
+  const nsProblem = namespaceProblem(namespace);
+  if (nsProblem) throw new SpiffeIdError(`namespace ${JSON.stringify(namespace.slice(0, 80))} ${nsProblem}`);
+  const saProblem = serviceAccountProblem(serviceAccount);
+  if (saProblem)
+    throw new SpiffeIdError(`service account ${JSON.stringify(serviceAccount.slice(0, 80))} ${saProblem}`);
   return spiffeId(trustDomain, `/ns/${namespace}/sa/${serviceAccount}`);
 }
 
-/** Namespace and service account of an Istio-style ID, or undefined for other shapes. */
+/**
+ * Namespace and service account of an Istio workload ID: exactly `/ns/<ns>/sa/<sa>` with valid
+ * Kubernetes names; undefined for any other shape.
+ */
 export function istioParts(id: SpiffeId): { namespace: string; serviceAccount: string } | undefined {
   const m = id.path.match(/^\/ns\/([^/]+)\/sa\/([^/]+)$/);
-  return m ? { namespace: m[1]!, serviceAccount: m[2]! } : undefined;
+  if (!m || namespaceProblem(m[1]!) || serviceAccountProblem(m[2]!)) return undefined;
+  return { namespace: m[1]!, serviceAccount: m[2]! };
+}
+
+/**
+ * Parses an ID that must be an Istio workload ID, `spiffe://<td>/ns/<ns>/sa/<sa>` with a
+ * DNS-1123 label namespace and a DNS-1123 subdomain service account; in `trustDomain` when given.
+ * Throws SpiffeIdError naming what is wrong.
+ */
+export function parseWorkloadId(input: string, trustDomain?: string): SpiffeId {
+  const id = parseSpiffeId(input);
+  if (trustDomain !== undefined && id.trustDomain !== trustDomain)
+    throw new SpiffeIdError(`${id.uri} is in trust domain ${id.trustDomain}, expected ${trustDomain}`);
+  const m = id.path.match(/^\/ns\/([^/]+)\/sa\/([^/]+)$/);
+  if (!m)
+    throw new SpiffeIdError(
+      `${id.uri} is not a workload ID: expected exactly spiffe://${id.trustDomain}/ns/<namespace>/sa/<service-account>`,
+    );
+  workloadId(id.trustDomain, m[1]!, m[2]!);
+  return id;
+}
+
+/**
+ * An allow-list entry: an exact SPIFFE ID, or `spiffe://<td>/<path>/*` for every ID under that
+ * path (`spiffe://td/ns/prod/*`). Parsed with the same rules as IDs; throws SpiffeIdError.
+ */
+export function parseSpiffePattern(pattern: string): string {
+  if (pattern.endsWith("/*")) {
+    parseSpiffeId(pattern.slice(0, -2));
+    return pattern;
+  }
+  if (pattern.includes("*")) throw new SpiffeIdError("'*' is allowed only as a whole last segment ('/*')");
+  return parseSpiffeId(pattern).uri;
 }
 
 /**
  * Matches an ID against an allow-list entry: exact, or a prefix ending in `/*`
- * (`spiffe://td/ns/prod/*` allows every identity in namespace prod).
+ * (`spiffe://td/ns/prod/*` allows every identity in namespace prod). Whole segments only,
+ * and the ID itself went through parseSpiffeId, so `..` or `%2f` cannot escape the prefix.
  */
 export function matchesPattern(id: SpiffeId, pattern: string): boolean {
   if (pattern.endsWith("/*")) return id.uri.startsWith(pattern.slice(0, -1));

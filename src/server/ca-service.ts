@@ -3,7 +3,7 @@
 import { AuthorityDeniedError, AuthorityUnavailableError, type Authority } from "../authority/authority.js";
 import { CsrError, parseCsr, type Csr } from "../pki/csr.js";
 import { MAX_NAME_ATTRIBUTE_LENGTH } from "../pki/name.js";
-import { parseSpiffeId, SpiffeIdError, type SpiffeId } from "../pki/spiffe.js";
+import { parseSpiffeId, parseWorkloadId, SpiffeIdError, type SpiffeId } from "../pki/spiffe.js";
 import { formatDuration } from "../config/duration.js";
 import {
   AuthenticationError,
@@ -121,7 +121,15 @@ function resolveIdentity(
       Code.PERMISSION_DENIED,
       `ImpersonatedIdentity ${id.uri} is in trust domain ${id.trustDomain}, this CA serves ${deps.policy.trustDomain}`,
     );
-  return id;
+  // Only leaf workload IDs: not the trust domain itself, not deeper or other paths.
+  try {
+    return parseWorkloadId(impersonated, deps.policy.trustDomain);
+  } catch (err) {
+    throw new CaServiceError(
+      Code.INVALID_ARGUMENT,
+      `ImpersonatedIdentity: ${(err as SpiffeIdError).message}`,
+    );
+  }
 }
 
 /** Rejects a CSR that asks for anything other than the caller's own identity. */

@@ -2,7 +2,7 @@
 // allow-list check (exact IDs or `spiffe://td/ns/<ns>/*` prefixes).
 import type { PeerCertificate } from "node:tls";
 import { parseCertificateDer } from "../pki/certificate.js";
-import { matchesPattern, parseSpiffeId, type SpiffeId } from "../pki/spiffe.js";
+import { matchesPattern, parseSpiffeId, parseSpiffePattern, type SpiffeId } from "../pki/spiffe.js";
 
 export class PeerIdentityError extends Error {
   override name = "PeerIdentityError";
@@ -33,7 +33,7 @@ export function peerSpiffeId(cert: Pick<PeerCertificate, "raw"> | undefined | nu
 export function validatePatterns(patterns: readonly string[], flag: string): void {
   for (const p of patterns) {
     try {
-      parseSpiffeId(p.endsWith("/*") ? p.slice(0, -2) : p);
+      parseSpiffePattern(p);
     } catch (err) {
       throw new Error(
         `${flag} ${JSON.stringify(p)}: ${(err as Error).message}; use spiffe://<trust-domain>/ns/<ns>/sa/<sa> or spiffe://<trust-domain>/ns/<ns>/*`,

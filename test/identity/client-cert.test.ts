@@ -134,3 +134,13 @@ test("an empty or broken trust bundle is the server's problem: unavailable", asy
     );
   }
 });
+
+test("a chaining certificate whose SPIFFE ID has names Kubernetes would never allow is refused", async () => {
+  for (const id of [
+    `spiffe://${TD}/ns/Default/sa/x`,
+    `spiffe://${TD}/ns/kube-system/sa/admin/sa/x`,
+    `spiffe://${TD}/ns/${"n".repeat(64)}/sa/x`,
+    `spiffe://${TD}`,
+  ])
+    await rejected(chain(svid(ca, { spiffeId: id })), /is not an Istio workload ID/);
+});

@@ -4,6 +4,8 @@ import {
   istioParts,
   matchesPattern,
   parseSpiffeId,
+  parseSpiffePattern,
+  parseWorkloadId,
   SpiffeIdError,
   workloadId,
 } from "../../src/pki/spiffe.js";
@@ -53,4 +55,61 @@ test("pattern matching: exact and namespace wildcard", () => {
   assert.ok(!matchesPattern(id, "spiffe://td/ns/pro/*"));
   assert.ok(!matchesPattern(id, "spiffe://td/ns/prod/sa/we"));
   assert.ok(!matchesPattern(parseSpiffeId("spiffe://td/ns/production/sa/x"), "spiffe://td/ns/prod/*"));
+});
+
+test("workload IDs only from Kubernetes-valid names: namespace a DNS-1123 label, service account a DNS-1123 subdomain", () => {
+  assert.equal(workloadId("td", "n".repeat(63), "a.b-c").uri, `spiffe://td/ns/${"n".repeat(63)}/sa/a.b-c`);
+  for (const [ns, sa, re] of [
+    ["kube-system/sa/admin", "x", /namespace "kube-system\/sa\/admin" is not a DNS-1123 label/],
+    ["Default", "x", /namespace "Default"/],
+    ["a.b", "x", /namespace "a\.b"/],
+    ["-a", "x", /namespace "-a"/],
+    ["n".repeat(64), "x", /64 characters/],
+    ["", "x", /namespace "" is empty/],
+    ["a", "X", /service account "X"/],
+    ["a", "a..b", /service account "a\.\.b"/],
+    ["a", "a_b", /service account "a_b"/],
+    ["a", "s".repeat(254), /254 characters/],
+    ["a", `${"s".repeat(64)}.b`, /not a DNS-1123 subdomain/],
+  ] as const)
+    assert.throws(
+      () => workloadId("td", ns, sa),
+      (e: Error) => e instanceof SpiffeIdError && re.test(e.message),
+      `${ns}/${sa}`,
+    );
+});
+
+test("parseWorkloadId: exactly spiffe://<td>/ns/<ns>/sa/<sa>; istioParts agrees", () => {
+  assert.equal(parseWorkloadId("spiffe://td/ns/a/sa/b", "td").uri, "spiffe://td/ns/a/sa/b");
+  for (const [input, re] of [
+    ["spiffe://td", /not a workload ID/],
+    ["spiffe://td/ns/a/sa/b/x", /not a workload ID/],
+    ["spiffe://td/sa/b/ns/a", /not a workload ID/],
+    ["spiffe://td/ns/A/sa/b", /namespace "A"/],
+    ["spiffe://other/ns/a/sa/b", /trust domain other, expected td/],
+  ] as const) {
+    assert.throws(
+      () => parseWorkloadId(input, "td"),
+      (e: Error) => e instanceof SpiffeIdError && re.test(e.message),
+      input,
+    );
+    if (input.startsWith("spiffe://td")) assert.equal(istioParts(parseSpiffeId(input)), undefined, input);
+  }
+});
+
+test("allow-list patterns go through the same parser", () => {
+  assert.equal(parseSpiffePattern("spiffe://td/ns/prod/*"), "spiffe://td/ns/prod/*");
+  assert.equal(parseSpiffePattern("spiffe://td/*"), "spiffe://td/*");
+  for (const bad of [
+    "spiffe://td/ns/prod*",
+    "spiffe://td/ns/*/sa/x",
+    "spiffe://TD/ns/a/*",
+    "spiffe://td/ns/../*",
+    "spiffe://td/ns/%2e/*",
+  ])
+    assert.throws(() => parseSpiffePattern(bad), SpiffeIdError, bad);
+  // A prefix admits whole segments only, and only IDs that parsed.
+  assert.ok(
+    !matchesPattern(parseSpiffeId("spiffe://td/ns/kube-systemx/sa/a"), "spiffe://td/ns/kube-system/*"),
+  );
 });

@@ -352,3 +352,46 @@ test("the server's own TLS certificate has the configured DNS SANs and is renewe
     await s.close();
   }
 });
+
+test("names: a trusted issuer's token with a namespace or service account Kubernetes would never allow is UNAUTHENTICATED", async () => {
+  const csr = ecCsr().csrPem;
+  for (const [ns, sa, re] of [
+    ["kube-system/sa/admin", "x", /namespace "kube-system\/sa\/admin" is not a DNS-1123 label/],
+    ["a/b", "sleep", /namespace "a\/b" is not a DNS-1123 label/],
+    ["Default", "sleep", /namespace "Default" is not a DNS-1123 label/],
+    ["n".repeat(300), "sleep", /is 300 characters; a namespace \(DNS-1123 label\) has at most 63/],
+    ["default", "x/sa/y", /service account "x\/sa\/y" is not a DNS-1123 subdomain/],
+    [
+      "default",
+      "s".repeat(254),
+      /is 254 characters; a service account \(DNS-1123 subdomain\) has at most 253/,
+    ],
+    ["default", "..", /service account "\.\." is not a DNS-1123 subdomain/],
+  ] as const) {
+    await rejects(client.create(csr, { token: await token({ ns, sa }) }), grpc.status.UNAUTHENTICATED, re);
+  }
+  // Valid extremes still work: a 63-character namespace, a dotted service account.
+  const ns = "n".repeat(63);
+  const chain = await client.create(csr, { token: await token({ ns, sa: "web.v2" }) });
+  assert.deepEqual(parseCertificate(chain[0]!).sans.uris, [`spiffe://${TD}/ns/${ns}/sa/web.v2`]);
+});
+
+test("ImpersonatedIdentity must be exactly spiffe://<td>/ns/<ns>/sa/<sa> with valid names: INVALID_ARGUMENT otherwise", async () => {
+  const csr = ecCsr().csrPem;
+  const zt = await token({ ns: "istio-system", sa: "ztunnel" });
+  for (const [id, re] of [
+    ["spiffe://cluster.local", /not a workload ID/],
+    ["spiffe://cluster.local/ns/istio-system/sa/istiod/x", /not a workload ID/],
+    ["spiffe://cluster.local/ns/a", /not a workload ID/],
+    ["spiffe://cluster.local/ns/Default/sa/x", /namespace "Default" is not a DNS-1123 label/],
+    ["spiffe://cluster.local/ns/a/sa/b_c", /service account "b_c" is not a DNS-1123 subdomain/],
+    ["spiffe://cluster.local/ns/a%2fb/sa/c", /percent-encoding/],
+    ["spiffe://cluster.local/ns/../sa/c", /'\.\.' segment/],
+  ] as const) {
+    await rejects(
+      client.create(csr, { token: zt, metadata: { ImpersonatedIdentity: id } }),
+      grpc.status.INVALID_ARGUMENT,
+      re,
+    );
+  }
+});
