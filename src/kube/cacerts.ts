@@ -6,6 +6,7 @@
 import { loadCaMaterial } from "../authority/ca-material.js";
 import { layoutFiles, type CaCertsFiles, type CaCertsSink, type WriteResult } from "./cacerts-sinks.js";
 import type { IntermediateSource } from "./intermediate-source.js";
+import { RenewalLoop } from "../timing/renewal-loop.js";
 
 export interface CaCertsLog {
   info(msg: string): void;
@@ -72,7 +73,7 @@ function dueAt(p: Present, renewAt: number): Date {
 }
 
 /** One pass: keep what is there if valid and not due, else issue and write. */
-export async function syncCaCerts(o: CaCertsOptions): Promise<SyncResult> {
+export async function syncCaCerts(o: CaCertsOptions, signal?: AbortSignal): Promise<SyncResult> {
   const renewAt = o.renewAt ?? 0.5;
   const tls = o.tlsLayout ?? false;
   const existing = await o.sink.read();
@@ -92,7 +93,7 @@ export async function syncCaCerts(o: CaCertsOptions): Promise<SyncResult> {
   if (existing && !present)
     o.log?.warn(`${o.sink.description} holds an incomplete or inconsistent CA: replacing it`);
   const issuedAt = new Date();
-  const issued = await o.source.issueIntermediate();
+  const issued = await o.source.issueIntermediate(signal);
   const write = await o.sink.write(layoutFiles(issued, tls));
   // Count the lifetime from now, not from notBefore: CAs backdate notBefore (Vault 30 s,
   // meshvault 2 min), which for a short TTL would make the new intermediate due at once.
@@ -112,58 +113,42 @@ export interface CaCertsRunner {
 
 /** Long-running: a pass now, then one at each renewal time; failures retry with backoff. */
 export function runCaCerts(o: CaCertsOptions): CaCertsRunner {
-  const min = o.retryMinMs ?? 1000;
-  const max = o.retryMaxMs ?? 300_000;
-  let state: CaCertsState | undefined;
   let issued = 0;
-  let failures = 0;
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
-  let current: Promise<void> | undefined;
-  let resolveReady!: (r: SyncResult) => void;
-  let rejectReady!: (e: Error) => void;
-  const ready = new Promise<SyncResult>((res, rej) => {
-    resolveReady = res;
-    rejectReady = rej;
-  });
-  ready.catch(() => {});
-
-  const schedule = (ms: number): void => {
-    if (stopped) return;
-    // setTimeout overflows past ~24.8 days: wake up and re-check instead.
-    timer = setTimeout(() => (current = pass()), Math.max(0, Math.min(ms, 2 ** 31 - 1)));
-  };
-
-  const pass = async (): Promise<void> => {
-    try {
-      const r = await syncCaCerts(o);
+  const loop = new RenewalLoop<SyncResult>({
+    what: "cacerts",
+    renew: (signal) => syncCaCerts(o, signal),
+    validity: (r) => ({ until: r.notAfter.getTime(), renewAt: r.renewAt.getTime() }),
+    backoff: { initialMs: o.retryMinMs ?? 1000, maxMs: o.retryMaxMs ?? 300_000 },
+    // `meshvault cacerts` has nothing else keeping it alive between renewals.
+    keepAlive: true,
+    onRenewed: (r) => {
       if (r.action === "issued") issued++;
-      failures = 0;
-      state = { notAfter: r.notAfter, renewAt: r.renewAt, issued, failures };
       o.log?.info(
         `${o.sink.description}: ${r.action === "issued" ? `new intermediate from ${o.source.description}` : "current intermediate kept"} (${r.write}), valid until ${r.notAfter.toISOString()}, renewal at ${r.renewAt.toISOString()}`,
       );
-      resolveReady(r);
-      schedule(r.renewAt.getTime() - Date.now());
-    } catch (err) {
-      failures++;
-      const msg = (err as Error).message;
-      state = state ? { ...state, failures, lastError: msg } : undefined;
-      const delay = Math.min(max, min * 2 ** Math.min(failures - 1, 20));
-      o.log?.error(`cacerts: ${msg}; retrying in ${Math.round(delay / 1000)}s`);
-      schedule(delay);
-    }
-  };
-
-  current = pass();
-  return {
-    state: () => state,
-    ready,
-    stop: async () => {
-      stopped = true;
-      clearTimeout(timer);
-      await current;
-      rejectReady(new Error("cacerts stopped before the first successful pass"));
     },
+    onFailure: (err, f) => {
+      if (!f.repeated)
+        o.log?.error(`cacerts: ${err.message}; retrying in ${Math.round(f.retryInMs / 1000)}s`);
+    },
+  });
+  const ready = loop.ready();
+  ready.catch(() => {});
+  loop.start();
+  return {
+    state: () => {
+      const r = loop.current;
+      if (!r) return undefined;
+      const st = loop.status();
+      return {
+        notAfter: r.notAfter,
+        renewAt: r.renewAt,
+        issued,
+        failures: st.failures,
+        ...(st.lastError !== undefined ? { lastError: st.lastError } : {}),
+      };
+    },
+    ready,
+    stop: () => loop.stop(),
   };
 }

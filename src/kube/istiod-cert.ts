@@ -20,6 +20,7 @@ import { DEFAULT_ISTIOD_DNS_NAMES } from "./config-schema.js";
 import { describeKubeError, forbiddenHint, statusOf } from "./client.js";
 import { LeaderElector } from "./leader-election.js";
 import { MANAGED_BY_LABEL } from "./root-publisher.js";
+import { RenewalLoop } from "../timing/renewal-loop.js";
 
 export const ISTIOD_TLS_SECRET = "istiod-tls";
 export const TLS_SECRET_TYPE = "kubernetes.io/tls";
@@ -244,13 +245,12 @@ export class IstiodCertWriter {
   }
 }
 
-/** Runs passes: at each renewal time and every check period (repairs); backoff on failure. */
+/**
+ * Runs passes: at each renewal time and every check period (repairs); backoff on failure.
+ * Restartable: the leader elector starts it on every lease it wins.
+ */
 export class IstiodCertLoop {
-  private timer: NodeJS.Timeout | undefined;
-  private running = false;
-  private current: Promise<void> = Promise.resolve();
-  private failures = 0;
-  private lastError = "";
+  private loop: RenewalLoop<IstiodCertPass> | undefined;
   last: IstiodCertPass | undefined;
 
   constructor(
@@ -259,50 +259,42 @@ export class IstiodCertLoop {
   ) {}
 
   start(): void {
-    if (this.running) return;
-    this.running = true;
-    this.current = this.pass();
+    if (this.loop) return;
+    this.loop = new RenewalLoop<IstiodCertPass>({
+      what: "istiod certificate",
+      renew: async () => {
+        try {
+          return await this.writer.pass();
+        } catch (err) {
+          this.writer.stats.errors++;
+          throw err;
+        }
+      },
+      validity: (r) => ({ until: r.notAfter.getTime(), renewAt: r.renewAt.getTime() }),
+      maxIntervalMs: this.o.checkPeriodMs ?? 30_000,
+      backoff: { initialMs: this.o.retryMinMs ?? 1000, maxMs: this.o.retryMaxMs ?? 300_000 },
+      onRenewed: (r) => {
+        this.last = r;
+        if (r.write !== "unchanged" || r.action === "issued")
+          this.o.log?.info(
+            `${this.writer.description}: ${r.action === "issued" ? "new istiod certificate" : "istiod certificate kept"} (${r.write}), valid until ${r.notAfter.toISOString()}, renewal at ${r.renewAt.toISOString()}`,
+          );
+      },
+      onFailure: (err, f) => {
+        // Repeating the same error every backoff step would drown the log.
+        if (!f.repeated)
+          this.o.log?.warn(
+            `istiod certificate: ${err.message}; retrying in ${Math.round(f.retryInMs / 1000)}s`,
+          );
+      },
+    });
+    this.loop.start();
   }
 
   async stop(): Promise<void> {
-    this.running = false;
-    clearTimeout(this.timer);
-    await this.current;
-  }
-
-  private schedule(ms: number): void {
-    if (!this.running) return;
-    this.timer = setTimeout(() => (this.current = this.pass()), Math.max(0, Math.min(ms, 2 ** 31 - 1)));
-    this.timer.unref();
-  }
-
-  private async pass(): Promise<void> {
-    if (!this.running) return;
-    const check = this.o.checkPeriodMs ?? 30_000;
-    try {
-      const r = await this.writer.pass();
-      this.last = r;
-      this.failures = 0;
-      this.lastError = "";
-      if (r.write !== "unchanged" || r.action === "issued")
-        this.o.log?.info(
-          `${this.writer.description}: ${r.action === "issued" ? "new istiod certificate" : "istiod certificate kept"} (${r.write}), valid until ${r.notAfter.toISOString()}, renewal at ${r.renewAt.toISOString()}`,
-        );
-      this.schedule(Math.min(check, r.renewAt.getTime() - Date.now()));
-    } catch (err) {
-      this.writer.stats.errors++;
-      this.failures++;
-      const delay = Math.min(
-        this.o.retryMaxMs ?? 300_000,
-        (this.o.retryMinMs ?? 1000) * 2 ** Math.min(this.failures - 1, 20),
-      );
-      const msg = (err as Error).message;
-      // Repeating the same error every backoff step would drown the log.
-      if (msg !== this.lastError)
-        this.o.log?.warn(`istiod certificate: ${msg}; retrying in ${Math.round(delay / 1000)}s`);
-      this.lastError = msg;
-      this.schedule(delay);
-    }
+    const l = this.loop;
+    this.loop = undefined;
+    await l?.stop();
   }
 }
 

@@ -6,11 +6,14 @@ import { parseCertificate } from "../pki/certificate.js";
 import { workloadId } from "../pki/spiffe.js";
 import type { Authority } from "../authority/authority.js";
 import type { Logger } from "../log/logger.js";
+import { RenewalLoop } from "../timing/renewal-loop.js";
 
 export interface ServingCert {
   certChainPem: string;
   keyPem: string;
   notAfter: Date;
+  /** When it arrived: its lifetime for renewal counts from here (CAs backdate notBefore). */
+  receivedAt: Date;
 }
 
 export interface ServingCertOptions {
@@ -36,37 +39,24 @@ export async function issueServingCert(o: ServingCertOptions): Promise<ServingCe
     certChainPem: [issued.leafPem, ...issued.intermediatesPem].join(""),
     keyPem: privateKeyPem(key.privateKey),
     notAfter: parseCertificate(issued.leafPem).notAfter,
+    receivedAt: new Date(),
   };
 }
 
-/** Keeps the serving certificate fresh; returns a stop function. */
-export function keepServingCertFresh(o: ServingCertOptions, first: ServingCert): () => void {
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
-  const schedule = (cert: ServingCert, delayOverride?: number): void => {
-    if (stopped) return;
-    const left = cert.notAfter.getTime() - Date.now();
-    const delay = delayOverride ?? Math.max(1000, left / 2);
-    timer = setTimeout(() => void renew(cert), Math.min(delay, 2 ** 31 - 1));
-    timer.unref();
-  };
-  const renew = async (prev: ServingCert): Promise<void> => {
-    try {
-      const next = await issueServingCert(o);
+/** Keeps the serving certificate fresh (renewed at half life, backoff on failure); returns a stop function. */
+export function keepServingCertFresh(o: ServingCertOptions, first: ServingCert): () => Promise<void> {
+  const loop = new RenewalLoop<ServingCert>({
+    what: "the CA server's TLS certificate",
+    renew: () => issueServingCert(o),
+    validity: (c) => ({ from: c.receivedAt.getTime(), until: c.notAfter.getTime() }),
+    renewAt: 0.5,
+    backoff: { initialMs: 1000, maxMs: 30_000 },
+    log: o.log,
+    onRenewed: (next) => {
       o.onRenew(next);
       o.log.info({ notAfter: next.notAfter.toISOString() }, "renewed the CA server's TLS certificate");
-      schedule(next);
-    } catch (err) {
-      o.log.error(
-        { err: (err as Error).message },
-        "cannot renew the CA server's TLS certificate; retrying in 30s",
-      );
-      schedule(prev, 30_000);
-    }
-  };
-  schedule(first);
-  return () => {
-    stopped = true;
-    if (timer) clearTimeout(timer);
-  };
+    },
+  });
+  loop.start(first);
+  return () => loop.stop();
 }

@@ -7,12 +7,11 @@ import { silentLog, type Log } from "../log/logger.js";
 import { Backoff, type BackoffPolicy } from "./backoff.js";
 import { abortError, systemClock, type CancelTimer, type Clock } from "./clock.js";
 
-/** A value's lifetime in epoch ms; `renewAt` overrides the loop's fraction. */
-export interface Validity {
-  from: number;
-  until: number;
-  renewAt?: number;
-}
+/**
+ * A value's lifetime in epoch ms: `until` it is usable; renewal at the loop's fraction of
+ * [from, until], or at `renewAt` when the value knows its own renewal time.
+ */
+export type Validity = { until: number } & ({ from: number; renewAt?: number } | { renewAt: number });
 
 export interface RenewalFailure<T> {
   /** Consecutive failures, this one included. */
@@ -64,7 +63,8 @@ export const DEFAULT_RENEWAL_BACKOFF: BackoffPolicy = { initialMs: 1000, maxMs: 
 
 /** `from + fraction * (until - from)`: the renewal instant of a lifetime. */
 export function renewalInstant(v: Validity, fraction: number): number {
-  return v.renewAt ?? v.from + fraction * (v.until - v.from);
+  if (v.renewAt !== undefined) return v.renewAt;
+  return "from" in v ? v.from + fraction * (v.until - v.from) : v.until;
 }
 
 export class RenewalLoop<T> {
