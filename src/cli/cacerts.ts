@@ -237,9 +237,12 @@ function untilSignal(
   log: { info(o: object, m: string): void },
   shutdown: () => Promise<void>,
 ): Promise<void> {
+  // The work may hang only on unref'd timers (the vault-kv poll): keep the process up.
+  const keepAlive = setInterval(() => {}, 2 ** 30);
   return new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ signal }, "cacerts: shutting down");
+      clearInterval(keepAlive);
       void shutdown().finally(resolve);
     };
     process.once("SIGINT", () => stop("SIGINT"));
