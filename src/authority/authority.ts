@@ -30,7 +30,12 @@ export interface IssuedChain {
   rootsPem: string[];
 }
 
-export type Readiness = { ready: true } | { ready: false; reason: string };
+/**
+ * What the authority can do right now. Ready: it can sign; `until` is when the material it
+ * signs with stops being valid (absent when signing depends on a live backend, vault-sign),
+ * `detail` says with what it signs. Not ready: `reason` names the cause and the fix.
+ */
+export type Readiness = { ready: true; until?: Date; detail?: string } | { ready: false; reason: string };
 
 export interface Authority {
   /** Backend name as used in configuration (`local`, `files`, `vault-sign`, ...). */

@@ -3,10 +3,10 @@
 // whole CaMaterial at once, so an in-flight request always signs with one consistent set.
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import { verifyChain } from "../pki/chain.js";
-import { parseCertificates, type Certificate } from "../pki/certificate.js";
+import { describeCertificate, parseCertificates, type Certificate } from "../pki/certificate.js";
 import { createSigner, issueLeaf, type Signer } from "../pki/issue.js";
 import type { SpiffeId } from "../pki/spiffe.js";
-import type { IssuedChain, SignRequest } from "./authority.js";
+import type { IssuedChain, Readiness, SignRequest } from "./authority.js";
 
 export interface CaMaterial {
   signer: Signer;
@@ -114,4 +114,30 @@ export function signLeaf(material: CaMaterial, request: SignRequest, identity: S
     ...(request.ipAddresses?.length ? { ipAddresses: request.ipAddresses } : {}),
   });
   return { leafPem: leaf.pem, intermediatesPem: material.intermediatesPem, rootsPem: material.rootsPem };
+}
+
+/**
+ * Readiness of an authority that signs with `m` in memory: ready while the signing CA is
+ * valid, until its notAfter. `missing` is the reason while nothing is loaded; `fix` is said
+ * when the CA has expired.
+ */
+export function materialReadiness(
+  m: CaMaterial | undefined,
+  missing: string,
+  fix: string,
+  now = new Date(),
+): Readiness {
+  if (!m) return { ready: false, reason: missing };
+  const ca = m.signer.cert;
+  if (ca.notAfter <= now)
+    return {
+      ready: false,
+      reason: `the signing CA ${describeCertificate(ca)} expired at ${ca.notAfter.toISOString()}: ${fix}`,
+    };
+  if (ca.notBefore > now)
+    return {
+      ready: false,
+      reason: `the signing CA ${describeCertificate(ca)} is not valid before ${ca.notBefore.toISOString()}: check the clock`,
+    };
+  return { ready: true, until: ca.notAfter, detail: `signing with ${describeCertificate(ca)}` };
 }

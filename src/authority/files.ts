@@ -17,7 +17,7 @@ import {
   type Readiness,
   type SignRequest,
 } from "./authority.js";
-import { loadCaMaterial, signLeaf, type CaMaterial } from "./ca-material.js";
+import { loadCaMaterial, materialReadiness, signLeaf, type CaMaterial } from "./ca-material.js";
 import { ReloadListeners } from "./reload-listeners.js";
 import { fsReason } from "../fs/errors.js";
 
@@ -452,14 +452,11 @@ export class FilesAuthority implements Authority {
   }
 
   ready(): Readiness {
-    const m = this.material;
-    if (!m) return { ready: false, reason: `CA files in ${this.opts.dir} not loaded yet` };
-    if (m.signer.cert.notAfter < new Date())
-      return {
-        ready: false,
-        reason: `CA certificate in ${this.opts.dir} expired at ${m.signer.cert.notAfter.toISOString()}`,
-      };
-    return { ready: true };
+    return materialReadiness(
+      this.material,
+      `CA files in ${this.opts.dir} not loaded yet`,
+      `put a renewed CA into ${this.opts.dir} (it is reloaded by itself)`,
+    );
   }
 
   /** The signing material, for the server's own serving certificate. */

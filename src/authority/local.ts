@@ -16,7 +16,7 @@ import {
   type Readiness,
   type SignRequest,
 } from "./authority.js";
-import { loadCaMaterial, signLeaf, type CaMaterial } from "./ca-material.js";
+import { loadCaMaterial, materialReadiness, signLeaf, type CaMaterial } from "./ca-material.js";
 import { fsReason } from "../fs/errors.js";
 
 export interface LocalAuthorityOptions {
@@ -180,7 +180,12 @@ export class LocalAuthority implements Authority {
   }
 
   ready(): Readiness {
-    return this.material ? { ready: true } : { ready: false, reason: "local CA not loaded yet" };
+    // The intermediate is re-issued from the root well before it expires (renewFraction).
+    return materialReadiness(
+      this.material,
+      "local CA not loaded yet",
+      `the local CA in ${this.dir} could not re-issue it (see the log); restart the server or move the directory away to start a new CA`,
+    );
   }
 
   /** The signing material, for the server's own serving certificate. */

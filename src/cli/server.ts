@@ -2,6 +2,7 @@
 import type { Command } from "commander";
 import { loadServerConfig } from "../config/load.js";
 import { startCaServer } from "../server/run.js";
+import { exitCodeFor } from "./errors.js";
 
 export interface ServerFlags {
   config?: string;
@@ -45,7 +46,7 @@ export function registerServerCommand(program: Command): void {
     .option("--grpc-listen <host:port>", "address of the Istio CA gRPC API (default 127.0.0.1:15012)")
     .option(
       "--http-listen <host:port>",
-      "address of /healthz, /readyz, /roots, /metrics (default 127.0.0.1:15014)",
+      "address of /healthz, /readyz, /_status, /roots, /metrics (default 127.0.0.1:15014)",
     )
     .option("--authority <type>", "signing backend: local, files, vault-sign, vault-kv, vault-intermediate")
     .option("--files-dir <dir>", "with --authority files: the Istio plug-in CA directory")
@@ -56,7 +57,13 @@ export function registerServerCommand(program: Command): void {
         ...(flags.config ? { file: flags.config } : {}),
         overrides: flagOverrides(flags),
       });
+      // Anything Vault or the network can fix later keeps the server up, not ready, retrying
+      // (see /readyz); what only the operator can fix ends it as if found at once.
       const server = await startCaServer(config);
+      server.started.catch((err: unknown) => {
+        process.stderr.write(`meshvault: ${(err as Error).message}\n`);
+        void server.close().finally(() => process.exit(exitCodeFor(err)));
+      });
       const stop = (signal: string): void => {
         server.log.info({ signal }, "shutting down");
         server.close().then(

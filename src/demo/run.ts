@@ -122,6 +122,8 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     });
     const ca: CaServerHandle = await startCaServer(config, { log, defaultMetrics: false });
     cleanups.push(() => ca.close());
+    const readiness = ca.readiness();
+    if (!readiness.ready) throw new Error(`the CA server is not ready: ${readiness.reason}`);
     print(`CA: ${prepared.description}; Istio CA gRPC API on 127.0.0.1:${ca.grpcPort} (TLS)`);
 
     // 2. One sidecar-shaped agent per workload, each with its own service-account token.

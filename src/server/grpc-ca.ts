@@ -19,14 +19,18 @@ const CODE_NAMES: Record<number, string> = {
   [Code.UNAUTHENTICATED]: "UNAUTHENTICATED",
 };
 
-/** Server credentials whose certificate can be replaced while the server runs. */
+/**
+ * Server credentials whose certificate can be replaced while the server runs. Without a
+ * certificate yet (the authority has not started) every TLS handshake fails, so the port can
+ * be held from the start while clients see the CA as unavailable.
+ */
 export class ReloadableServerCredentials extends grpc.ServerCredentials {
-  private current: { cert: Buffer; key: Buffer; ca: Buffer };
-  constructor(certChainPem: string, keyPem: string, trustBundlePem: string) {
+  private current: { cert?: Buffer; key?: Buffer; ca?: Buffer };
+  constructor(certChainPem?: string, keyPem?: string, trustBundlePem?: string) {
     const ctx = {
-      cert: Buffer.from(certChainPem),
-      key: Buffer.from(keyPem),
-      ca: Buffer.from(trustBundlePem),
+      ...(certChainPem !== undefined ? { cert: Buffer.from(certChainPem) } : {}),
+      ...(keyPem !== undefined ? { key: Buffer.from(keyPem) } : {}),
+      ...(trustBundlePem ? { ca: Buffer.from(trustBundlePem) } : {}),
     };
     // requestCert without rejectUnauthorized: a client certificate is optional (first issuance
     // uses a token). grpc-js exposes a peer certificate only when TLS verified it against `ca`;
@@ -39,7 +43,7 @@ export class ReloadableServerCredentials extends grpc.ServerCredentials {
     this.updateSecureContextOptions(this.current);
   }
   updateTrustBundle(trustBundlePem: string): void {
-    if (this.current.ca.toString() === trustBundlePem) return;
+    if (this.current.ca?.toString() === trustBundlePem) return;
     this.current = { ...this.current, ca: Buffer.from(trustBundlePem) };
     this.updateSecureContextOptions(this.current);
   }

@@ -1,14 +1,23 @@
-// The plain-HTTP side port: liveness, readiness, the trust bundle, Prometheus metrics.
+// The plain-HTTP side port: liveness, readiness, status, the trust bundle, Prometheus metrics.
 import { createServer, type Server } from "node:http";
-import type { Authority } from "../authority/authority.js";
+import type { Authority, Readiness } from "../authority/authority.js";
 import type { CaMetrics } from "./metrics.js";
 
 export interface HttpOptions {
   address: string;
   authority: Authority;
   metrics: CaMetrics;
-  /** True once the gRPC listener is up. */
-  serving(): boolean;
+  /** What /readyz says: the authority started, can sign now, and the gRPC API serves. */
+  readiness(): Readiness;
+  /** The /_status document (JSON). */
+  status(): Record<string, unknown>;
+}
+
+/** /readyz's body: the reason when not ready, what it signs with and until when otherwise. */
+export function readinessText(r: Readiness): string {
+  if (!r.ready) return `not ready: ${r.reason}\n`;
+  const parts = [r.detail, r.until ? `valid until ${r.until.toISOString()}` : undefined].filter(Boolean);
+  return parts.length ? `ready: ${parts.join(", ")}\n` : "ready\n";
 }
 
 export function splitHostPort(address: string): { host: string; port: number } {
@@ -31,11 +40,11 @@ export async function startHttp(o: HttpOptions): Promise<{ server: Server; port:
       case "/healthz":
         return send(200, "ok\n");
       case "/readyz": {
-        const r = o.authority.ready();
-        if (!r.ready) return send(503, `not ready: ${r.reason}\n`);
-        if (!o.serving()) return send(503, "not ready: gRPC listener not started\n");
-        return send(200, "ready\n");
+        const r = o.readiness();
+        return send(r.ready ? 200 : 503, readinessText(r));
       }
+      case "/_status":
+        return send(200, `${JSON.stringify(o.status(), null, 2)}\n`, "application/json");
       case "/roots": {
         const roots = o.authority.trustBundle();
         if (roots.length === 0) return send(503, "no trust bundle yet\n");
@@ -48,7 +57,7 @@ export async function startHttp(o: HttpOptions): Promise<{ server: Server; port:
         );
         return;
       default:
-        return send(404, "not found: try /healthz, /readyz, /roots or /metrics\n");
+        return send(404, "not found: try /healthz, /readyz, /_status, /roots or /metrics\n");
     }
   });
   const { host, port } = splitHostPort(o.address);

@@ -1,6 +1,7 @@
 // Prometheus metrics for the CA server; one registry per server instance so tests
 // can run several servers in one process.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { Readiness } from "../authority/authority.js";
 import { parseCertificates } from "../pki/certificate.js";
 import { createIstioCaMetrics, type IstioCaMetrics } from "./istio-metrics.js";
 
@@ -16,6 +17,11 @@ export interface CaMetrics {
   intermediateExpiry: Gauge;
   /** istiod's citadel_server_* metrics, alongside ours. */
   istio: IstioCaMetrics;
+  /**
+   * The server's readiness, read at every scrape so `meshvault_authority_ready` says what
+   * /readyz says at that moment. Set by the server once it exists.
+   */
+  readiness?: () => { kind: string; readiness: Readiness };
 }
 
 export function createCaMetrics(withDefaults = true): CaMetrics {
@@ -23,7 +29,7 @@ export function createCaMetrics(withDefaults = true): CaMetrics {
   // Process metrics under their standard names (process_cpu_seconds_total, ...), as every
   // exporter and istiod use them, so stock dashboards find them.
   if (withDefaults) collectDefaultMetrics({ register: registry });
-  return {
+  const metrics: CaMetrics = {
     registry,
     requests: new Counter({
       name: "meshvault_csr_requests_total",
@@ -40,9 +46,13 @@ export function createCaMetrics(withDefaults = true): CaMetrics {
     }),
     authorityReady: new Gauge({
       name: "meshvault_authority_ready",
-      help: "1 when the signing authority can sign",
+      help: "1 when the signing authority can sign right now (what /readyz says)",
       labelNames: ["authority"],
       registers: [registry],
+      collect() {
+        const r = metrics.readiness?.();
+        if (r) this.set({ authority: r.kind }, r.readiness.ready ? 1 : 0);
+      },
     }),
     rootExpiry: new Gauge({
       name: "meshvault_root_cert_expiry_seconds",
@@ -67,6 +77,7 @@ export function createCaMetrics(withDefaults = true): CaMetrics {
     }),
     istio: createIstioCaMetrics(registry),
   };
+  return metrics;
 }
 
 /**

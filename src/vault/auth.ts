@@ -89,7 +89,8 @@ async function login(
   mount: string,
   body: Record<string, unknown>,
   secrets: string[],
-  hint: string,
+  /** What to check, given Vault's own words. */
+  hint: string | ((said: string) => string),
 ): Promise<LoginResult> {
   const path = `auth/${mount}/login`;
   try {
@@ -112,11 +113,12 @@ async function login(
       );
     }
     const said = e.vaultErrors.length ? e.vaultErrors.join("; ") : `HTTP ${e.status ?? "?"}`;
+    const check = typeof hint === "string" ? hint : hint(said);
     if (e.status === 403 && e.vaultErrors.join() === "permission denied") {
       // Vault answers a bare 403 for a login path that does not exist.
       throw new VaultAuthError(
         `${method} login at ${path} on Vault at ${client.address} was denied (permission denied): is an auth method mounted at ` +
-          `auth/${mount}? Enable it (bao auth enable -path=${mount} ${method}) or fix the auth mount (VAULT_AUTH_PATH / vault.auth.mount). ${hint}`,
+          `auth/${mount}? Enable it (bao auth enable -path=${mount} ${method}) or fix the auth mount (VAULT_AUTH_PATH / vault.auth.mount). ${check}`,
         {
           address: client.address,
           path,
@@ -128,7 +130,7 @@ async function login(
       );
     }
     throw new VaultAuthError(
-      `${method} login at ${path} on Vault at ${client.address} failed: ${said}. ${hint}`,
+      `${method} login at ${path} on Vault at ${client.address} failed: ${said}. ${check}`,
       {
         address: client.address,
         path,
@@ -292,21 +294,69 @@ export class AppRoleAuth implements AuthMethod {
     }
     const secretFrom =
       c.secretId !== undefined ? "the configured secret_id" : `the secret_id in ${c.secretIdFile}`;
+    const roleFrom =
+      c.roleId !== undefined
+        ? "the configured role_id (VAULT_ROLE_ID / vault.auth.roleId)"
+        : `the role_id in ${c.roleIdFile}`;
+    const newSecret = `create a new one with bao write -f auth/${this.mount}/role/<role>/secret-id`;
+    const roleFix = `read the right one with bao read auth/${this.mount}/role/<role>/role-id`;
     const body: Record<string, unknown> = { role_id: roleId };
     if (secretId) body["secret_id"] = secretId;
     this.last = [roleId, ...(secretId ? [secretId] : [])];
-    return login(
-      client,
-      "approle",
-      this.mount,
-      body,
-      this.last,
-      secretId
-        ? `Check ${secretFrom}: it may be wrong, expired, used up (secret_id_num_uses), bound to other CIDRs or issued for ` +
-            `another role; create a new one with bao write -f auth/${this.mount}/role/<role>/secret-id.`
-        : `No secret_id was given: set VAULT_SECRET_ID_FILE, unless the role has bind_secret_id=false.`,
-    );
+    // Vault says which of the two it did not accept ("invalid role ID" / "invalid secret id");
+    // OpenBao says "invalid role or secret ID" for both, so then the role_id alone is tried.
+    let roleIdOk: boolean | undefined;
+    const hint = (said: string): string => {
+      if (!secretId)
+        return `No secret_id was given: set VAULT_SECRET_ID_FILE, unless the role has bind_secret_id=false; check ${roleFrom} too (${roleFix}).`;
+      const both = /invalid role or secret/i.test(said);
+      const role = roleIdOk === false || (!both && /role.?id/i.test(said));
+      const secret = roleIdOk === true || (!both && /secret.?id/i.test(said));
+      const secretCheck =
+        `${secretFrom}: it may be wrong, expired, used up (secret_id_num_uses), bound to other CIDRs or issued for ` +
+        `another role; ${newSecret}`;
+      if (role)
+        return `The role_id is not accepted: check ${roleFrom}; it must name an existing role (${roleFix}).`;
+      if (secret || !both) return `The secret_id is not accepted: check ${secretCheck}.`;
+      return `Check ${roleFrom} (${roleFix}) and ${secretCheck}.`;
+    };
+    const attempt = (): Promise<LoginResult> => login(client, "approle", this.mount, body, this.last, hint);
+    try {
+      return await attempt();
+    } catch (e) {
+      if (
+        !(e instanceof VaultAuthError) ||
+        !secretId ||
+        !/invalid role or secret/i.test(e.vaultErrors.join())
+      )
+        throw e;
+      roleIdOk = await this.roleIdAccepted(client, roleId);
+      if (roleIdOk === undefined) throw e;
+      return await attempt(); // a failed login uses up nothing; this time the message names the culprit
+    }
   }
+
+  /**
+   * Whether Vault knows `roleId`: a login with the role_id alone is answered "missing
+   * secret_id" for a known role and "invalid role or secret ID" for an unknown one.
+   */
+  private async roleIdAccepted(client: VaultClient, roleId: string): Promise<boolean | undefined> {
+    try {
+      await client.write(
+        `auth/${this.mount}/login`,
+        { role_id: roleId },
+        { noAuth: true, maxAttempts: 1, secrets: [roleId] },
+      );
+      return true; // bind_secret_id=false: a role_id alone logs in
+    } catch (e) {
+      if (!(e instanceof VaultError)) return undefined;
+      const said = e.vaultErrors.join();
+      if (/missing secret.?id/i.test(said)) return true;
+      if (/invalid role/i.test(said)) return false;
+      return undefined;
+    }
+  }
+
   secrets(): string[] {
     return this.last;
   }

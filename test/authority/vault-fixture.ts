@@ -227,12 +227,15 @@ export class CaServers {
     return { server, client };
   }
 
-  /** Why a CA server could not start from `config`; undefined (server kept for close()) when it did. */
-  startupError(config: ServerConfig): Promise<Error | undefined> {
-    return startCaServer(config, { log: silentLogger(), defaultMetrics: false }).then(
-      (s) => (this.servers.push(s), undefined),
-      (e: Error) => e,
-    );
+  /**
+   * Why a CA server from `config` is not ready after its first start attempt (it stays up,
+   * retrying); undefined when it is ready. The server is kept for close().
+   */
+  async notReadyReason(config: ServerConfig): Promise<string | undefined> {
+    const s = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+    this.servers.push(s);
+    const r = s.readiness();
+    return r.ready ? undefined : r.reason;
   }
 
   async close(): Promise<void> {

@@ -8,7 +8,9 @@ import type { CaServerHandle } from "../../src/server/run.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
 import { WorkloadTokenCache } from "../../src/authority/vault/index.js";
 import { VaultClient } from "../../src/vault/index.js";
+import { readFileSync, writeFileSync } from "node:fs";
 import type { CaClient } from "../helpers/ca-client.js";
+import { waitFor } from "../helpers/wait.js";
 import { opensslCsr, opensslVerify } from "../helpers/openssl.js";
 import {
   ROLE,
@@ -16,7 +18,6 @@ import {
   CaServers,
   approleLogin,
   approleVault,
-  eventually,
   jwtRole,
   serverConfig,
   setupPki,
@@ -143,8 +144,8 @@ test("workload Vault tokens are cached per caller token until the lease ends", a
   client.close();
 });
 
-test("wrong secret_id: startup fails saying which login and what to check, without the secret", async () => {
-  const wrong = await cas.startupError(
+test("wrong secret_id: the server stays up not ready, saying which login and what to check, without the secret", async () => {
+  const wrong = await cas.notReadyReason(
     serverConfig(
       fx,
       "wrong-secret",
@@ -152,50 +153,102 @@ test("wrong secret_id: startup fails saying which login and what to check, witho
       approleVault(approle, approle.wrongSecretIdFile),
     ),
   );
-  assert.ok(wrong instanceof Error, "startup must fail");
-  assert.match(wrong.message, /approle login at auth\/approle\/login/);
-  assert.match(wrong.message, /secret_id/);
-  assert.doesNotMatch(wrong.message, /00000000-1111/);
+  assert.ok(wrong, "must not be ready");
+  assert.match(wrong, /approle login at auth\/approle\/login/);
+  assert.match(wrong, /secret_id/);
+  assert.doesNotMatch(wrong, /00000000-1111/);
 });
 
-test("policy missing the sign path: startup fails naming the path and the capability", async () => {
+test("policy missing the sign path: not ready, naming the path and the capability", async () => {
   const other = await approleLogin(fx, "meshvault-unprivileged", ["meshvault-nothing"]);
-  const err = await cas.startupError(
+  const reason = await cas.notReadyReason(
     serverConfig(fx, "no-policy", { type: "vault-sign" }, approleVault(other)),
   );
-  assert.ok(err instanceof Error, "startup must fail");
-  assert.match(err.message, new RegExp(`"update" capability on "${SIGN_PATH}"`));
-  assert.match(err.message, /path ".*" \{ capabilities = \["update"\] \}/);
+  assert.ok(reason, "must not be ready");
+  assert.match(reason, new RegExp(`"update" capability on "${SIGN_PATH}"`));
+  assert.match(reason, /path ".*" \{ capabilities = \["update"\] \}/);
 });
 
-test("sealed Vault: UNAVAILABLE saying sealed; signs again after unseal", async () => {
-  const { client } = await start("sealed", { type: "vault-sign" });
+test("wrong mount: not ready, naming authority.mount as missing (not a missing policy)", async () => {
+  const reason = await cas.notReadyReason(
+    serverConfig(fx, "wrong-mount", { type: "vault-sign", mount: "pki_typo" }, approleVault(approle)),
+  );
+  assert.ok(reason, "must not be ready");
+  assert.match(reason, /no PKI secrets engine is mounted at "pki_typo" \(authority\.mount\)/);
+  assert.match(reason, /bao secrets list/);
+  assert.doesNotMatch(reason, /capabilit/);
+});
+
+/** Waits until the server's readiness is `ready`, returning the reason when not ready. */
+function readinessBecomes(server: CaServerHandle, ready: boolean, reason?: RegExp): Promise<string> {
+  return waitFor(`readiness ${ready ? "ready" : `not ready (${String(reason)})`}`, async () => {
+    const r = server.readiness();
+    if (r.ready) return ready && "ready";
+    return !ready && (!reason || reason.test(r.reason)) && r.reason;
+  });
+}
+
+test("sealed Vault: not ready and UNAVAILABLE, both saying sealed; ready and signing again after unseal", async () => {
+  const { client, server } = await start("sealed", { type: "vault-sign" });
   const token = await fx.token("default", "sleep");
   await client.create(ecCsr().csrPem, { token });
+  assert.equal(server.readiness().ready, true);
   await fx.bao.seal();
   try {
+    // The probe notices by itself, without a request.
+    const reason = await readinessBecomes(server, false, /sealed/);
+    assert.match(reason, /unseal it \(bao operator unseal/);
     const err = await grpcError(client.create(ecCsr().csrPem, { token }));
     assert.equal(err.code, grpc.status.UNAVAILABLE, err.message);
     assert.match(err.message, /sealed/);
   } finally {
     await fx.bao.unseal();
   }
-  const chain = await eventually(() => client.create(ecCsr().csrPem, { token }), 15_000);
+  await readinessBecomes(server, true);
+  const chain = await client.create(ecCsr().csrPem, { token });
   verifyAgainstVaultRoot(chain, `spiffe://${TD}/ns/default/sa/sleep`);
 });
 
-test("Vault stopped: UNAVAILABLE; after restart it recovers by itself", async () => {
-  const { client } = await start("restart", { type: "vault-sign" });
+test("revoked login: not ready naming the refused login while it cannot log in again; ready after a new secret_id", async () => {
+  const login = await approleLogin(fx, "meshvault-revoked", ["meshvault-sign"]);
+  const { client, server } = await start("revoked", { type: "vault-sign" }, approleVault(login));
+  const token = await fx.token("default", "sleep");
+  await client.create(ecCsr().csrPem, { token });
+  // The secret_id is destroyed and every token of the role revoked: no way back in.
+  await fx.admin.write("auth/approle/role/meshvault-revoked/secret-id/destroy", {
+    secret_id: readFileSync(login.secretIdFile, "utf8").trim(),
+  });
+  await fx.admin.write("sys/leases/revoke-prefix/auth/approle/login", {});
+  const reason = await readinessBecomes(server, false, /approle login/);
+  assert.match(reason, /secret_id/);
+  const err = await grpcError(client.create(ecCsr().csrPem, { token }));
+  assert.equal(err.code, grpc.status.UNAVAILABLE, err.message);
+  const fresh = await fx.admin.write<{ secret_id: string }>(
+    "auth/approle/role/meshvault-revoked/secret-id",
+    {},
+  );
+  writeFileSync(login.secretIdFile, fresh!.data!.secret_id, { mode: 0o600 });
+  await readinessBecomes(server, true);
+  verifyAgainstVaultRoot(
+    await client.create(ecCsr().csrPem, { token }),
+    `spiffe://${TD}/ns/default/sa/sleep`,
+  );
+});
+
+test("Vault stopped: not ready and UNAVAILABLE; after restart it recovers by itself", async () => {
+  const { client, server } = await start("restart", { type: "vault-sign" });
   const token = await fx.token("default", "sleep");
   await client.create(ecCsr().csrPem, { token });
   await fx.bao.halt();
   try {
+    assert.match(await readinessBecomes(server, false), /cannot connect to Vault|connection refused/);
     const err = await grpcError(client.create(ecCsr().csrPem, { token }));
     assert.equal(err.code, grpc.status.UNAVAILABLE, err.message);
     assert.match(err.message, /cannot connect to Vault|connection refused/);
   } finally {
     await fx.bao.start();
   }
-  const chain = await eventually(() => client.create(ecCsr().csrPem, { token }), 20_000);
+  await readinessBecomes(server, true);
+  const chain = await client.create(ecCsr().csrPem, { token });
   verifyAgainstVaultRoot(chain, `spiffe://${TD}/ns/default/sa/sleep`);
 });

@@ -20,7 +20,7 @@ test("--help lists every command, and each command has --help", () => {
   assert.match(s.out, /--trust-domain/);
 });
 
-test("a bad config file is refused with the field named, before anything starts", () => {
+test("a bad config file is refused with exit code 2 and the field named, before anything starts", () => {
   const dir = mkdtempSync(join(tmpdir(), "meshvault-cli-"));
   try {
     const file = join(dir, "bad.yaml");

@@ -291,26 +291,35 @@ test("HTTP side port: healthz, readyz, roots, metrics; trust bundle file written
   assert.equal(readFileSync(server.rootCertFile, "utf8"), server.rootsPem());
 });
 
-test("local CA keys are 0600 and reused across restarts", async () => {
+test("local CA keys are 0600 and reused across restarts; one server per data directory", async () => {
   const caDir = join(dir, "data", "local-ca");
   for (const f of ["root-key.pem", "ca-key.pem"]) assert.equal(statSync(join(caDir, f)).mode & 0o777, 0o600);
   const config = loadServerConfig({
     env: {},
     overrides: { dataDir: join(dir, "data"), "listen.grpc": "127.0.0.1:0", "listen.http": "127.0.0.1:0" },
   });
-  const again = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
-  try {
-    assert.equal(again.rootsPem(), server.rootsPem());
-  } finally {
-    await again.close();
-  }
+  const roots = server.rootsPem();
+  const bundle = readFileSync(server.rootCertFile, "utf8");
+  await assert.rejects(startCaServer(config, { log: silentLogger(), defaultMetrics: false }), (e: Error) => {
+    assert.equal(e.name, "ConfigError");
+    assert.match(
+      e.message,
+      new RegExp(`dataDir .*${join(dir, "data")} is already in use .*pid ${process.pid}`),
+    );
+    return true;
+  });
+  assert.equal(readFileSync(server.rootCertFile, "utf8"), bundle, "the refused server wrote nothing");
+  client.close();
+  await server.close();
+  server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  assert.equal(server.rootsPem(), roots);
 });
 
 test("the server's own TLS certificate has the configured DNS SANs and is renewed before expiry", async () => {
   const config = loadServerConfig({
     env: {},
     overrides: {
-      dataDir: join(dir, "data"),
+      dataDir: join(dir, "data-serving"),
       "listen.grpc": "127.0.0.1:0",
       "listen.http": "127.0.0.1:0",
       "servingCertificate.ttl": "4s",

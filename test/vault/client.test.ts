@@ -238,6 +238,26 @@ describe("auth methods", () => {
     v.close();
   });
 
+  test("approle with a wrong role_id: the role_id is named (not the secret_id), and no secret is shown", async () => {
+    const creds = await approleCreds("mesh-role", { token_policies: ["app-reader"] });
+    const wrongRole = "11111111-2222-3333-4444-555555555555";
+    await writeFile(creds.roleIdFile, wrongRole);
+    const auth = new AppRoleAuth({ roleIdFile: creds.roleIdFile, secretIdFile: creds.secretIdFile });
+    const client = new VaultClient(conn(), { retry: FAST });
+    await assert.rejects(auth.login(client), (e: unknown) => {
+      assert.ok(e instanceof VaultAuthError, String(e));
+      assert.match(
+        e.message,
+        new RegExp(`The role_id is not accepted: check the role_id in ${creds.roleIdFile}`),
+      );
+      assert.doesNotMatch(e.message, /secret_id in/);
+      assert.ok(!e.message.includes(creds.secretId), "the secret_id leaked");
+      assert.ok(!e.message.includes(wrongRole), "the role_id is a credential too");
+      return true;
+    });
+    client.close();
+  });
+
   test("approle with a wrong secret_id: clear error that never contains the secret_id", async () => {
     const creds = await approleCreds("mesh2", { token_policies: ["app-reader"] });
     const wrong = "0f4c2b4e-dead-beef-cafe-0123456789ab";
@@ -247,7 +267,11 @@ describe("auth methods", () => {
     await assert.rejects(auth.login(client), (e: unknown) => {
       assert.ok(e instanceof VaultAuthError, String(e));
       assert.match(e.message, /approle login at auth\/approle\/login/);
-      assert.match(e.message, new RegExp(`secret_id in ${creds.secretIdFile}`));
+      assert.match(
+        e.message,
+        new RegExp(`The secret_id is not accepted: check the secret_id in ${creds.secretIdFile}`),
+      );
+      assert.doesNotMatch(e.message, /role_id is not accepted/);
       assert.equal(e.retryable, false);
       assert.equal(e.category, "permission_denied");
       const all = `${e.message} ${JSON.stringify(e.vaultErrors)} ${String((e.cause as Error)?.message)}`;

@@ -69,6 +69,24 @@ export function parseAll(texts: readonly (string | undefined | null)[], what: st
 }
 
 /**
+ * Throws naming `field` (the configuration field) when no PKI engine is mounted at `mount`.
+ * A PKI mount serves `ca_chain` to anyone; Vault refuses an unauthenticated request to a path
+ * where nothing is mounted (403), so a typo in the mount is not mistaken for a missing policy.
+ */
+export async function checkPkiMount(client: VaultClient, mount: string, field: string): Promise<void> {
+  const raw = await client.requestRaw("GET", `${mount}/ca_chain`, undefined, {
+    noAuth: true,
+    acceptStatus: [204, 403, 404],
+  });
+  if (raw.status !== 403 && raw.status !== 404) return;
+  throw new AuthorityDeniedError(
+    `no PKI secrets engine is mounted at "${mount}" (${field}) on Vault at ${client.address}: Vault refused ` +
+      `GET ${mount}/ca_chain, which a PKI mount serves to anyone. Set ${field} to the mount that holds the CA ` +
+      `(bao secrets list), or enable PKI there (bao secrets enable -path=${mount} pki)`,
+  );
+}
+
+/**
  * The mount's CA chain as Vault publishes it (`GET <mount>/ca_chain`, unauthenticated,
  * PEM), falling back to every issuer of the mount (`LIST <mount>/issuers` +
  * `GET <mount>/issuer/<id>/json`) when the default issuer's chain stops short of a root.

@@ -25,7 +25,7 @@ import {
   type Readiness,
   type SignRequest,
 } from "../authority.js";
-import { signLeaf, type CaMaterial } from "../ca-material.js";
+import { materialReadiness, signLeaf, type CaMaterial } from "../ca-material.js";
 import { ReloadListeners } from "../reload-listeners.js";
 import { silentLog, toAuthorityError, type VaultAuthorityLog } from "./common.js";
 import { mintIntermediate } from "./mint-intermediate.js";
@@ -195,14 +195,11 @@ export class VaultIntermediateAuthority implements Authority {
   }
 
   ready(): Readiness {
-    const c = this.current;
-    if (!c) return { ready: false, reason: "no intermediate from Vault yet" };
-    if (c.notAfter <= Date.now())
-      return {
-        ready: false,
-        reason: `intermediate expired at ${new Date(c.notAfter).toISOString()}; Vault renewal failing`,
-      };
-    return { ready: true };
+    return materialReadiness(
+      this.current?.material,
+      "no intermediate from Vault yet",
+      `Vault could not renew it in time (see the renewal errors in the log): make ${this.opts.rootMount}/root/sign-intermediate work again`,
+    );
   }
 
   /** The intermediate in use (serial, expiry, next renewal). */

@@ -24,7 +24,7 @@ import {
   type Readiness,
   type SignRequest,
 } from "../authority.js";
-import { loadCaMaterial, signLeaf, type CaMaterial } from "../ca-material.js";
+import { loadCaMaterial, materialReadiness, signLeaf, type CaMaterial } from "../ca-material.js";
 import { ReloadListeners } from "../reload-listeners.js";
 import { certKey, silentLog, toAuthorityError, type VaultAuthorityLog } from "./common.js";
 
@@ -333,14 +333,11 @@ export class VaultKvAuthority implements Authority {
   }
 
   ready(): Readiness {
-    const m = this.material;
-    if (!m) return { ready: false, reason: "CA not loaded from Vault KV yet" };
-    if (m.signer.cert.notAfter < new Date())
-      return {
-        ready: false,
-        reason: `CA certificate from Vault KV expired at ${m.signer.cert.notAfter.toISOString()}`,
-      };
-    return { ready: true };
+    return materialReadiness(
+      this.material,
+      "CA not loaded from Vault KV yet",
+      `write a renewed CA to Vault KV (${this.describeRefs()}); it is picked up at the next poll`,
+    );
   }
 
   async close(): Promise<void> {

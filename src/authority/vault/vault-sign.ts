@@ -12,6 +12,7 @@ import { verifyChain } from "../../pki/chain.js";
 import { encodePem } from "../../pki/pem.js";
 import type { SpiffeId } from "../../pki/spiffe.js";
 import {
+  VaultAuthError,
   VaultError,
   VaultPermissionDeniedError,
   type ConnectedVault,
@@ -28,6 +29,7 @@ import {
 import {
   certKey,
   checkIssued,
+  checkPkiMount,
   isSelfSigned,
   parseAll,
   readMountChain,
@@ -55,6 +57,10 @@ export interface VaultSignAuthorityOptions {
   workloadTokenCacheSize?: number;
   /** Close `vault` on close(). Default true. */
   ownsVault?: boolean;
+  /** How often readiness is probed (sys/health + the login's capabilities on the sign path). Default 2 s. */
+  probeIntervalMs?: number;
+  /** A probe without an answer after this long counts as failed. Default 3 s. */
+  probeTimeoutMs?: number;
 }
 
 /** `data` of `<mount>/sign/<role>`; `expiration` is a string in Vault's docs and an integer in OpenBao. */
@@ -66,13 +72,20 @@ export interface VaultSignResponse {
   expiration?: string | number;
 }
 
+const READY: Readiness = { ready: true, detail: "Vault answers and the login may sign" };
+const NOT_STARTED: Readiness = { ready: false, reason: "not started" };
 const DEFAULT_ROOTS_REFRESH_MS = 5 * 60_000;
+const DEFAULT_PROBE_INTERVAL_MS = 2000;
+const DEFAULT_PROBE_TIMEOUT_MS = 3000;
+// sys/health answers these for a Vault that is up but not active (standby, DR/perf
+// secondary), not initialised (501) or sealed (503).
+const HEALTH_STATUSES = [429, 472, 473, 501, 503];
 
 export class VaultSignAuthority implements Authority {
   readonly kind = "vault-sign";
   private roots: Certificate[] = [];
   private rootsPem: string[] = [];
-  private readyState: Readiness = { ready: false, reason: "not started" };
+  private readyState: Readiness = NOT_STARTED;
   private readonly client: VaultClient;
   private readonly signPath: string;
   private readonly what: string;
@@ -82,6 +95,10 @@ export class VaultSignAuthority implements Authority {
   private readonly verifiedChains = new Map<string, string[]>();
   private refreshTimer: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private checking: Promise<void> | undefined;
+  private probing: Promise<void> | undefined;
+  private closed = false;
 
   constructor(private readonly opts: VaultSignAuthorityOptions) {
     this.client = opts.vault.client;
@@ -107,6 +124,11 @@ export class VaultSignAuthority implements Authority {
     } catch (err) {
       throw toAuthorityError(err, `vault-sign: cannot log in to Vault at ${client.address}`);
     }
+    try {
+      await checkPkiMount(client, this.opts.mount, "authority.mount");
+    } catch (err) {
+      throw toAuthorityError(err, `vault-sign: checking the mount ${this.opts.mount}`);
+    }
     await this.checkSignCapability();
     try {
       await this.loadRoots();
@@ -123,13 +145,114 @@ export class VaultSignAuthority implements Authority {
         { cause: err },
       );
     }
-    this.readyState = { ready: true };
+    this.setReadiness(READY);
     this.log.info(
       `vault-sign: signing at ${this.signPath} on ${client.address} (identity: ${this.opts.identity}); trust bundle: ${this.roots.length} root(s) from ${this.opts.mount}`,
     );
     const every = this.opts.rootsRefreshMs ?? DEFAULT_ROOTS_REFRESH_MS;
-    this.refreshTimer = setInterval(() => void this.refreshRoots(), every);
+    this.refreshTimer ??= setInterval(() => void this.refreshRoots(), every);
     this.refreshTimer.unref();
+    this.probeTimer ??= setInterval(
+      () => void this.probe(),
+      this.opts.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS,
+    );
+    this.probeTimer.unref();
+  }
+
+  /**
+   * Checks now whether Vault would sign for us: Vault up, unsealed and initialised
+   * (sys/health), our login valid (logging in again when Vault revoked the token) and allowed
+   * to sign (sys/capabilities-self on the sign path). Updates ready(); never throws.
+   */
+  probe(): Promise<void> {
+    this.probing ??= this.probeOnce().finally(() => (this.probing = undefined));
+    return this.probing;
+  }
+
+  private async probeOnce(): Promise<void> {
+    const ms = this.opts.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
+    // A hung check is not started again: later probes wait on the same one, each with its own timeout.
+    const check = (this.checking ??= this.checkCanSign().finally(() => (this.checking = undefined)));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new AuthorityUnavailableError(
+              `Vault at ${this.client.address} did not answer within ${ms} ms: is it overloaded or unreachable? Check VAULT_ADDR and the network`,
+            ),
+          ),
+        ms,
+      );
+      timer.unref();
+    });
+    try {
+      await Promise.race([check, timeout]);
+      if (!this.closed) this.setReadiness(READY);
+    } catch (err) {
+      if (!this.closed) this.setReadiness(this.notReady(err));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async checkCanSign(): Promise<void> {
+    const health = await this.client.requestRaw("GET", "sys/health", undefined, {
+      noAuth: true,
+      maxAttempts: 1,
+      acceptStatus: HEALTH_STATUSES,
+    });
+    if (health.status === 503)
+      throw new AuthorityUnavailableError(
+        `Vault at ${this.client.address} is sealed: unseal it (bao operator unseal / vault operator unseal); meshvault turns ready by itself`,
+      );
+    if (health.status === 501)
+      throw new AuthorityUnavailableError(
+        `Vault at ${this.client.address} is not initialised: initialise and unseal it (bao operator init)`,
+      );
+    // Our own login: a revoked or expired token makes the client log in again, and a refused
+    // login surfaces here with what to check.
+    const r = await this.client.write<Record<string, string[]>>(
+      "sys/capabilities-self",
+      { paths: [this.signPath] },
+      { maxAttempts: 1 },
+    );
+    const caps = r?.data?.[this.signPath] ?? r?.data?.["capabilities"];
+    if (Array.isArray(caps)) {
+      const missing = this.missingSignCapability(caps);
+      if (missing) throw new AuthorityDeniedError(missing);
+    }
+  }
+
+  private notReady(err: unknown): Readiness {
+    // Vault errors already name the address, the cause and the fix, never a token.
+    const msg = err instanceof Error ? err.message : String(err);
+    return { ready: false, reason: `cannot sign at ${this.signPath}: ${msg}` };
+  }
+
+  private setReadiness(next: Readiness): void {
+    const was = this.readyState;
+    this.readyState = next;
+    if (next.ready && !was.ready && was !== NOT_STARTED)
+      this.log.info(`vault-sign: ready again: Vault at ${this.client.address} signs at ${this.signPath}`);
+    else if (!next.ready && (was.ready || was.reason !== next.reason))
+      this.log.warn(`vault-sign: not ready: ${next.reason}`);
+  }
+
+  /** A real sign call's outcome also says whether Vault can sign right now. */
+  private noteSignOutcome(err: unknown, perWorkload: boolean): void {
+    if (this.readyState === NOT_STARTED) return;
+    if (err === undefined) {
+      if (!this.readyState.ready) this.setReadiness(READY);
+      return;
+    }
+    const ownLogin =
+      !perWorkload &&
+      ((err instanceof VaultPermissionDeniedError && err.tokenInvalid) || err instanceof VaultAuthError);
+    const down = err instanceof VaultError && (err.unavailable || err.retryable);
+    if (!down && !ownLogin) return; // refused for this request (its CSR, its caller): not about readiness
+    this.setReadiness(this.notReady(err));
+    void this.probe();
   }
 
   /** Fail at startup, naming the path and capability, rather than at the first CSR. */
@@ -141,14 +264,20 @@ export class VaultSignAuthority implements Authority {
       return; // cannot ask: the first sign will say what is wrong
     }
     if (caps === undefined) return;
-    if (caps.some((c) => c === "update" || c === "create" || c === "root" || c === "sudo")) return;
+    const missing = this.missingSignCapability(caps);
+    if (missing) throw new AuthorityDeniedError(`vault-sign: ${missing}`);
+  }
+
+  /** What to fix when `caps` (the login's capabilities on the sign path) cannot sign; undefined when they can. */
+  private missingSignCapability(caps: string[]): string | undefined {
+    if (caps.some((c) => c === "update" || c === "create" || c === "root" || c === "sudo")) return undefined;
     const who =
       this.opts.identity === "workload"
         ? "meshvault's own login (it signs the CA server's serving certificate)"
         : "meshvault's Vault login";
-    throw new AuthorityDeniedError(
-      `vault-sign: permission denied on Vault at ${this.client.address}: ${who} needs the "update" capability on "${this.signPath}", ` +
-        `but its token has [${caps.join(", ")}] there. Add to one of its policies: path "${this.signPath}" { capabilities = ["update"] }`,
+    return (
+      `permission denied on Vault at ${this.client.address}: ${who} needs the "update" capability on "${this.signPath}", ` +
+      `but its token has [${caps.join(", ")}] there. Add to one of its policies: path "${this.signPath}" { capabilities = ["update"] }`
     );
   }
 
@@ -217,6 +346,7 @@ export class VaultSignAuthority implements Authority {
         const r = await this.client.write<VaultSignResponse>(this.signPath, body, token ? { token } : {});
         if (!r?.data?.certificate)
           throw new AuthorityUnavailableError(`${what}: ${this.signPath} answered without data.certificate`);
+        this.noteSignOutcome(undefined, perWorkload);
         return r.data;
       } catch (err) {
         // A cached workload token revoked or expired early: log in again once.
@@ -224,6 +354,7 @@ export class VaultSignAuthority implements Authority {
           cache.invalidate(identity.uri, request.callerToken!);
           continue;
         }
+        this.noteSignOutcome(err, perWorkload);
         throw toAuthorityError(err, what);
       }
     }
@@ -283,7 +414,10 @@ export class VaultSignAuthority implements Authority {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     if (this.refreshTimer) clearInterval(this.refreshTimer);
+    if (this.probeTimer) clearInterval(this.probeTimer);
+    await this.probing;
     this.workloadTokens?.clear();
     await this.refreshing;
     if (this.opts.ownsVault ?? true) this.opts.vault.close();
