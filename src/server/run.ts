@@ -6,7 +6,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { ServerConfig } from "../config/schema.js";
 import { createLogger, type Logger } from "../log/logger.js";
 import type { Authority, Readiness } from "../authority/authority.js";
-import { backoffDelay, type BackoffPolicy } from "../agent/rotation.js";
+import { backoffDelay, type BackoffPolicy } from "../timing/backoff.js";
 import { ConfigError } from "../config/load.js";
 import { lockDir, DirLockedError } from "../fs/dir-lock.js";
 import { makeDirSync } from "../fs/make-dir.js";
