@@ -325,6 +325,58 @@ test("a request for another type URL ends the stream with INVALID_ARGUMENT", asy
   assert.equal(st.code, grpc.status.INVALID_ARGUMENT);
 });
 
+test("a failure while answering, or bytes that are not a DiscoveryRequest, end only that call", async (t) => {
+  const p = pki();
+  const id = p.issue(SPIFFE_ID);
+  const inner = createMutableSecretSource({
+    certChainPem: id.certChainPem,
+    privateKeyPem: id.privateKeyPem,
+    rootsPem: p.rootPem,
+  });
+  let broken = true;
+  const source = {
+    current: () => {
+      if (broken) throw new Error("source failed (test)");
+      return inner.current();
+    },
+    onChange: inner.onChange,
+  };
+  const dir = mkdtempSync(join(tmpdir(), "mv-sds-"));
+  const { logger, lines } = captureLogger();
+  const server = await startSdsServer({ socketPath: join(dir, "socket"), source, logger });
+  const client = new SdsTestClient(server.address);
+  const raw = new grpc.Client(server.address, grpc.credentials.createInsecure());
+  t.after(async () => {
+    client.close();
+    raw.close();
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const s = client.streamSecrets();
+  s.send({ resourceNames: BOTH });
+  assert.equal((await s.status).code, grpc.status.INTERNAL);
+  assert.ok(lines.some((l) => l.level === "error" && l.msg.includes("failed to handle request")));
+  await assert.rejects(client.fetchSecrets({ resourceNames: BOTH }), { code: grpc.status.INTERNAL });
+
+  const call = raw.makeBidiStreamRequest(
+    "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
+    (b: Buffer) => b,
+    (b: Buffer) => b,
+  );
+  call.on("data", () => {});
+  call.on("error", () => {});
+  const status = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+  call.write(Buffer.from([0x22, 0x80])); // field 4 (type_url) with a truncated length
+  assert.equal((await status).code, grpc.status.INTERNAL);
+
+  broken = false;
+  const fresh = client.streamSecrets();
+  fresh.send({ resourceNames: BOTH });
+  assert.deepEqual([...secretsByName(await fresh.next()).keys()].sort(), ["ROOTCA", "default"]);
+  fresh.cancel();
+});
+
 test("FetchSecrets returns the requested resources", async (t) => {
   const f = await setup();
   t.after(() => f.cleanup());

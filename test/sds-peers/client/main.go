@@ -328,19 +328,36 @@ func (c *client) fresh() (*Response, error) {
 		return nil, err
 	}
 	defer conn.Close()
-	w, err := c.open(context.Background(), sds)
+	w, r, err := c.subscribe(context.Background(), sds, []string{"default", "ROOTCA"}, "")
 	if err != nil {
 		return nil, err
 	}
 	defer w.cancel()
-	if err := w.s.Send(c.request([]string{"default", "ROOTCA"}, "", "")); err != nil {
-		return nil, err
+	return describe(r), nil
+}
+
+// subscribe opens a stream, sends its first request for `names` (with `version`, as after a
+// reconnect) and returns the stream and the first response.
+func (c *client) subscribe(ctx context.Context, sds secretv3.SecretDiscoveryServiceClient, names []string, version string) (*watched, *discoveryv3.DiscoveryResponse, error) {
+	w, err := c.open(ctx, sds)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := w.s.Send(c.request(names, version, "")); err != nil {
+		w.cancel()
+		return nil, nil, err
 	}
 	r, err := w.next(c.timeout)
 	if err != nil {
-		return nil, err
+		w.cancel()
+		return nil, nil, fmt.Errorf("first response for %v: %w", names, err)
 	}
-	return describe(r), nil
+	return w, r, nil
+}
+
+// ack sends what Envoy sends after applying r.
+func (c *client) ack(w *watched, names []string, r *discoveryv3.DiscoveryResponse) error {
+	return w.s.Send(c.request(names, r.GetVersionInfo(), r.GetNonce()))
 }
 
 func (c *client) play(ctx context.Context, rep *Report, sds secretv3.SecretDiscoveryServiceClient, scenario, detail string, wait time.Duration) error {
@@ -348,83 +365,53 @@ func (c *client) play(ctx context.Context, rep *Report, sds secretv3.SecretDisco
 	switch scenario {
 	case "separate":
 		// Envoy's usual shape: one stream per resource.
-		a, err := c.open(ctx, sds)
+		a, ra, err := c.subscribe(ctx, sds, []string{"default"}, "")
 		if err != nil {
 			return err
 		}
-		b, err := c.open(ctx, sds)
+		defer a.cancel()
+		b, rb, err := c.subscribe(ctx, sds, []string{"ROOTCA"}, "")
 		if err != nil {
 			return err
 		}
-		if err := a.s.Send(c.request([]string{"default"}, "", "")); err != nil {
-			return err
-		}
-		if err := b.s.Send(c.request([]string{"ROOTCA"}, "", "")); err != nil {
-			return err
-		}
-		ra, err := a.next(c.timeout)
-		if err != nil {
-			return fmt.Errorf("default stream: %w", err)
-		}
-		rb, err := b.next(c.timeout)
-		if err != nil {
-			return fmt.Errorf("ROOTCA stream: %w", err)
-		}
+		defer b.cancel()
 		rep.Responses["default"], rep.Responses["ROOTCA"] = describe(ra), describe(rb)
 		if d, r := find(rep.Responses["default"], "default"), find(rep.Responses["ROOTCA"], "ROOTCA"); d != nil && r != nil {
 			ok := verify(d, r)
 			rep.Verified = &ok
 		}
-		_ = a.s.Send(c.request([]string{"default"}, ra.GetVersionInfo(), ra.GetNonce()))
-		_ = b.s.Send(c.request([]string{"ROOTCA"}, rb.GetVersionInfo(), rb.GetNonce()))
-		a.cancel()
-		b.cancel()
+		_ = c.ack(a, []string{"default"}, ra)
+		_ = c.ack(b, []string{"ROOTCA"}, rb)
 
 	case "one-stream":
-		w, err := c.open(ctx, sds)
+		w, r, err := c.subscribe(ctx, sds, both, "")
 		if err != nil {
 			return err
 		}
 		defer w.cancel()
-		if err := w.s.Send(c.request(both, "", "")); err != nil {
-			return err
-		}
-		r, err := w.next(c.timeout)
-		if err != nil {
-			return err
-		}
 		rep.Responses["first"] = describe(r)
-		_ = w.s.Send(c.request(both, r.GetVersionInfo(), r.GetNonce()))
+		_ = c.ack(w, both, r)
 
 	case "ack", "nack":
 		// Subscribe to default, ACK or NACK the answer, then add ROOTCA on the same stream: the
 		// response to that is the anchor; anything before it answered the ACK/NACK (a server
 		// must not) or is a rotation push (new content).
-		w, err := c.open(ctx, sds)
+		w, r, err := c.subscribe(ctx, sds, []string{"default"}, "")
 		if err != nil {
 			return err
 		}
 		defer w.cancel()
-		if err := w.s.Send(c.request([]string{"default"}, "", "")); err != nil {
-			return err
-		}
-		r, err := w.next(c.timeout)
-		if err != nil {
-			return err
-		}
 		rep.Responses["first"] = describe(r)
-		reply := c.request([]string{"default"}, r.GetVersionInfo(), r.GetNonce())
+		version := r.GetVersionInfo()
+		reply := c.request([]string{"default"}, version, r.GetNonce())
 		if scenario == "nack" {
 			// Envoy's NACK: the last accepted version (none yet), the rejected nonce, the reason.
-			reply.VersionInfo = ""
+			version = ""
+			reply.VersionInfo = version
 			reply.ErrorDetail = &rpcstatus.Status{Code: int32(codes.Internal), Message: detail}
 		}
 		if err := w.s.Send(reply); err != nil {
 			return err
-		}
-		version := r.GetVersionInfo()
-		if scenario == "nack" {
-			version = ""
 		}
 		if err := w.s.Send(c.request(both, version, r.GetNonce())); err != nil {
 			return err
@@ -440,20 +427,13 @@ func (c *client) play(ctx context.Context, rep *Report, sds secretv3.SecretDisco
 	case "unknown":
 		// A known and an unknown name on one stream, then an unknown name alone on another
 		// stream that later adds ROOTCA (the anchor).
-		w, err := c.open(ctx, sds)
+		w, r, err := c.subscribe(ctx, sds, []string{"default", detail}, "")
 		if err != nil {
 			return err
 		}
 		defer w.cancel()
-		if err := w.s.Send(c.request([]string{"default", detail}, "", "")); err != nil {
-			return err
-		}
-		r, err := w.next(c.timeout)
-		if err != nil {
-			return err
-		}
 		rep.Responses["mixed"] = describe(r)
-		_ = w.s.Send(c.request([]string{"default", detail}, r.GetVersionInfo(), r.GetNonce()))
+		_ = c.ack(w, []string{"default", detail}, r)
 		u, err := c.open(ctx, sds)
 		if err != nil {
 			return err
@@ -499,21 +479,14 @@ func (c *client) play(ctx context.Context, rep *Report, sds secretv3.SecretDisco
 		rep.Statuses["fetch"] = statusOf(err)
 
 	case "reconnect":
-		// Envoy after an agent restart or a broken connection: a new stream whose first request
-		// carries the version it last accepted (and no nonce).
-		w, err := c.open(ctx, sds)
-		if err != nil {
-			return err
-		}
-		if err := w.s.Send(c.request(both, "", "")); err != nil {
-			return err
-		}
-		r, err := w.next(c.timeout)
+		// Envoy after an agent restart or a broken connection: a new stream on a new connection
+		// whose first request carries the version it last accepted (and no nonce).
+		w, r, err := c.subscribe(ctx, sds, both, "")
 		if err != nil {
 			return err
 		}
 		rep.Responses["first"] = describe(r)
-		_ = w.s.Send(c.request(both, r.GetVersionInfo(), r.GetNonce()))
+		_ = c.ack(w, both, r)
 		_ = w.s.CloseSend()
 		w.cancel()
 		conn2, sds2, err := c.dial()
@@ -521,36 +494,22 @@ func (c *client) play(ctx context.Context, rep *Report, sds secretv3.SecretDisco
 			return err
 		}
 		defer conn2.Close()
-		w2, err := c.open(ctx, sds2)
-		if err != nil {
-			return err
-		}
-		defer w2.cancel()
-		if err := w2.s.Send(c.request(both, r.GetVersionInfo(), "")); err != nil {
-			return err
-		}
-		r2, err := w2.next(c.timeout)
+		w2, r2, err := c.subscribe(ctx, sds2, both, r.GetVersionInfo())
 		if err != nil {
 			return fmt.Errorf("after reconnecting with version %s: %w", r.GetVersionInfo(), err)
 		}
+		defer w2.cancel()
 		rep.Responses["reconnected"] = describe(r2)
 
 	case "rotation":
 		// ACK the first answer and wait for the server to push the next certificate.
-		w, err := c.open(ctx, sds)
+		w, r, err := c.subscribe(ctx, sds, both, "")
 		if err != nil {
 			return err
 		}
 		defer w.cancel()
-		if err := w.s.Send(c.request(both, "", "")); err != nil {
-			return err
-		}
-		r, err := w.next(c.timeout)
-		if err != nil {
-			return err
-		}
 		rep.Responses["first"] = describe(r)
-		if err := w.s.Send(c.request(both, r.GetVersionInfo(), r.GetNonce())); err != nil {
+		if err := c.ack(w, both, r); err != nil {
 			return err
 		}
 		p, err := w.next(wait)
@@ -558,7 +517,7 @@ func (c *client) play(ctx context.Context, rep *Report, sds secretv3.SecretDisco
 			return fmt.Errorf("waiting for a rotation push: %w", err)
 		}
 		rep.Responses["pushed"] = describe(p)
-		_ = w.s.Send(c.request(both, p.GetVersionInfo(), p.GetNonce()))
+		_ = c.ack(w, both, p)
 
 	case "fetch":
 		r, err := sds.FetchSecrets(ctx, c.request(both, "", ""))
