@@ -4,6 +4,7 @@
 // events and messages carry the accessor at most.
 
 import { EventEmitter } from "node:events";
+import { backoffDelay } from "../timing/backoff.js";
 import type { AuthMethod, LoginResult } from "./auth.js";
 import type { TokenSource, VaultClient, VaultLogger } from "./client.js";
 import { VaultError, VaultPermissionDeniedError } from "./errors.js";
@@ -211,8 +212,7 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
   }
 
   private retryDelay(c: Current | undefined): number {
-    const exp = Math.min(this.retryMaxMs, this.retryMinMs * 2 ** Math.min(this.failures, 16));
-    const d = exp / 2 + (Math.random() * exp) / 2;
+    const d = backoffDelay(this.failures + 1, { initialMs: this.retryMinMs, maxMs: this.retryMaxMs });
     // Never wait past most of the remaining lifetime.
     const left = c ? c.expiresAt - this.now() : Infinity;
     return Math.max(this.retryMinMs / 4, Math.min(d, left / 2));
