@@ -6,8 +6,6 @@ import * as protoLoader from "@grpc/proto-loader";
 /** Repo-root `proto/`: three levels up from src/server/x.ts and from dist/server/x.js. */
 export const PROTO_ROOT = fileURLToPath(new URL("../../proto/", import.meta.url));
 
-export const CA_SERVICE_PATH = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
-
 export interface WireCertificateRequest {
   csr: string;
   validityDuration: number;
