@@ -19,6 +19,7 @@ import { createLogger, type Logger } from "../log/logger.js";
 import { fsReason } from "../fs/errors.js";
 import { UsageError } from "./errors.js";
 import { logOptionsFromFlags } from "./log-flags.js";
+import { closeOnSignal } from "./shutdown.js";
 
 export interface AgentFlags {
   config?: string;
@@ -213,16 +214,13 @@ export function registerAgentCommand(program: Command): void {
       // Rotation timers are unref'd so that library users can exit; the command itself must stay
       // up even with no socket or port open (files-only mode).
       const keepAlive = setInterval(() => undefined, 1 << 30);
-      const stop = (signal: string): void => {
-        clearInterval(keepAlive);
-        log.info({ signal }, "shutting down");
-        agent.close().then(
-          () => process.exit(0),
-          () => process.exit(1),
-        );
-      };
-      process.once("SIGINT", () => stop("SIGINT"));
-      process.once("SIGTERM", () => stop("SIGTERM"));
+      closeOnSignal({
+        log,
+        close: () => {
+          clearInterval(keepAlive);
+          return agent.close();
+        },
+      });
     });
 }
 

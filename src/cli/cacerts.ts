@@ -20,6 +20,7 @@ import {
   type IntermediateSource,
 } from "../kube/intermediate-source.js";
 import { UsageError } from "./errors.js";
+import { closeOnSignal, type ShutdownOptions } from "./shutdown.js";
 
 export interface CaCertsFlags {
   config?: string;
@@ -179,7 +180,7 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
       await authority.close();
       throw err;
     }
-    await untilSignal(log, () => runner.stop().then(() => authority.close()));
+    await untilClosed(log, () => runner.stop().then(() => authority.close()));
     return;
   }
 
@@ -229,23 +230,25 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
     return;
   }
   const runner = runCaCerts(opts);
-  await untilSignal(log, () => runner.stop().then(() => source.close()));
+  await untilClosed(log, () => runner.stop().then(() => source.close()));
 }
 
-/** Runs until SIGINT/SIGTERM, then `shutdown`. */
-function untilSignal(
-  log: { info(o: object, m: string): void },
-  shutdown: () => Promise<void>,
-): Promise<void> {
+/** Runs until SIGINT/SIGTERM, then closes (within the shutdown deadline) and returns. */
+function untilClosed(log: ShutdownOptions["log"], close: () => Promise<void>): Promise<void> {
   // The work may hang only on unref'd timers (the vault-kv poll): keep the process up.
   const keepAlive = setInterval(() => {}, 2 ** 30);
   return new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info({ signal }, "cacerts: shutting down");
-      clearInterval(keepAlive);
-      void shutdown().finally(resolve);
-    };
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.once("SIGTERM", () => stop("SIGTERM"));
+    const off = closeOnSignal({
+      log,
+      close: () => {
+        clearInterval(keepAlive);
+        return close();
+      },
+      exit: (code) => {
+        off();
+        if (code === 0) resolve();
+        else process.exit(code);
+      },
+    });
   });
 }

@@ -13,6 +13,7 @@ import {
 } from "../tunnel/index.js";
 import { UsageError } from "./errors.js";
 import { logOptionsFromFlags } from "./log-flags.js";
+import { closeOnSignal } from "./shutdown.js";
 
 interface CommonFlags {
   listen: string;
@@ -75,15 +76,7 @@ function loggerFor(f: CommonFlags): Logger {
 }
 
 function runUntilSignal(t: RunningTunnel, creds: CredentialSource, log: Logger): void {
-  const stop = (signal: string): void => {
-    log.info({ signal }, "shutting down");
-    Promise.all([t.close(), creds.close()]).then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.once("SIGINT", () => stop("SIGINT"));
-  process.once("SIGTERM", () => stop("SIGTERM"));
+  closeOnSignal({ log, close: () => Promise.all([t.close(), creds.close()]).then(() => undefined) });
 }
 
 function common(cmd: Command): Command {

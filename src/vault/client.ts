@@ -28,7 +28,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import type { VaultConnection } from "./config.js";
 import { backoffDelay } from "../timing/backoff.js";
-import { abortError, sleep } from "../timing/clock.js";
+import { abortable, abortError, sleep } from "../timing/clock.js";
 import {
   VaultBadRequestError,
   VaultConfigError,
@@ -281,7 +281,10 @@ export class VaultClient {
     const explicitToken = opts.token;
     let token: string | undefined;
     if (!opts.noAuth) {
-      token = explicitToken ?? (this.tokenSource ? await this.tokenSource.token() : this.staticToken);
+      // A login shared with other callers cannot take this request's signal; stop waiting for it.
+      token =
+        explicitToken ??
+        (this.tokenSource ? await abortable(this.tokenSource.token(), opts.signal) : this.staticToken);
     }
     const secrets = this.secretsFor(token, body, opts.secrets);
     try {
@@ -296,7 +299,7 @@ export class VaultClient {
         this.tokenSource &&
         (await this.tokenSource.invalidate(token))
       ) {
-        const fresh = await this.tokenSource.token();
+        const fresh = await abortable(this.tokenSource.token(), opts.signal);
         this.logger?.warn(`Vault rejected the token on ${method} ${p}; logged in again and retrying once`);
         return this.attempts(method, p, body, fresh, opts, this.secretsFor(fresh, body, opts.secrets));
       }

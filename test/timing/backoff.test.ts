@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Backoff, backoffDelay } from "../../src/timing/backoff.js";
-import { isAbortError, sleep } from "../../src/timing/clock.js";
+import { abortable, isAbortError, sleep } from "../../src/timing/clock.js";
 import { FakeClock } from "../helpers/fake-clock.js";
 
 test("backoffDelay: exponential up to maxMs, jitter is the random fraction", () => {
@@ -47,4 +47,13 @@ test("sleep waits on the clock and is cut short by its signal", async () => {
   await assert.rejects(cut, (e) => isAbortError(e));
   assert.deepEqual(clock.pending(), [], "the aborted sleep's timer is cancelled");
   await assert.rejects(sleep(1, ac.signal, clock), (e) => isAbortError(e));
+});
+
+test("abortable: a promise that cannot take a signal is abandoned when the signal aborts", async () => {
+  const ac = new AbortController();
+  const never = new Promise<string>(() => {});
+  const p = abortable(never, ac.signal);
+  ac.abort();
+  await assert.rejects(p, (e) => isAbortError(e));
+  assert.equal(await abortable(Promise.resolve("v"), new AbortController().signal), "v");
 });
