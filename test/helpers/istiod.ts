@@ -233,6 +233,9 @@ async function startOnce(build: IstiodBuild, o: IstiodOptions): Promise<Istiod> 
     JWT_POLICY: "third-party-jwt",
     ENABLE_CA_SERVER: String(o.caServer ?? true),
     ...(o.cacertsDir ? { ROOT_CA_DIR: o.cacertsDir } : {}),
+    // Left at their defaults on purpose: REVISION ("default": no istiod-<rev> names),
+    // KUBERNETES_SERVICE_HOST (unset: out of cluster, so istiod reviews tokens through the
+    // kubeconfig's apiserver), --keepaliveMaxServerConnectionAge (30m, longer than a test).
     ...o.env,
   };
 

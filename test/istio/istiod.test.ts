@@ -325,6 +325,11 @@ test("meshvault as istiod's external CA: istiod serves XDS with meshvault's isti
     servingCert: { tlsCrt: tls.crt, tlsKey: tls.key, rootCert: published },
   });
   cleanups.push(() => istiod.stop());
+  // Ready means its CA would have been created by now: there is none.
+  assert.doesNotMatch(
+    await istiod.log(),
+    /Istiod CA has started|Use local CA certificate|Use self-signed certificate/,
+  );
   const serving = await istiodServingCert(istiod);
   assert.equal(
     fingerprint(serving.toString()),
