@@ -4,7 +4,7 @@
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import { verifyChain } from "../pki/chain.js";
 import { describeCertificate, parseCertificates, type Certificate } from "../pki/certificate.js";
-import { createSigner, issueLeaf, type Signer } from "../pki/issue.js";
+import { createSigner, issueLeaf, type LeafOptions, type Signer } from "../pki/issue.js";
 import type { SpiffeId } from "../pki/spiffe.js";
 import type { IssuedChain, Readiness, SignRequest } from "./authority.js";
 
@@ -103,16 +103,21 @@ export function loadCaMaterial(input: CaMaterialInput, at = new Date()): CaMater
   };
 }
 
-/** Signs a workload leaf with `material` for `identity`. */
-export function signLeaf(material: CaMaterial, request: SignRequest, identity: SpiffeId): IssuedChain {
-  const leaf = issueLeaf(material.signer, {
+/** What issueLeaf needs from a sign request for `identity`. */
+export function leafOptions(request: SignRequest, identity: SpiffeId): LeafOptions {
+  return {
     spki: request.csr.spki,
     spiffeId: identity.uri,
     ttlSeconds: request.ttlSeconds,
     ...(request.commonName !== undefined ? { commonName: request.commonName } : {}),
     ...(request.dnsNames?.length ? { dnsNames: request.dnsNames } : {}),
     ...(request.ipAddresses?.length ? { ipAddresses: request.ipAddresses } : {}),
-  });
+  };
+}
+
+/** Signs a workload leaf with `material` for `identity`. */
+export function signLeaf(material: CaMaterial, request: SignRequest, identity: SpiffeId): IssuedChain {
+  const leaf = issueLeaf(material.signer, leafOptions(request, identity));
   return { leafPem: leaf.pem, intermediatesPem: material.intermediatesPem, rootsPem: material.rootsPem };
 }
 
@@ -141,3 +146,13 @@ export function materialReadiness(
     };
   return { ready: true, until: ca.notAfter, detail: `signing with ${describeCertificate(ca)}` };
 }
+
+/**
+ * How an authority that holds CaMaterial signs a leaf: signLeaf on this thread, or the
+ * server's issuance workers (src/server/issuance-pool.ts) when it has them.
+ */
+export type LeafSigner = (
+  material: CaMaterial,
+  request: SignRequest,
+  identity: SpiffeId,
+) => IssuedChain | Promise<IssuedChain>;

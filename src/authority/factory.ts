@@ -1,5 +1,6 @@
 // Builds the configured authority. Each backend lives in its own module.
 import type { AuthorityConfig } from "../config/schema.js";
+import type { LeafSigner } from "./ca-material.js";
 import type { Logger } from "../log/logger.js";
 import type { Authority } from "./authority.js";
 import { LocalAuthority } from "./local.js";
@@ -17,6 +18,8 @@ export interface AuthorityContext {
   vault?: VaultSection | undefined;
   /** Environment for VAULT_* / BAO_*; default process.env. */
   env?: Readonly<Record<string, string | undefined>>;
+  /** Where backends holding a CA key sign leaves (the server's issuance workers); default in-thread. */
+  leafSigner?: LeafSigner | undefined;
 }
 
 /** Client, login and token renewal for a Vault-backed authority; the authority closes it. */
@@ -30,6 +33,9 @@ function vaultFor(ctx: AuthorityContext, log: Logger): ConnectedVault {
   });
 }
 
+const signerOf = (ctx: AuthorityContext): { leafSigner?: LeafSigner } =>
+  ctx.leafSigner ? { leafSigner: ctx.leafSigner } : {};
+
 export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Authority {
   const log = ctx.log.child({ authority: cfg.type });
   switch (cfg.type) {
@@ -41,6 +47,7 @@ export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Au
         rootTtlSeconds: cfg.rootTtl,
         intermediateTtlSeconds: cfg.intermediateTtl,
         log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
+        ...signerOf(ctx),
       });
     case "files":
       return new FilesAuthority({
@@ -51,6 +58,7 @@ export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Au
           warn: (m: string) => log.warn(m),
           error: (m: string) => log.error(m),
         },
+        ...signerOf(ctx),
       });
     case "vault-sign":
       return new VaultSignAuthority({
@@ -71,6 +79,7 @@ export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Au
         root: cfg.root,
         pollIntervalMs: cfg.pollInterval * 1000,
         log: logFns(log),
+        ...signerOf(ctx),
       });
     case "vault-intermediate":
       return new VaultIntermediateAuthority({
@@ -84,6 +93,7 @@ export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Au
         commonName: cfg.commonName,
         keyAlgorithm: cfg.keyAlgorithm as KeyAlgorithm,
         log: logFns(log),
+        ...signerOf(ctx),
       });
   }
 }

@@ -17,7 +17,13 @@ import {
   type Readiness,
   type SignRequest,
 } from "./authority.js";
-import { loadCaMaterial, materialReadiness, signLeaf, type CaMaterial } from "./ca-material.js";
+import {
+  loadCaMaterial,
+  materialReadiness,
+  signLeaf,
+  type CaMaterial,
+  type LeafSigner,
+} from "./ca-material.js";
 import { ReloadListeners } from "./reload-listeners.js";
 import { fsReason } from "../fs/errors.js";
 
@@ -28,6 +34,8 @@ export interface FilesAuthorityLog {
 }
 
 export interface FilesAuthorityOptions {
+  /** Signs leaves somewhere else (the server's issuance workers); default signLeaf here. */
+  leafSigner?: LeafSigner;
   /** Directory holding the CA files, e.g. `/etc/cacerts` (the `cacerts` Secret). */
   dir: string;
   /** Fallback poll for changes fs.watch misses (network filesystems, re-created dirs). Default 10 s; 0 disables. */
@@ -444,7 +452,7 @@ export class FilesAuthority implements Authority {
       throw new AuthorityUnavailableError(
         `files authority: the CA certificate in ${this.opts.dir} expired at ${m.signer.cert.notAfter.toISOString()}; replace the files with a renewed CA`,
       );
-    return signLeaf(m, request, identity);
+    return (this.opts.leafSigner ?? signLeaf)(m, request, identity);
   }
 
   trustBundle(): string[] {

@@ -16,10 +16,18 @@ import {
   type Readiness,
   type SignRequest,
 } from "./authority.js";
-import { loadCaMaterial, materialReadiness, signLeaf, type CaMaterial } from "./ca-material.js";
+import {
+  loadCaMaterial,
+  materialReadiness,
+  signLeaf,
+  type CaMaterial,
+  type LeafSigner,
+} from "./ca-material.js";
 import { fsReason } from "../fs/errors.js";
 
 export interface LocalAuthorityOptions {
+  /** Signs leaves somewhere else (the server's issuance workers); default signLeaf here. */
+  leafSigner?: LeafSigner;
   /** Directory holding `local-ca/`; created 0700 when missing. */
   dataDir: string;
   trustDomain: string;
@@ -172,7 +180,7 @@ export class LocalAuthority implements Authority {
 
   async sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain> {
     if (!this.material) throw new AuthorityUnavailableError("local authority has not started");
-    return signLeaf(this.material, request, identity);
+    return (this.opts.leafSigner ?? signLeaf)(this.material, request, identity);
   }
 
   trustBundle(): string[] {

@@ -12,6 +12,7 @@ export interface ServerFlags {
   httpListen?: string;
   authority?: string;
   filesDir?: string;
+  workers?: string;
   logLevel?: string;
   logFormat?: string;
 }
@@ -28,6 +29,7 @@ export function flagOverrides(f: ServerFlags): Record<string, unknown> {
   };
   if (f.authority) o["authority.type"] = f.authority;
   if (f.filesDir) o["authority.dir"] = f.filesDir;
+  if (f.workers !== undefined) o["workers"] = f.workers;
   return o;
 }
 
@@ -50,6 +52,10 @@ export function registerServerCommand(program: Command): void {
     )
     .option("--authority <type>", "signing backend: local, files, vault-sign, vault-kv, vault-intermediate")
     .option("--files-dir <dir>", "with --authority files: the Istio plug-in CA directory")
+    .option(
+      "--workers <n>",
+      "threads that verify CSRs and sign certificates (default: one per core; 0 = main thread only)",
+    )
     .option("--log-level <level>", "trace, debug, info, warn, error (default info)")
     .option("--log-format <format>", "json or pretty (default: pretty on a terminal, else json)")
     .action(async (flags: ServerFlags) => {

@@ -17,6 +17,7 @@ export const ENV_FIELDS: Record<string, string> = {
   MESHVAULT_LOG_LEVEL: "log.level",
   MESHVAULT_LOG_FORMAT: "log.format",
   MESHVAULT_AUTHORITY: "authority.type",
+  MESHVAULT_WORKERS: "workers",
 };
 
 type Tree = Record<string, unknown>;

@@ -100,6 +100,8 @@ export const serverConfigSchema = z
         namespace: "istio-system",
         serviceAccount: "meshvault",
       }),
+    /** Threads that verify CSRs and sign leaves; default one per core, 0 = all on the main thread. */
+    workers: z.coerce.number().int().min(0).max(256).optional(),
     /** Trust bundle written here on every change, for workloads that read a file; default <dataDir>/root-cert.pem. */
     rootCertFile: z.string().optional(),
     authority: z

@@ -70,6 +70,8 @@ export interface CaServiceDeps {
   authority: Authority;
   authenticate(creds: CallerCredentials): Promise<AuthenticatedCaller>;
   policy: CaPolicy;
+  /** Parses and verifies a CSR (the server's issuance workers); default parseCsr here. */
+  parseCsr?: (csr: string) => Csr | Promise<Csr>;
 }
 
 export interface IssueResult {
@@ -192,14 +194,14 @@ export async function createCertificate(
     throw label(err, "authn");
   });
   const identity = at("authn", () => resolveIdentity(deps, caller, req.metadata));
-  const csr: Csr = at("csr-parse", () => {
-    try {
-      return parseCsr(req.csr);
-    } catch (err) {
-      if (err instanceof CsrError) throw new CaServiceError(Code.INVALID_ARGUMENT, err.message);
-      throw err;
-    }
-  });
+  let csr: Csr;
+  try {
+    csr = await (deps.parseCsr ?? parseCsr)(req.csr);
+  } catch (err) {
+    if (err instanceof CsrError)
+      throw label(new CaServiceError(Code.INVALID_ARGUMENT, err.message), "csr-parse");
+    throw label(err, "csr-parse");
+  }
   at("csr", () => checkCsrAgainstIdentity(csr, identity));
   const ttlSeconds = at("ttl", () => resolveTtl(deps.policy, req.validityDuration));
   const commonName = deps.policy.allowCommonName ? csr.commonName : undefined;

@@ -20,6 +20,7 @@ import { kubernetesIntegration, type KubernetesIntegration } from "../kube/serve
 import { ensureLocalIssuer, localIssuerName } from "../identity/local-issuer.js";
 import { parseCertificates } from "../pki/certificate.js";
 import { startGrpcCa, ReloadableServerCredentials } from "./grpc-ca.js";
+import { issuancePoolFor, type IssuancePool } from "./issuance-pool.js";
 import { startHttp } from "./http.js";
 import { createCaMetrics, recordIntermediateExpiry, type CaMetrics } from "./metrics.js";
 import { issueServingCert, keepServingCertFresh, type ServingCert } from "./serving-cert.js";
@@ -44,6 +45,8 @@ export interface CaServerHandle {
   started: Promise<void>;
   /** What /readyz says right now. */
   readiness(): Readiness;
+  /** The issuance worker threads (config `workers`); undefined with workers: 0. */
+  issuance: IssuancePool | undefined;
   close(): Promise<void>;
 }
 
@@ -207,6 +210,8 @@ async function startLocked(
   cleanup: () => Promise<void>,
 ): Promise<CaServerHandle> {
   const metrics = createCaMetrics(opts.defaultMetrics ?? true);
+  const pool = issuancePoolFor(config.workers, log);
+  if (pool) cleanups.push(() => pool.close());
   const base =
     opts.authority ??
     createAuthority(config.authority, {
@@ -214,6 +219,7 @@ async function startLocked(
       dataDir,
       log,
       vault: config.vault,
+      leafSigner: pool?.signLeaf,
     });
   cleanups.push(() => base.close());
   // Backends that reload signing material report it; failures are counted and alerting can use them.
@@ -257,7 +263,12 @@ async function startLocked(
     trustedNodeAccounts: new Set(config.authentication.trustedNodeAccounts),
   };
   const g = await startGrpcCa({
-    deps: { authority, policy, authenticate: (creds) => authenticateCaller(authenticators, creds) },
+    deps: {
+      authority,
+      policy,
+      authenticate: (creds) => authenticateCaller(authenticators, creds),
+      ...(pool ? { parseCsr: pool.parseCsr } : {}),
+    },
     credentials,
     address: config.listen.grpc,
     log,
@@ -431,6 +442,7 @@ async function startLocked(
     rootCertFile,
     rootsPem: () => authority.trustBundle().join(""),
     kubernetes: kube,
+    issuance: pool,
     started,
     readiness,
     close: cleanup,

@@ -25,12 +25,14 @@ import {
   type Readiness,
   type SignRequest,
 } from "../authority.js";
-import { materialReadiness, signLeaf, type CaMaterial } from "../ca-material.js";
+import { materialReadiness, signLeaf, type CaMaterial, type LeafSigner } from "../ca-material.js";
 import { ReloadListeners } from "../reload-listeners.js";
 import { silentLog, toAuthorityError, type VaultAuthorityLog } from "./common.js";
 import { mintIntermediate } from "./mint-intermediate.js";
 
 export interface VaultIntermediateAuthorityOptions {
+  /** Signs leaves somewhere else (the server's issuance workers); default signLeaf here. */
+  leafSigner?: LeafSigner;
   vault: ConnectedVault;
   trustDomain: string;
   mode: "csr" | "exported";
@@ -187,7 +189,7 @@ export class VaultIntermediateAuthority implements Authority {
         `vault-intermediate: the intermediate (serial ${c.material.signer.cert.serialHex}) expired at ${new Date(c.notAfter).toISOString()} ` +
           `and Vault could not renew it yet (see the renewal errors in the log)`,
       );
-    return signLeaf(c.material, request, identity);
+    return (this.opts.leafSigner ?? signLeaf)(c.material, request, identity);
   }
 
   trustBundle(): string[] {

@@ -24,11 +24,19 @@ import {
   type Readiness,
   type SignRequest,
 } from "../authority.js";
-import { loadCaMaterial, materialReadiness, signLeaf, type CaMaterial } from "../ca-material.js";
+import {
+  loadCaMaterial,
+  materialReadiness,
+  signLeaf,
+  type CaMaterial,
+  type LeafSigner,
+} from "../ca-material.js";
 import { ReloadListeners } from "../reload-listeners.js";
 import { certKey, silentLog, toAuthorityError, type VaultAuthorityLog } from "./common.js";
 
 export interface VaultKvAuthorityOptions {
+  /** Signs leaves somewhere else (the server's issuance workers); default signLeaf here. */
+  leafSigner?: LeafSigner;
   vault: ConnectedVault;
   /** `vault:<mount>/data/<path>#<field>` (v2) or `vault:<mount>/<path>#<field>` (v1). */
   certificate: string;
@@ -320,7 +328,7 @@ export class VaultKvAuthority implements Authority {
       throw new AuthorityUnavailableError(
         `vault-kv: the CA certificate from ${this.opts.certificate} expired at ${m.signer.cert.notAfter.toISOString()}; write a renewed CA to Vault KV`,
       );
-    return signLeaf(m, request, identity);
+    return (this.opts.leafSigner ?? signLeaf)(m, request, identity);
   }
 
   trustBundle(): string[] {

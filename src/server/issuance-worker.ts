@@ -1,0 +1,46 @@
+// One issuance worker thread (see issuance-pool.ts): parses and verifies CSRs, and signs
+// leaves with the CA material the pool sent it (each CA key is loaded here once, on the
+// first message that carries it). Pure CPU work, no I/O.
+import { parentPort } from "node:worker_threads";
+import type { KeyObject } from "node:crypto";
+import { parseCertificateDer } from "../pki/certificate.js";
+import { parseCsr } from "../pki/csr.js";
+import { createSigner, issueLeaf, type LeafOptions, type Signer } from "../pki/issue.js";
+
+export type WorkerRequest =
+  | { op: "material"; material: number; certDer: Uint8Array; key: KeyObject }
+  | { op: "forget"; material: number }
+  | { op: "parse"; id: number; csr: string }
+  | { op: "sign"; id: number; material: number; leaf: LeafOptions };
+
+export type WorkerReply =
+  { id: number; ok: true; value: unknown } | { id: number; ok: false; name: string; message: string };
+
+const signers = new Map<number, Signer>();
+const port = parentPort!;
+
+port.on("message", (m: WorkerRequest) => {
+  if (m.op === "material") {
+    signers.set(m.material, createSigner(parseCertificateDer(m.certDer), m.key));
+    return;
+  }
+  if (m.op === "forget") {
+    signers.delete(m.material);
+    return;
+  }
+  let reply: WorkerReply;
+  try {
+    if (m.op === "parse") {
+      reply = { id: m.id, ok: true, value: parseCsr(m.csr) };
+    } else {
+      const signer = signers.get(m.material);
+      if (!signer) throw new Error(`issuance worker has no CA material #${m.material}`);
+      reply = { id: m.id, ok: true, value: issueLeaf(signer, m.leaf).pem };
+    }
+  } catch (err) {
+    const e = err as Error;
+    reply = { id: m.id, ok: false, name: e.name, message: e.message };
+  }
+  port.postMessage(reply);
+});
+port.postMessage({ ready: true });
