@@ -216,7 +216,7 @@ test("Vault source (real OpenBao): csr and exported modes into the Secret", asyn
   }
 });
 
-test("--source vault-kv --once (seed 001's shape): the self-signed CA pair in KV becomes the plug-in CA; a mismatched pair or a bad reference is refused, nothing written", async () => {
+test("--source vault-kv --once (seed 001's shape): the self-signed CA pair in KV becomes the plug-in CA (directory, Secret); a mismatched pair or a bad reference is refused, nothing written", async () => {
   const client = new VaultClient({ address: bao.addr, skipVerify: false }, { token: bao.rootToken });
   const env = { PATH: process.env.PATH, HOME: dir, VAULT_ADDR: bao.addr, VAULT_TOKEN: bao.rootToken };
   const ca = (name: string): { certificate: string; privateKey: string } => {
@@ -254,6 +254,11 @@ test("--source vault-kv --once (seed 001's shape): the self-signed CA pair in KV
       first.certificate.trim(),
       "a self-signed CA is its own root",
     );
+    // The same into Secret istio-system/cacerts (seed 002's place for it).
+    const toSecret = ["cacerts", "--source", "vault-kv", "--once", "--secret-name", "cacerts-kv"];
+    const sec = await cli([...toSecret, "--kubeconfig", kube.kubeconfigPath, "--log-level", "warn"], env);
+    assert.equal(sec.code, 0, `${sec.out}\n${sec.err}`);
+    assert.deepEqual(decode((await secret("cacerts-kv"))!), files);
 
     // Another CA's certificate with the first key: refused with the reason, the files stay.
     await client.write("secret/data/pki/istiod", {
