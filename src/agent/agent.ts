@@ -1,6 +1,7 @@
 // `meshvault agent` as a library: one or many identities, each with its own
 // token file, renewal loop and outputs (Envoy SDS socket, files, hook), plus an
 // optional status port. The sidecar is the one-identity case of the node agent.
+import { existsSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import path from "node:path";
 import { createCaClient, type CaClient } from "./ca-client.js";
@@ -10,6 +11,7 @@ import { createAgentMetrics, type AgentMetrics } from "./metrics.js";
 import { silentLogger, type Logger } from "../log/logger.js";
 import { createLimiter } from "./semaphore.js";
 import { startSdsServer, type SdsServer } from "./sds/index.js";
+import { RetryingOutput, type OutputStatus } from "./outputs.js";
 import { WorkloadIdentity, type IdentityStatus } from "./workload.js";
 
 export interface StartAgentOptions {
@@ -27,6 +29,8 @@ export interface ManagedIdentity {
   config: IdentityConfig;
   identity: WorkloadIdentity;
   sds?: SdsServer;
+  /** Files and hook, each retrying until it holds the current certificate. */
+  outputs: RetryingOutput[];
 }
 
 export interface RunningAgent {
@@ -43,8 +47,11 @@ export interface RunningAgent {
 }
 
 export interface AgentStatus {
+  /** Every identity holds a valid certificate and every output and SDS socket serves it. */
   ready: boolean;
-  identities: IdentityStatus[];
+  /** Why not, one line per identity or output that is not there yet (absent when ready). */
+  reasons?: string[];
+  identities: (IdentityStatus & { outputs: OutputStatus[] })[];
 }
 
 export async function startAgent(config: AgentConfig, opts: StartAgentOptions = {}): Promise<RunningAgent> {
@@ -68,7 +75,10 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
   );
 
   const closeAll = async (): Promise<void> => {
-    for (const m of identities.values()) m.identity.stop();
+    for (const m of identities.values()) {
+      m.identity.stop();
+      for (const o of m.outputs) o.stop();
+    }
     await Promise.all([...identities.values()].map((m) => m.sds?.close()));
     if (ownsClient) ca.close();
   };
@@ -94,22 +104,41 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
         onFailure: () => metrics.failures.inc({ identity: name }),
         onIssued: async (secrets, info) => {
           metrics.issued.inc({ identity: name, via: info.via });
-          if (outDir) await writeCredentialFiles(outDir, secrets);
-          if (ic.exec) {
-            const r = await runHook(ic.exec, {
-              MESHVAULT_CERT_DIR: outDir ?? "",
-              MESHVAULT_SPIFFE_ID: info.spiffeId,
-              MESHVAULT_IDENTITY: name,
-            });
-            if (r.code !== 0)
-              logger.warn(
-                { identity: name, command: ic.exec, code: r.code, signal: r.signal },
-                "post-rotation command failed",
-              );
-          }
+          // In order: the hook (a reload signal) runs after the files it announces.
+          for (const o of outputs) await o.publish(secrets, info);
         },
       });
-      const managed: ManagedIdentity = { config: ic, identity };
+      const outputs: RetryingOutput[] = [];
+      const outputLog = { identity: name, logger };
+      const files = outDir
+        ? new RetryingOutput("files", outDir, (secrets) => writeCredentialFiles(outDir, secrets), outputLog)
+        : undefined;
+      if (files) outputs.push(files);
+      if (ic.exec) {
+        const command = ic.exec;
+        outputs.push(
+          new RetryingOutput(
+            "hook",
+            command,
+            async (_secrets, info) => {
+              // The hook tells the workload to reload the files: pointless before they are written.
+              if (files && files.status().state !== "current")
+                throw new Error(`waiting for the certificate files in ${outDir} to be written`);
+              const r = await runHook(command, {
+                MESHVAULT_CERT_DIR: outDir ?? "",
+                MESHVAULT_SPIFFE_ID: info.spiffeId,
+                MESHVAULT_IDENTITY: name,
+              });
+              if (r.code !== 0)
+                throw new Error(
+                  `post-rotation command ${JSON.stringify(command)} ${r.signal ? `was killed by ${r.signal}` : `exited with code ${r.code}`}`,
+                );
+            },
+            outputLog,
+          ),
+        );
+      }
+      const managed: ManagedIdentity = { config: ic, identity, outputs };
       identities.set(name, managed);
       if (ic.sdsSocket)
         managed.sds = await startSdsServer({
@@ -127,8 +156,39 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
 
   const status = (): AgentStatus => {
     const now = new Date();
-    const list = [...identities.values()].map((m) => m.identity.status(now));
-    return { ready: list.every((s) => s.state !== "pending" && s.state !== "expired"), identities: list };
+    const reasons: string[] = [];
+    const list = [...identities.values()].map((m) => {
+      const s = m.identity.status(now);
+      const outputs = m.outputs.map((o) => o.status());
+      if (s.state === "pending" || s.state === "expired")
+        reasons.push(
+          `${s.name}: ${s.state === "pending" ? "no certificate yet" : `certificate expired at ${s.notAfter}`}` +
+            (s.lastError ? ` (${s.lastError})` : ""),
+        );
+      for (const o of outputs)
+        if (o.state !== "current" && s.serial !== undefined)
+          reasons.push(
+            `${s.name}: ${o.kind} output ${o.target} does not hold the current certificate` +
+              (o.lastError ? `: ${o.lastError}` : "") +
+              (o.nextAttemptAt ? `; retrying at ${o.nextAttemptAt}` : ""),
+          );
+      if (m.sds) {
+        const serving = existsSync(m.sds.socketPath);
+        outputs.push({
+          kind: "sds",
+          target: m.sds.socketPath,
+          state: serving && s.serial !== undefined ? "current" : serving ? "pending" : "failed",
+          ...(s.serial !== undefined ? { serial: s.serial } : {}),
+          failures: 0,
+          ...(serving
+            ? {}
+            : { lastError: "the socket file is gone: Envoy cannot connect; restart the agent" }),
+        });
+        if (!serving) reasons.push(`${s.name}: SDS socket ${m.sds.socketPath} is gone; restart the agent`);
+      }
+      return { ...s, outputs };
+    });
+    return { ready: reasons.length === 0, ...(reasons.length ? { reasons } : {}), identities: list };
   };
 
   let statusServer: Server | undefined;
@@ -169,11 +229,9 @@ async function startStatusServer(
       res.end(body);
     };
     if (p === "/healthz" || p === "/readyz") {
+      // /healthz is kept as it was (ready or not) for existing probes; /readyz is the contract.
       const s = status();
-      return send(
-        s.ready ? 200 : 503,
-        s.ready ? "ok\n" : "not ready: some identities hold no valid certificate\n",
-      );
+      return send(s.ready ? 200 : 503, s.ready ? "ok\n" : `not ready: ${(s.reasons ?? []).join("; ")}\n`);
     }
     if (p === "/_status" || p === "/status") {
       const s = status();
@@ -186,7 +244,7 @@ async function startStatusServer(
       );
       return;
     }
-    send(404, "not found: try /healthz, /_status or /metrics\n");
+    send(404, "not found: try /healthz, /readyz, /_status or /metrics\n");
   });
   const i = address.lastIndexOf(":");
   const host = address.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0";

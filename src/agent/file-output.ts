@@ -7,6 +7,7 @@ import path from "node:path";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import type { WorkloadSecrets } from "./sds/source.js";
 import { fsReason } from "../fs/errors.js";
+import { makeDir } from "../fs/make-dir.js";
 
 export const CERT_CHAIN_FILE = "cert-chain.pem";
 export const KEY_FILE = "key.pem";
@@ -18,7 +19,7 @@ export const ROOT_CERT_FILE = "root-cert.pem";
  */
 export async function writeCredentialFiles(dir: string, secrets: WorkloadSecrets): Promise<void> {
   try {
-    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    await makeDir(dir, 0o700);
     await writeFileAtomic(path.join(dir, KEY_FILE), secrets.privateKeyPem, 0o600);
     await writeFileAtomic(path.join(dir, ROOT_CERT_FILE), secrets.rootsPem, 0o644);
     await writeFileAtomic(path.join(dir, CERT_CHAIN_FILE), secrets.certChainPem, 0o644);

@@ -260,7 +260,7 @@ export class WorkloadIdentity {
       } catch (err) {
         this.log.error(
           { identity: this.o.name, err: (err as Error).message },
-          "certificate issued but an output failed; will retry at the next rotation",
+          "certificate issued (and served over SDS) but an output failed; it is given the next certificate",
         );
       }
     }

@@ -1,0 +1,115 @@
+// Where an identity's certificate goes besides SDS: files and a post-rotation hook. Each
+// output keeps the latest certificate it was given and retries a failed write with backoff
+// (within seconds, not at the next rotation) until it holds that certificate; its state feeds
+// the agent's /readyz and /_status.
+import { Backoff, type BackoffPolicy } from "../timing/backoff.js";
+import { systemClock, type CancelTimer, type Clock } from "../timing/clock.js";
+import type { WorkloadSecrets } from "./sds/source.js";
+import type { AgentLogger, IssuedInfo } from "./workload.js";
+
+export interface OutputStatus {
+  /** `files` or `hook`. */
+  kind: string;
+  /** The directory or the command. */
+  target: string;
+  /** `current`: holds the identity's current certificate; `failed`: retrying; `pending`: nothing yet. */
+  state: "pending" | "current" | "failed";
+  /** Serial of the certificate it holds (current) or is trying to write (failed). */
+  serial?: string;
+  failures: number;
+  lastError?: string;
+  nextAttemptAt?: string;
+}
+
+/** Retries stay short: a local write or hook that starts working again is noticed within seconds. */
+export const OUTPUT_BACKOFF: BackoffPolicy = { initialMs: 500, maxMs: 5000 };
+
+export class RetryingOutput {
+  private wanted: { secrets: WorkloadSecrets; info: IssuedInfo } | undefined;
+  private heldSerial: string | undefined;
+  private running: Promise<void> | undefined;
+  private cancelRetry: CancelTimer | undefined;
+  private nextAttemptAt: number | undefined;
+  private lastError: string | undefined;
+  private stopped = false;
+  private readonly backoff: Backoff;
+
+  constructor(
+    readonly kind: string,
+    readonly target: string,
+    private readonly write: (secrets: WorkloadSecrets, info: IssuedInfo) => Promise<void>,
+    private readonly o: { identity: string; logger: AgentLogger; backoff?: BackoffPolicy; clock?: Clock },
+  ) {
+    this.backoff = new Backoff(o.backoff ?? OUTPUT_BACKOFF);
+  }
+
+  /** Hands the output a new certificate; resolves after the first attempt (retries go on by themselves). */
+  publish(secrets: WorkloadSecrets, info: IssuedInfo): Promise<void> {
+    this.wanted = { secrets, info };
+    this.cancelRetry?.();
+    this.nextAttemptAt = undefined;
+    return this.attempt();
+  }
+
+  status(): OutputStatus {
+    const wanted = this.wanted?.info.serial;
+    const s: OutputStatus = {
+      kind: this.kind,
+      target: this.target,
+      state: wanted === undefined ? "pending" : wanted === this.heldSerial ? "current" : "failed",
+      failures: this.backoff.attempts,
+    };
+    if (wanted !== undefined) s.serial = wanted;
+    if (s.state === "failed" && this.lastError) s.lastError = this.lastError;
+    if (this.nextAttemptAt !== undefined) s.nextAttemptAt = new Date(this.nextAttemptAt).toISOString();
+    return s;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.cancelRetry?.();
+  }
+
+  private attempt(): Promise<void> {
+    // One write at a time; a publish during a write is picked up right after it.
+    const run = async (): Promise<void> => {
+      await this.running?.catch(() => undefined);
+      const w = this.wanted;
+      if (!w || this.stopped || w.info.serial === this.heldSerial) return;
+      try {
+        await this.write(w.secrets, w.info);
+        this.heldSerial = w.info.serial;
+        if (this.backoff.attempts > 0)
+          this.o.logger.info(
+            { identity: this.o.identity, output: this.kind, target: this.target, serial: w.info.serial },
+            "output holds the current certificate again",
+          );
+        this.backoff.reset();
+        this.lastError = undefined;
+      } catch (err) {
+        const message = (err as Error).message;
+        const wait = this.backoff.next();
+        const clock = this.o.clock ?? systemClock;
+        this.nextAttemptAt = clock.now() + wait;
+        const fields = {
+          identity: this.o.identity,
+          output: this.kind,
+          target: this.target,
+          err: message,
+          retryInMs: wait,
+        };
+        if (message !== this.lastError) this.o.logger.error(fields, "output failed: not ready; retrying");
+        else this.o.logger.debug(fields, "output still failing; retrying");
+        this.lastError = message;
+        if (!this.stopped)
+          this.cancelRetry = clock.setTimer(() => {
+            this.nextAttemptAt = undefined;
+            void this.attempt();
+          }, wait);
+      }
+    };
+    const p = run();
+    this.running = p;
+    return p;
+  }
+}
