@@ -147,18 +147,22 @@ async function main(): Promise<void> {
     if (cores >= 2 && PARTS.has("scaling")) {
       const mv1 = await startMeshvault(dir, "files-1cpu", mvConfig, "0");
       const mv2 = await startMeshvault(dir, "files-2cpu", mvConfig, "0,1");
+      const mv2w0 = await startMeshvault(dir, "files-2cpu-w0", { ...mvConfig, workers: 0 }, "0,1");
       const is1 = await startIstiodCa(bin, caDir, jwksFile, "0");
       const is2 = await startIstiodCa(bin, caDir, jwksFile, "0,1");
       const scaleTargets = {
         "meshvault-1cpu": grpcTarget(mv1.port, mv1.pid),
         "meshvault-2cpu": grpcTarget(mv2.port, mv2.pid),
+        "meshvault-2cpu-w0": grpcTarget(mv2w0.port, mv2w0.pid),
         "istiod-1cpu": grpcTarget(is1.port, is1.pid),
         "istiod-2cpu": grpcTarget(is2.port, is2.pid),
       };
       const scale = loadgen(bin, scaleTargets, TIMING, [
         { label: "mv", csr: "p256", callers: 64, conns: 4, a: "meshvault-2cpu", b: "meshvault-1cpu" },
         { label: "istiod", csr: "p256", callers: 64, conns: 4, a: "istiod-2cpu", b: "istiod-1cpu" },
+        { label: "w0", csr: "p256", callers: 64, conns: 4, a: "meshvault-2cpu", b: "meshvault-2cpu-w0" },
       ]);
+      const w = scale.find((r) => r.label === "w0")!;
       console.log(
         "\nscaling, P-256, 64 callers over 4 connections, server pinned with taskset (load generator shares the cores)",
       );
@@ -172,19 +176,27 @@ async function main(): Promise<void> {
             "CPU us/cert 1 / 2 cores",
             "load",
           ],
-          ...scale.map((r) => {
-            const two = r.results[r.a]!;
-            const one = r.results[r.b]!;
-            return [
-              r.label === "mv" ? "meshvault" : "istiod",
-              fmt(one.perSecond),
-              fmt(two.perSecond),
-              `${fmt(two.perSecond / one.perSecond, 2)}x`,
-              `${fmt(one.serverCpuUsPerCert)} / ${fmt(two.serverCpuUsPerCert)}`,
-              fmt(r.loadavg, 1),
-            ];
-          }),
+          ...scale
+            .filter((r) => r.label !== "w0")
+            .map((r) => {
+              const two = r.results[r.a]!;
+              const one = r.results[r.b]!;
+              return [
+                r.label === "mv" ? "meshvault" : "istiod",
+                fmt(one.perSecond),
+                fmt(two.perSecond),
+                `${fmt(two.perSecond / one.perSecond, 2)}x`,
+                `${fmt(one.serverCpuUsPerCert)} / ${fmt(two.serverCpuUsPerCert)}`,
+                fmt(r.loadavg, 1),
+              ];
+            }),
         ]),
+      );
+      const [on, off] = [w.results[w.a]!, w.results[w.b]!];
+      console.log(
+        `meshvault on 2 cores, issuance workers (default, ${cores}) vs workers: 0: ${fmt(on.perSecond)} vs ` +
+          `${fmt(off.perSecond)} certs/s (${fmt(on.perSecond / off.perSecond, 2)}x), CPU ${fmt(on.serverCpuUsPerCert)} vs ` +
+          `${fmt(off.serverCpuUsPerCert)} us/cert, p99 ${fmt(on.p99Ms, 1)} vs ${fmt(off.p99Ms, 1)} ms, load ${fmt(w.loadavg, 1)}`,
       );
     }
 
