@@ -20,6 +20,7 @@ const COMMANDS: Record<string, () => Promise<Registrar>> = {
   verify: async () => (await import("./verify.js")).registerVerifyCommand,
   config: async () => (await import("./config-validate.js")).registerConfigCommands,
   completion: async () => (await import("./completion.js")).registerCompletionCommand,
+  status: async () => (await import("./status.js")).registerStatusCommand,
 };
 
 export function version(): string {

@@ -2,6 +2,8 @@
 import { createServer, type Server } from "node:http";
 import type { Authority, Readiness } from "../authority/authority.js";
 import type { CaMetrics } from "./metrics.js";
+import { buildOverview, IssuanceHistory, type OverviewSource } from "./overview.js";
+import { renderStatusPage } from "./status-page.js";
 
 export interface HttpOptions {
   address: string;
@@ -11,6 +13,8 @@ export interface HttpOptions {
   readiness(): Readiness;
   /** The /_status document (JSON). */
   status(): Record<string, unknown>;
+  /** What the status page (GET /) and GET /overview show beyond readiness. */
+  page?: Pick<OverviewSource, "trustDomain" | "vaultAddress" | "servingChainPem">;
 }
 
 /** /readyz's body: the reason when not ready, what it signs with and until when otherwise. */
@@ -29,6 +33,19 @@ export function splitHostPort(address: string): { host: string; port: number } {
 }
 
 export async function startHttp(o: HttpOptions): Promise<{ server: Server; port: number }> {
+  const history = new IssuanceHistory(o.metrics);
+  const overviewSource: OverviewSource = {
+    authority: o.authority,
+    metrics: o.metrics,
+    trustDomain: o.page?.trustDomain ?? "",
+    ...(o.page?.vaultAddress ? { vaultAddress: o.page.vaultAddress } : {}),
+    servingChainPem: () => o.page?.servingChainPem(),
+    // What /readyz answers.
+    readiness: () => {
+      const r = o.readiness();
+      return r.ready ? { ready: true } : { ready: false, reason: r.reason };
+    },
+  };
   const server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     const send = (status: number, body: string, type = "text/plain; charset=utf-8"): void => {
@@ -56,10 +73,21 @@ export async function startHttp(o: HttpOptions): Promise<{ server: Server; port:
           (err: Error) => send(500, `metrics: ${err.message}\n`),
         );
         return;
+      case "/":
+      case "/overview":
+        buildOverview(overviewSource, history).then(
+          (ov) =>
+            path === "/"
+              ? send(200, renderStatusPage(ov), "text/html; charset=utf-8")
+              : send(200, `${JSON.stringify(ov, null, 2)}\n`, "application/json"),
+          (err: Error) => send(500, `status: ${err.message}\n`),
+        );
+        return;
       default:
-        return send(404, "not found: try /healthz, /readyz, /_status, /roots or /metrics\n");
+        return send(404, "not found: try /, /overview, /healthz, /readyz, /_status, /roots or /metrics\n");
     }
   });
+  server.on("close", () => history.stop());
   const { host, port } = splitHostPort(o.address);
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err) =>

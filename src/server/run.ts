@@ -232,6 +232,8 @@ async function startLocked(
   const state: StartState = { started: false, attempts: 0, error: undefined, nextAttemptAt: undefined };
   let grpcServer: grpc.Server | undefined;
   let servingNotAfter: Date | undefined;
+  // The current serving chain (leaf first), for the status page.
+  let servingChainPem: string | undefined;
   const readiness = (): Readiness => {
     if (!state.started) {
       const retry = state.nextAttemptAt ? `; retrying at ${state.nextAttemptAt.toISOString()}` : "";
@@ -280,6 +282,11 @@ async function startLocked(
     authority,
     metrics,
     readiness,
+    page: {
+      trustDomain: config.trustDomain,
+      ...(config.vault?.address ? { vaultAddress: config.vault.address } : {}),
+      servingChainPem: () => servingChainPem,
+    },
     status: () => {
       const r = readiness();
       return {
@@ -335,6 +342,7 @@ async function startLocked(
     ttlSeconds: sc.ttl,
     log,
     onRenew: (c: ServingCert) => {
+      servingChainPem = c.certChainPem;
       credentials.update(c.certChainPem, c.keyPem);
       servingNotAfter = c.notAfter;
       metrics.servingCertExpiry.set(c.notAfter.getTime() / 1000);

@@ -50,7 +50,7 @@ test("completion bash: sourced in a real bash, it completes commands, subcommand
     assert.equal(b.status, 0, b.stderr);
     return b.stdout.trim().split("\n");
   };
-  for (const c of ["server", "agent", "config", "completion", "vault"])
+  for (const c of ["server", "agent", "status", "config", "completion", "vault"])
     assert.ok(complete("meshvault ").includes(c), c);
   assert.deepEqual(complete("meshvault vault se"), ["setup"]);
   assert.deepEqual(complete("meshvault config "), ["validate", "--help", "-h"]);
