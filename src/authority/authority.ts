@@ -37,6 +37,12 @@ export interface IssuedChain {
  */
 export type Readiness = { ready: true; until?: Date; detail?: string } | { ready: false; reason: string };
 
+/** What every reload or renewal event carries; backends add what changed or why it failed. */
+export interface MaterialReloadEvent {
+  ok: boolean;
+  at: Date;
+}
+
 export interface Authority {
   /** Backend name as used in configuration (`local`, `files`, `vault-sign`, ...). */
   readonly kind: string;
@@ -47,6 +53,11 @@ export interface Authority {
   /** Current root certificates (PEM), the bundle peers should trust. */
   trustBundle(): string[];
   ready(): Readiness;
+  /**
+   * Present on backends whose signing material changes while they run (files, vault-kv,
+   * vault-intermediate): called after every reload or renewal attempt; returns an unsubscribe.
+   */
+  onReload?(listener: (e: MaterialReloadEvent) => void): () => void;
   /** Stops timers and watchers. */
   close(): Promise<void>;
 }

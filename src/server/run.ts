@@ -223,8 +223,7 @@ async function startLocked(
     });
   cleanups.push(() => base.close());
   // Backends that reload signing material report it; failures are counted and alerting can use them.
-  const reloading = base as Partial<{ onReload(l: (e: { ok: boolean }) => void): () => void }>;
-  reloading.onReload?.((e) => metrics.caReloads.inc({ result: e.ok ? "ok" : "refused" }));
+  base.onReload?.((e) => metrics.caReloads.inc({ result: e.ok ? "ok" : "refused" }));
   const tracked = rememberIntermediates(base);
   const authority = tracked.authority;
   const rootCertFile = resolve(config.rootCertFile ?? join(dataDir, "root-cert.pem"));
