@@ -82,8 +82,10 @@ test("Secret istio-system/cacerts: valid plug-in CA, kept while fresh, renewed b
     ttlSeconds: 8,
   });
 
-  // The local CA backdates notBefore by 2 min, so with an 8 s TTL "fresh" needs renewAt near 1.
-  const renewAt = 0.95;
+  // The local CA backdates notBefore by 2 min, so with an 8 s TTL "fresh" needs renewAt near 1:
+  // 0.99 of 128 s leaves ~6.7 s in which the re-run below must see it fresh (0.95 left 1.6 s,
+  // too little on a loaded machine), and renewal still comes before the 8 s are up.
+  const renewAt = 0.99;
   const first = await syncCaCerts({ source, sink, tlsLayout: true, renewAt, log: quiet });
   assert.equal(first.action, "issued");
   assert.equal(first.write, "created");
