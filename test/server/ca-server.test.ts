@@ -7,6 +7,7 @@ import * as tls from "node:tls";
 import { generateKeyPair, exportJWK, SignJWT, type CryptoKey } from "jose";
 import * as grpc from "@grpc/grpc-js";
 import { loadServerConfig } from "../../src/config/load.js";
+import type { ServerConfig } from "../../src/config/schema.js";
 import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { parseCertificate, parseCertificates } from "../../src/pki/certificate.js";
@@ -19,6 +20,7 @@ const ISSUER = "https://kubernetes.default.svc.cluster.local";
 let dir: string;
 let server: CaServerHandle;
 let client: CaClient;
+let serverConfig: ServerConfig;
 let rsaKey: CryptoKey;
 let ecKey: CryptoKey;
 let strangerKey: CryptoKey;
@@ -77,6 +79,7 @@ before(async () => {
   });
   server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
   client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
+  serverConfig = config;
 });
 
 after(async () => {
@@ -311,7 +314,9 @@ test("local CA keys are 0600 and reused across restarts; one server per data dir
   assert.equal(readFileSync(server.rootCertFile, "utf8"), bundle, "the refused server wrote nothing");
   client.close();
   await server.close();
-  server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  // The same server again (the later tests use it): same data directory, same CA.
+  server = await startCaServer(serverConfig, { log: silentLogger(), defaultMetrics: false });
+  client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
   assert.equal(server.rootsPem(), roots);
 });
 

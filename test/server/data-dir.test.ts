@@ -54,11 +54,14 @@ test("a second server on the same data directory exits 2 naming the first one's 
   const first: ChildProcess = spawnCli(serverArgs(data, grpc, http), { env: env(), stdio: "ignore" });
   leftovers.child(first);
   try {
-    await waitFor("the first server ready", () =>
-      fetch(`http://127.0.0.1:${http}/readyz`).then(
-        (r) => r.status === 200,
-        () => false,
-      ),
+    await waitFor(
+      "the first server ready",
+      () =>
+        fetch(`http://127.0.0.1:${http}/readyz`).then(
+          (r) => r.status === 200,
+          () => false,
+        ),
+      60_000, // a CLI process's first start, on a loaded machine
     );
     const bundle = join(data, "root-cert.pem");
     const before = { text: readFileSync(bundle, "utf8"), mtime: statSync(bundle).mtimeMs };
