@@ -100,21 +100,23 @@ export async function setupPki(admin: VaultClient): Promise<{ rootPem: string }>
   await admin.write("pki_int/intermediate/set-signed", {
     certificate: `${signed!.data!.certificate}\n${rootPem}`,
   });
-  await admin.write(`pki_int/roles/${ROLE}`, {
-    allowed_uri_sans: `spiffe://${TD}/*`,
-    require_cn: false,
-    use_csr_common_name: false,
-    use_csr_sans: false,
-    // The CA server's own serving certificate carries DNS names and 127.0.0.1.
-    allow_any_name: true,
-    enforce_hostnames: false,
-    allow_ip_sans: true,
-    key_type: "any",
-    key_usage: ["DigitalSignature", "KeyEncipherment"],
-    ext_key_usage: ["ServerAuth", "ClientAuth"],
-    no_store: true,
-    max_ttl: "72h",
-  });
+  // identity: workload signs the server's own serving certificate with <role>-serving.
+  for (const role of [ROLE, `${ROLE}-serving`])
+    await admin.write(`pki_int/roles/${role}`, {
+      allowed_uri_sans: `spiffe://${TD}/*`,
+      require_cn: false,
+      use_csr_common_name: false,
+      use_csr_sans: false,
+      // The CA server's own serving certificate carries DNS names and 127.0.0.1.
+      allow_any_name: true,
+      enforce_hostnames: false,
+      allow_ip_sans: true,
+      key_type: "any",
+      key_usage: ["DigitalSignature", "KeyEncipherment"],
+      ext_key_usage: ["ServerAuth", "ClientAuth"],
+      no_store: true,
+      max_ttl: "72h",
+    });
   return { rootPem: rootPem.endsWith("\n") ? rootPem : `${rootPem}\n` };
 }
 

@@ -38,7 +38,10 @@ const SIGN_PATH = `pki_int/sign/${ROLE}`;
 before(async () => {
   fx = await startVaultFixture(true);
   ({ rootPem } = await setupPki(fx.admin));
-  await writePolicy(fx.admin, "meshvault-sign", { [SIGN_PATH]: ["update"] });
+  await writePolicy(fx.admin, "meshvault-sign", {
+    [SIGN_PATH]: ["update"],
+    [`${SIGN_PATH}-serving`]: ["update"],
+  });
   await writePolicy(fx.admin, "meshvault-nothing", { "secret/data/unrelated": ["read"] });
   approle = await approleLogin(fx, "meshvault", ["meshvault-sign"]);
   await jwtRole(fx, "workloads", ["meshvault-sign"], ["system:serviceaccount:default:sleep"]);

@@ -287,3 +287,7 @@ test("@peculiar/x509 CSRs are read the same way (oracle)", async () => {
     ),
   );
 });
+
+test("the hidden-first-attribute attack Vault's parser would read (CA:true + DNS SAN first, an empty one second): refused", () => {
+  refuses(craft({ attributes: [extReq(evilExts()), extReq(seq())] }), /two extensionRequest attributes/);
+});

@@ -90,3 +90,27 @@ test("vault-kv (dev servers already have secret/): the dry-run script replays", 
 test("vault-intermediate: the dry-run script replays", async () => {
   await replay("intermediate", ["--mode", "vault-intermediate"]);
 });
+
+test("vault-sign identity workload (templated per-workload role on the auth mount's accessor): the dry-run script replays", async () => {
+  const caFile = join(dir, "kube-ca.pem");
+  opensslSelfSigned({
+    keyArgs: EC_P256_KEY,
+    days: 1,
+    subj: "/CN=kube CA",
+    cert: caFile,
+    key: join(dir, "kube-ca.key"),
+  });
+  await replay("sign-workload", [
+    "--mode",
+    "vault-sign",
+    "--identity",
+    "workload",
+    "--workload-auth",
+    "kubernetes",
+    // Configuring the auth method does not contact the apiserver; any CA certificate will do.
+    "--kubernetes-host",
+    "https://127.0.0.1:6443",
+    "--kubernetes-ca-cert",
+    caFile,
+  ]);
+});

@@ -164,7 +164,8 @@ describe("vault-sign with approle (seeds 000 + 002)", () => {
     assert.equal(role["use_csr_sans"], false);
     assert.equal(role["no_store"], true);
     assert.equal(role["key_type"], "any");
-    assert.deepEqual(role["key_usage"], ["DigitalSignature", "KeyEncipherment"]);
+    // keyEncipherment is for RSA keys only (RFC 8813) and the role serves every key type.
+    assert.deepEqual(role["key_usage"], ["DigitalSignature"]);
     assert.deepEqual(role["ext_key_usage"], ["ServerAuth", "ClientAuth"]);
     assert.equal(role["max_ttl"], 90 * 86400);
     assert.deepEqual(role["allowed_domains"], [

@@ -18,6 +18,7 @@ import {
   type ConnectedVault,
   type VaultClient,
 } from "../../vault/index.js";
+import { servingRoleName } from "../../vault/setup/access.js";
 import {
   AuthorityDeniedError,
   AuthorityUnavailableError,
@@ -88,6 +89,8 @@ export class VaultSignAuthority implements Authority {
   private readyState: Readiness = NOT_STARTED;
   private readonly client: VaultClient;
   private readonly signPath: string;
+  /** Where meshvault's own login signs its serving certificate (its own role with identity: workload). */
+  private readonly servingSignPath: string;
   private readonly what: string;
   private readonly log: VaultAuthorityLog;
   private readonly workloadTokens: WorkloadTokenCache | undefined;
@@ -103,6 +106,8 @@ export class VaultSignAuthority implements Authority {
   constructor(private readonly opts: VaultSignAuthorityOptions) {
     this.client = opts.vault.client;
     this.signPath = `${opts.mount}/sign/${opts.role}`;
+    this.servingSignPath =
+      opts.identity === "workload" ? `${opts.mount}/sign/${servingRoleName(opts.role)}` : this.signPath;
     this.what = `Vault role "${opts.role}" at ${opts.mount} (${this.client.address})`;
     this.log = opts.log ?? silentLog;
     if (opts.identity === "workload") {
@@ -211,13 +216,14 @@ export class VaultSignAuthority implements Authority {
         `Vault at ${this.client.address} is not initialised: initialise and unseal it (bao operator init)`,
       );
     // Our own login: a revoked or expired token makes the client log in again, and a refused
-    // login surfaces here with what to check.
+    // login surfaces here with what to check. It signs at the serving path (the workload path
+    // itself with identity: server).
     const r = await this.client.write<Record<string, string[]>>(
       "sys/capabilities-self",
-      { paths: [this.signPath] },
+      { paths: [this.servingSignPath] },
       { maxAttempts: 1 },
     );
-    const caps = r?.data?.[this.signPath] ?? r?.data?.["capabilities"];
+    const caps = r?.data?.[this.servingSignPath] ?? r?.data?.["capabilities"];
     if (Array.isArray(caps)) {
       const missing = this.missingSignCapability(caps);
       if (missing) throw new AuthorityDeniedError(missing);
@@ -259,7 +265,7 @@ export class VaultSignAuthority implements Authority {
   private async checkSignCapability(): Promise<void> {
     let caps: string[] | undefined;
     try {
-      caps = await this.client.capabilitiesSelf(this.signPath);
+      caps = await this.client.capabilitiesSelf(this.servingSignPath);
     } catch {
       return; // cannot ask: the first sign will say what is wrong
     }
@@ -276,8 +282,8 @@ export class VaultSignAuthority implements Authority {
         ? "meshvault's own login (it signs the CA server's serving certificate)"
         : "meshvault's Vault login";
     return (
-      `permission denied on Vault at ${this.client.address}: ${who} needs the "update" capability on "${this.signPath}", ` +
-      `but its token has [${caps.join(", ")}] there. Add to one of its policies: path "${this.signPath}" { capabilities = ["update"] }`
+      `permission denied on Vault at ${this.client.address}: ${who} needs the "update" capability on "${this.servingSignPath}", ` +
+      `but its token has [${caps.join(", ")}] there. Add to one of its policies: path "${this.servingSignPath}" { capabilities = ["update"] }`
     );
   }
 
@@ -343,9 +349,10 @@ export class VaultSignAuthority implements Authority {
         );
       }
       try {
-        const r = await this.client.write<VaultSignResponse>(this.signPath, body, token ? { token } : {});
+        const path = servingCert ? this.servingSignPath : this.signPath;
+        const r = await this.client.write<VaultSignResponse>(path, body, token ? { token } : {});
         if (!r?.data?.certificate)
-          throw new AuthorityUnavailableError(`${what}: ${this.signPath} answered without data.certificate`);
+          throw new AuthorityUnavailableError(`${what}: ${path} answered without data.certificate`);
         this.noteSignOutcome(undefined, perWorkload);
         return r.data;
       } catch (err) {

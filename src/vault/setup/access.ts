@@ -58,6 +58,14 @@ function caReads(mount: string): PathAccess[] {
   ];
 }
 
+/**
+ * vault-sign with identity: workload: the role meshvault's own login signs its serving
+ * certificate with. The workload role is templated to each caller's own ID, so it cannot.
+ */
+export function servingRoleName(role: string): string {
+  return `${role}-serving`;
+}
+
 /** Paths meshvault's own Vault token needs for `authority`. */
 export function serverAccess(authority: VaultAuthorityConfig): PathAccess[] {
   switch (authority.type) {
@@ -71,7 +79,13 @@ export function serverAccess(authority: VaultAuthorityConfig): PathAccess[] {
                 why: "sign workload CSRs",
               },
             ]
-          : [];
+          : [
+              {
+                path: `${authority.mount}/sign/${servingRoleName(authority.role)}`,
+                capabilities: ["update"],
+                why: "sign meshvault's own serving certificate (workloads sign with their own tokens)",
+              },
+            ];
       return [...sign, ...caReads(authority.mount), ...TOKEN_SELF];
     }
     case "vault-kv": {

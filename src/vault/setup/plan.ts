@@ -32,7 +32,8 @@ export function buildPlan(spec: SetupSpec): SetupStep[] {
     steps.push(urlsStep(i, spec.publicAddress));
   }
   for (const m of spec.emptyMounts) steps.push(pkiMountStep(m, "intermediate (filled by meshvault)"));
-  if (spec.role) steps.push(roleStep(spec.role));
+  // Roles templated on an auth mount's accessor come after that mount is enabled (below).
+  for (const role of spec.roles) if (!role.accessorOf) steps.push(roleStep(role));
   if (spec.kv) {
     steps.push(kvMountStep(spec.kv.mount, spec.kv.version));
     if (spec.authority.type === "vault-kv") {
@@ -63,5 +64,6 @@ export function buildPlan(spec: SetupSpec): SetupStep[] {
   };
   authSteps(spec.serverAuth);
   authSteps(spec.workloadAuth);
+  for (const role of spec.roles) if (role.accessorOf) steps.push(roleStep(role));
   return steps;
 }

@@ -18,11 +18,19 @@ import {
   defaultPolicyName,
   renderPolicy,
   serverAccess,
+  servingRoleName,
   workloadAccess,
   type VaultAuthorityConfig,
   type VaultMode,
 } from "./access.js";
-import type { AuthSetup, KvSecretSpec, RoleSpec, RootSource, SetupSpec } from "./spec.js";
+import {
+  ACCESSOR_PLACEHOLDER,
+  type AuthSetup,
+  type KvSecretSpec,
+  type RoleSpec,
+  type RootSource,
+  type SetupSpec,
+} from "./spec.js";
 
 export class SetupConfigError extends Error {
   override name = "SetupConfigError";
@@ -391,7 +399,7 @@ export function resolveSetup(flags: SetupFlags, ctx: ResolveContext): SetupSpec 
   let root: SetupSpec["root"];
   let intermediate: SetupSpec["intermediate"];
   const emptyMounts: SetupSpec["emptyMounts"] = [];
-  let role: RoleSpec | undefined;
+  const roles: RoleSpec[] = [];
   if (authority.type === "vault-sign") {
     const signAtRoot = flags.signAtRoot === true;
     const rootMount = signAtRoot ? authority.mount : (flags.rootMount ?? "pki");
@@ -412,37 +420,80 @@ export function resolveSetup(flags: SetupFlags, ctx: ResolveContext): SetupSpec 
       };
     }
     const maxTtl = seconds("max-ttl", flags.maxTtl, config?.certificates.maxTtl ?? 90 * 86400);
-    role = {
-      mount: authority.mount,
-      name: authority.role,
-      fields: {
-        allowed_uri_sans: [`spiffe://${trustDomain}/*`],
-        // The server's own serving certificate: exactly its DNS names, nothing else.
-        allowed_domains: config?.servingCertificate.dnsNames ?? DEFAULT_SERVING_DNS,
-        allow_bare_domains: true,
-        allow_subdomains: false,
-        allow_glob_domains: false,
-        allow_wildcard_certificates: false,
-        allow_localhost: true,
-        allow_ip_sans: true,
-        allow_any_name: false,
-        enforce_hostnames: true,
-        require_cn: false,
-        // The identity comes from meshvault's authentication, never from the CSR.
-        use_csr_common_name: false,
-        use_csr_sans: false,
-        key_type: "any",
-        key_usage: ["DigitalSignature", "KeyEncipherment"],
-        ext_key_usage: ["ServerAuth", "ClientAuth"],
-        server_flag: true,
-        client_flag: true,
-        // Istio leaves carry CA:false.
-        basic_constraints_valid_for_non_ca: true,
-        // High volume, short-lived: do not store every leaf in Vault's storage.
-        no_store: true,
-        max_ttl: maxTtl,
-      },
+    const common = {
+      allow_any_name: false,
+      enforce_hostnames: true,
+      require_cn: false,
+      // The identity comes from meshvault's authentication (or the caller's own Vault login),
+      // never from the CSR: Vault ignores the CSR's SANs and CN, whatever attributes hide them.
+      use_csr_common_name: false,
+      use_csr_sans: false,
+      key_type: "any",
+      // keyEncipherment is for RSA keys only (RFC 8813, RFC 8410) and the role serves every key type.
+      key_usage: ["DigitalSignature"],
+      ext_key_usage: ["ServerAuth", "ClientAuth"],
+      server_flag: true,
+      client_flag: true,
+      // Istio leaves carry CA:false.
+      basic_constraints_valid_for_non_ca: true,
+      // High volume, short-lived: do not store every leaf in Vault's storage.
+      no_store: true,
+      max_ttl: maxTtl,
     };
+    const servingId = `spiffe://${trustDomain}/ns/${config?.servingCertificate.namespace ?? "istio-system"}/sa/${config?.servingCertificate.serviceAccount ?? "meshvault"}`;
+    const serving = (uris: string[]): RoleSpec["fields"] => ({
+      allowed_uri_sans: uris,
+      allowed_uri_sans_template: false,
+      // The server's own serving certificate: exactly its DNS names, nothing else.
+      allowed_domains: config?.servingCertificate.dnsNames ?? DEFAULT_SERVING_DNS,
+      allow_bare_domains: true,
+      allow_subdomains: false,
+      allow_glob_domains: false,
+      allow_wildcard_certificates: false,
+      allow_localhost: true,
+      allow_ip_sans: true,
+      ...common,
+    });
+    if (authority.identity === "workload" && authority.workloadAuth) {
+      // Vault itself signs only the caller's own ID: the URI SAN is templated on the
+      // namespace and service account of the caller's alias on the workload auth mount
+      // (kubernetes auth sets them; the jwt role maps them from the token's claims).
+      const alias = `identity.entity.aliases.${ACCESSOR_PLACEHOLDER}.metadata`;
+      roles.push({
+        mount: authority.mount,
+        name: authority.role,
+        purpose: "per-workload",
+        accessorOf: authority.workloadAuth.mount,
+        fields: {
+          allowed_uri_sans: [
+            `spiffe://${trustDomain}/ns/{{${alias}.service_account_namespace}}/sa/{{${alias}.service_account_name}}`,
+          ],
+          allowed_uri_sans_template: true,
+          // No DNS or IP SANs and no CN for a workload, whatever it asks for.
+          allowed_domains: [],
+          allow_bare_domains: false,
+          allow_subdomains: false,
+          allow_glob_domains: false,
+          allow_wildcard_certificates: false,
+          allow_localhost: false,
+          allow_ip_sans: false,
+          ...common,
+        },
+      });
+      roles.push({
+        mount: authority.mount,
+        name: servingRoleName(authority.role),
+        purpose: "serving-certificate",
+        fields: serving([servingId]),
+      });
+    } else {
+      roles.push({
+        mount: authority.mount,
+        name: authority.role,
+        purpose: "workload",
+        fields: serving([`spiffe://${trustDomain}/*`]),
+      });
+    }
   } else if (authority.type === "vault-intermediate") {
     const ttl = authority.ttl;
     root = { mount: { path: authority.rootMount, maxLeaseTtl: Math.max(rootTtl, ttl) }, source: rootSource };
@@ -470,7 +521,7 @@ export function resolveSetup(flags: SetupFlags, ctx: ResolveContext): SetupSpec 
     root,
     intermediate,
     emptyMounts,
-    role,
+    roles,
     policy,
     workloadPolicy,
     serverAuth: serverAuthSetup(

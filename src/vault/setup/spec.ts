@@ -40,7 +40,17 @@ export interface RoleSpec {
   name: string;
   /** Exactly what is written to `<mount>/roles/<name>`, durations in seconds. */
   fields: Record<string, string | number | boolean | string[]>;
+  /**
+   * Auth mount whose accessor replaces ACCESSOR_PLACEHOLDER in `fields` (identity templates
+   * that name the caller's entity alias on that mount), read from Vault when the step runs.
+   */
+  accessorOf?: string;
+  /** For the step title: who signs with this role. */
+  purpose: string;
 }
+
+/** Stands for an auth mount's accessor in templated role fields until the step reads it. */
+export const ACCESSOR_PLACEHOLDER = "@ACCESSOR@";
 
 export interface PolicySpec {
   name: string;
@@ -120,7 +130,8 @@ export interface SetupSpec {
   intermediate: IntermediateSpec | undefined;
   /** vault-intermediate exported: an empty PKI mount meshvault fills itself. */
   emptyMounts: PkiMountSpec[];
-  role: RoleSpec | undefined;
+  /** vault-sign: the role(s) meshvault and workloads sign with. */
+  roles: RoleSpec[];
   policy: PolicySpec;
   workloadPolicy: PolicySpec | undefined;
   serverAuth: AuthSetup | undefined;

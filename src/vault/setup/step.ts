@@ -29,6 +29,7 @@ export class SetupStepError extends Error {
 
 interface MountInfo {
   type: string;
+  accessor?: string;
   options?: Record<string, string> | null;
 }
 

@@ -12,7 +12,13 @@ import {
   type SetupStep,
   type StepContext,
 } from "../step.js";
-import type { IntermediateSpec, PkiMountSpec, RoleSpec, RootSource } from "../spec.js";
+import {
+  ACCESSOR_PLACEHOLDER,
+  type IntermediateSpec,
+  type PkiMountSpec,
+  type RoleSpec,
+  type RootSource,
+} from "../spec.js";
 import { fsReason } from "../../../fs/errors.js";
 
 /** `vault secrets enable pki` + tune max lease TTL. */
@@ -259,22 +265,50 @@ export function intermediateStep(spec: IntermediateSpec, rootMount: string, trus
   };
 }
 
+/** `fields` with the accessor in place of ACCESSOR_PLACEHOLDER. */
+function withAccessor(fields: RoleSpec["fields"], accessor: string): RoleSpec["fields"] {
+  const sub = (v: string): string => v.split(ACCESSOR_PLACEHOLDER).join(accessor);
+  return Object.fromEntries(
+    Object.entries(fields).map(([k, v]) => [
+      k,
+      typeof v === "string" ? sub(v) : Array.isArray(v) ? v.map(sub) : v,
+    ]),
+  );
+}
+
 export function roleStep(role: RoleSpec): SetupStep {
   const path = `${role.mount}/roles/${role.name}`;
+  let command = `vault write ${shq(path)} ${kvArgs({ ...role.fields, max_ttl: fmtTtl(Number(role.fields["max_ttl"])) })}`;
+  const commands: string[] = [];
+  if (role.accessorOf) {
+    // Replays in a shell: the accessor is read from Vault, then spliced into the quoted value.
+    commands.push(`ACCESSOR="$(vault read -field=accessor ${shq(`sys/auth/${role.accessorOf}`)})"`);
+    command = command.split(ACCESSOR_PLACEHOLDER).join(`'"$ACCESSOR"'`);
+  }
+  commands.push(command);
+  const resolved = async (ctx: StepContext): Promise<RoleSpec["fields"]> => {
+    if (!role.accessorOf) return role.fields;
+    const mount = (await ctx.auths())[role.accessorOf];
+    if (!mount?.accessor)
+      throw new SetupStepError(
+        `role ${path} names callers of auth/${role.accessorOf}/, which is not enabled yet: run setup again after it is`,
+      );
+    return withAccessor(role.fields, mount.accessor);
+  };
   return {
-    title: `workload role ${path} (URI SANs ${String(role.fields["allowed_uri_sans"])}, max TTL ${fmtTtl(Number(role.fields["max_ttl"]))})`,
-    commands: [
-      `vault write ${shq(path)} ${kvArgs({ ...role.fields, max_ttl: fmtTtl(Number(role.fields["max_ttl"])) })}`,
-    ],
+    title: `${role.purpose} role ${path} (URI SANs ${String(role.fields["allowed_uri_sans"])
+      .split(ACCESSOR_PLACEHOLDER)
+      .join(`<auth/${role.accessorOf ?? ""} accessor>`)}, max TTL ${fmtTtl(Number(role.fields["max_ttl"]))})`,
+    commands,
     async check(ctx) {
       const r = await ctx.client.read<Record<string, unknown>>(path);
       if (!r?.data) return { state: "missing" };
-      const d = diffFields(r.data, role.fields);
+      const d = diffFields(r.data, await resolved(ctx));
       return d.length ? { state: "differs", detail: d.join("; ") } : { state: "ok" };
     },
     async apply(ctx) {
       // A role write replaces the role: every field is sent.
-      await ctx.client.write(path, role.fields);
+      await ctx.client.write(path, await resolved(ctx));
     },
   };
 }
