@@ -12,6 +12,7 @@ import { workloadId } from "../../src/pki/spiffe.js";
 import type { SignRequest } from "../../src/authority/authority.js";
 import { makeTestCa, type TestCa } from "../helpers/pki-fixtures.js";
 import { opensslVerify } from "../helpers/openssl.js";
+import { waitFor } from "../helpers/wait.js";
 
 const ID = workloadId("cluster.local", "default", "sleep");
 const request: SignRequest = {
@@ -182,8 +183,9 @@ test("a Secret-volume swap to a new CA and root is picked up without restart; in
     const event = nextEvent(a);
     writeSecretVolume(dir, pluginFiles(newCa), "v2");
     const e = await event;
-    // Keep signing a little after the swap too.
-    await new Promise((r) => setTimeout(r, 50));
+    // Keep signing after the swap too: ten more signatures, however long they take.
+    const atSwap = signed;
+    await waitFor("signatures after the swap", async () => signed >= atSwap + 10);
     stop = true;
     await Promise.all(loops);
     assert.deepEqual(failures, []);
