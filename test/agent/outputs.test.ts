@@ -5,49 +5,28 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { loadServerConfig } from "../../src/config/load.js";
-import { mintLocalToken } from "../../src/identity/local-issuer.js";
-import { silentLogger } from "../../src/log/logger.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
-import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
 import { spawnCli } from "../helpers/cli.js";
 import { Leftovers } from "../helpers/leftovers.js";
 import { freePort } from "../helpers/ports.js";
 import { waitFor } from "../helpers/wait.js";
+import { startCaFixture, type CaFixture } from "./ca-fixture.js";
 
 const leftovers = new Leftovers("MESHVAULT_KEEP_TEST_DIRS");
+let ca: CaFixture;
 let dir: string;
-let server: CaServerHandle;
 let tokenFile: string;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "meshvault-agent-outputs-"));
-  leftovers.dir(dir);
-  server = await startCaServer(
-    loadServerConfig({
-      env: {},
-      overrides: { dataDir: join(dir, "ca"), "listen.grpc": "127.0.0.1:0", "listen.http": "127.0.0.1:0" },
-    }),
-    { log: silentLogger(), defaultMetrics: false },
-  );
-  tokenFile = join(dir, "token");
-  writeFileSync(
-    tokenFile,
-    await mintLocalToken({
-      dataDir: join(dir, "ca"),
-      trustDomain: "cluster.local",
-      namespace: "default",
-      serviceAccount: "sleep",
-    }),
-  );
+  ca = await startCaFixture();
+  dir = ca.dir;
+  tokenFile = await ca.token("default", "sleep");
 });
 
 after(async () => {
-  await server?.close();
-  rmSync(dir, { recursive: true, force: true });
+  await ca?.dispose();
 });
 
 interface AgentStatusDoc {
@@ -78,11 +57,9 @@ test("an output that cannot be written makes the agent not ready; ready again wi
     [
       "agent",
       "--ca-address",
-      `127.0.0.1:${server.grpcPort}`,
-      "--ca-server-name",
-      "localhost",
+      ca.address,
       "--ca-root-cert",
-      server.rootCertFile,
+      ca.rootCertFile,
       "--token-file",
       tokenFile,
       "--key-algorithm",
