@@ -2,7 +2,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "test/kube-peers/**", "deploy/**"] },
+  { ignores: ["dist/**", "dist-sea/**", "node_modules/**", "test/kube-peers/**", "deploy/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
