@@ -57,7 +57,11 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function agentOnce(extra: string[], out = join(dir, "out")): Promise<Awaited<ReturnType<typeof cli>>> {
+function agentOnce(
+  extra: string[],
+  out = join(dir, "out"),
+  level = "error",
+): Promise<Awaited<ReturnType<typeof cli>>> {
   return cli(
     [
       "agent",
@@ -69,7 +73,7 @@ function agentOnce(extra: string[], out = join(dir, "out")): Promise<Awaited<Ret
       "--out-dir",
       out,
       "--log-level",
-      "error",
+      level,
       ...extra,
     ],
     env,
@@ -129,23 +133,10 @@ test("tunnel client: a non-loopback --listen needs --unsafe-listen (exit 2)", as
 });
 
 test("agent --once: a certificate from an IP address without --ca-server-name, no deprecation warning, JSON logs with level names", async () => {
-  const out = join(dir, "ok");
-  const r = await cli(
-    [
-      "agent",
-      "--once",
-      "--ca-address",
-      `127.0.0.1:${ca.grpcPort}`,
-      "--ca-root-cert",
-      ca.rootCertFile,
-      "--token-file",
-      tokenFile,
-      "--key-algorithm",
-      "ec-p256",
-      "--out-dir",
-      out,
-    ],
-    env,
+  const r = await agentOnce(
+    ["--ca-address", `127.0.0.1:${ca.grpcPort}`, "--ca-root-cert", ca.rootCertFile],
+    join(dir, "ok"),
+    "info",
   );
   assert.equal(r.code, 0, r.err);
   assert.match(r.out, /spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep until .* -> /);
@@ -204,24 +195,16 @@ test("agent --once: CA connection failures name the cause and the fix (exit 1)",
 
 test("tunnel server: a refused TLS handshake is logged at debug with the reason in words", async () => {
   const certDir = join(dir, "tunnel-certs");
-  const ok = await cli(
+  const ok = await agentOnce(
     [
-      "agent",
-      "--once",
       "--ca-address",
       `127.0.0.1:${ca.grpcPort}`,
       "--ca-server-name",
       "localhost",
       "--ca-root-cert",
       ca.rootCertFile,
-      "--token-file",
-      tokenFile,
-      "--out-dir",
-      certDir,
-      "--key-algorithm",
-      "ec-p256",
     ],
-    env,
+    certDir,
   );
   assert.equal(ok.code, 0, ok.err);
   const port = await freePort();
