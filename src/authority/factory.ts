@@ -37,7 +37,7 @@ const signerOf = (ctx: AuthorityContext): { leafSigner?: LeafSigner } =>
   ctx.leafSigner ? { leafSigner: ctx.leafSigner } : {};
 
 export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Authority {
-  const log = ctx.log.child({ authority: cfg.type });
+  const log = ctx.log.child({ component: "authority", authority: cfg.type });
   switch (cfg.type) {
     case "local":
       return new LocalAuthority({
@@ -68,7 +68,7 @@ export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Au
         identity: cfg.identity,
         workloadAuth: cfg.workloadAuth,
         excludeCnFromSans: cfg.excludeCnFromSans,
-        log: logFns(log),
+        log,
       });
     case "vault-kv":
       return new VaultKvAuthority({
@@ -78,7 +78,7 @@ export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Au
         chain: cfg.chain,
         root: cfg.root,
         pollIntervalMs: cfg.pollInterval * 1000,
-        log: logFns(log),
+        log,
         ...signerOf(ctx),
       });
     case "vault-intermediate":
@@ -92,12 +92,8 @@ export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Au
         renewAt: cfg.renewAt,
         commonName: cfg.commonName,
         keyAlgorithm: cfg.keyAlgorithm as KeyAlgorithm,
-        log: logFns(log),
+        log,
         ...signerOf(ctx),
       });
   }
-}
-
-function logFns(log: Logger): { info(m: string): void; warn(m: string): void; error(m: string): void } {
-  return { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) };
 }

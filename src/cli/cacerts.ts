@@ -155,7 +155,7 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
         chain: flags.kvChain ?? kv?.chain,
         root: flags.kvRoot ?? kv?.root,
         pollIntervalMs: flags.once ? 0 : poll * 1000,
-        log: caLog,
+        log: log.child({ component: "vault-kv" }),
       });
     } catch (err) {
       fail((err as Error).message);

@@ -10,15 +10,12 @@ import {
   VaultPermissionDeniedError,
   type VaultClient,
 } from "../../vault/index.js";
+import { silentLog, type Log } from "../../log/logger.js";
 import { AuthorityDeniedError, AuthorityUnavailableError } from "../authority.js";
 
-export interface VaultAuthorityLog {
-  info(msg: string): void;
-  warn(msg: string): void;
-  error(msg: string): void;
-}
-
-export const silentLog: VaultAuthorityLog = { info: () => {}, warn: () => {}, error: () => {} };
+/** The Vault authorities log in the one shape (`log.child({ component })` from the server's logger). */
+export type VaultAuthorityLog = Log;
+export { silentLog };
 
 /**
  * Vault failure -> authority failure. Unavailable (connection, sealed, 5xx, 429) becomes

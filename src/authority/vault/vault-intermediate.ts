@@ -77,7 +77,7 @@ export class VaultIntermediateAuthority implements Authority {
   readonly kind = "vault-intermediate";
   private readonly listeners = new ReloadListeners<RenewalEvent>(
     "vault-intermediate: renewal listener",
-    (m) => this.log.warn(m),
+    (m) => this.log.warn({ listener: "renewal" }, m),
   );
   private readonly loop: RenewalLoop<Current>;
   private readonly client: VaultClient;
@@ -98,6 +98,13 @@ export class VaultIntermediateAuthority implements Authority {
       onFailure: (err, f) => {
         if (!f.repeated)
           this.log.error(
+            {
+              serial: f.current?.material.signer.cert.serialHex,
+              notAfter: f.current ? new Date(f.current.notAfter).toISOString() : undefined,
+              attempt: f.attempt,
+              retryInMs: f.retryInMs,
+              err: err.message,
+            },
             `vault-intermediate: renewing the intermediate failed, still signing with serial ${f.current?.material.signer.cert.serialHex ?? "(none)"} ` +
               `(expires ${f.current ? new Date(f.current.notAfter).toISOString() : "-"}); retrying in ${Math.round(f.retryInMs / 1000)}s: ${err.message}`,
           );
@@ -119,6 +126,12 @@ export class VaultIntermediateAuthority implements Authority {
     const c = await this.obtain(this.loop.signal);
     this.loop.start(c);
     this.log.info(
+      {
+        mode: this.opts.mode,
+        serial: c.material.signer.cert.serialHex,
+        notAfter: new Date(c.notAfter).toISOString(),
+        renewAt: new Date(this.renewTime(c)).toISOString(),
+      },
       `vault-intermediate (${this.opts.mode}): intermediate ${describeCertificate(c.material.signer.cert)} from ${this.opts.rootMount}, ` +
         `valid until ${new Date(c.notAfter).toISOString()}, renewal at ${new Date(this.renewTime(c)).toISOString()}`,
     );
@@ -148,6 +161,7 @@ export class VaultIntermediateAuthority implements Authority {
     const lifetime = m.notAfter - m.issuedAt;
     if (lifetime < this.opts.ttlSeconds * 1000 * 0.9)
       this.log.warn(
+        { askedSeconds: this.opts.ttlSeconds, validSeconds: Math.round(lifetime / 1000) },
         `vault-intermediate: asked for ${this.opts.ttlSeconds}s but the intermediate is valid for ${Math.round(lifetime / 1000)}s ` +
           `(Vault caps it at the root's expiry or the mount's max_lease_ttl); renewals come sooner`,
       );
@@ -163,6 +177,11 @@ export class VaultIntermediateAuthority implements Authority {
       notAfter: new Date(next.notAfter),
     });
     this.log.info(
+      {
+        serial: next.material.signer.cert.serialHex,
+        previousSerial: previous.material.signer.cert.serialHex,
+        notAfter: new Date(next.notAfter).toISOString(),
+      },
       `vault-intermediate: renewed the intermediate: now ${describeCertificate(next.material.signer.cert)}, valid until ` +
         `${new Date(next.notAfter).toISOString()} (was serial ${previous.material.signer.cert.serialHex})`,
     );

@@ -94,7 +94,7 @@ export class VaultKvAuthority implements Authority {
   private closed = false;
   private counts = { succeeded: 0, failed: 0 };
   private readonly listeners = new ReloadListeners<KvReloadEvent>("vault-kv: reload listener", (m) =>
-    this.log.warn(m),
+    this.log.warn({}, m),
   );
 
   constructor(private readonly opts: VaultKvAuthorityOptions) {
@@ -129,6 +129,7 @@ export class VaultKvAuthority implements Authority {
     this.commit(read.versions);
     const ca = this.material.signer.cert;
     this.log.info(
+      {},
       `vault-kv: loaded CA ${describeCertificate(ca)} from ${this.describeRefs()}, valid until ${ca.notAfter.toISOString()}`,
     );
     if (this.opts.pollIntervalMs > 0) {
@@ -230,6 +231,7 @@ export class VaultKvAuthority implements Authority {
           if (!(err instanceof VaultPermissionDeniedError) || err.tokenInvalid) throw err;
           this.metadataDenied = true;
           this.log.warn(
+            {},
             `vault-kv: cannot read ${s.ref.mount}/metadata/${s.ref.path} (${err.message}); polling the secret itself instead. ` +
               `Grant "read" on ${s.ref.mount}/metadata/${s.ref.path} for cheaper polling`,
           );
@@ -267,6 +269,7 @@ export class VaultKvAuthority implements Authority {
         this.lastError = { at: new Date(), message: (err as Error).message };
         this.listeners.emit({ ok: false, at: this.lastError.at, error: this.lastError.message });
         this.log.error(
+          {},
           `vault-kv: refused the new CA in Vault KV (${this.describeVersions(read.versions)}) and kept signing with ` +
             `${describeCertificate(this.material!.signer.cert)}: ${(err as Error).message}`,
         );
@@ -278,11 +281,13 @@ export class VaultKvAuthority implements Authority {
       this.counts.succeeded++;
       this.listeners.emit({ ok: true, at: new Date(), signingCa: describeCertificate(material.signer.cert) });
       this.log.info(
+        {},
         `vault-kv: reloaded CA (${this.describeVersions(read.versions)}): now ${describeCertificate(material.signer.cert)}, ` +
           `valid until ${material.signer.cert.notAfter.toISOString()}`,
       );
       if (previous && previous.roots.map(certKey).sort().join() !== material.roots.map(certKey).sort().join())
         this.log.warn(
+          {},
           `vault-kv: the root certificate changed; workloads trusting only the old root reject certificates signed from now on until they receive the new trust bundle`,
         );
     } catch (err) {
@@ -291,13 +296,14 @@ export class VaultKvAuthority implements Authority {
       if (unavailable && this.vaultDown) return; // said so already
       this.vaultDown = unavailable;
       this.log.warn(
+        {},
         `vault-kv: cannot check Vault KV for a new CA version (still signing with the loaded CA): ${toAuthorityError(err, "poll").message}`,
       );
     }
   }
 
   private recovered(): void {
-    if (this.vaultDown) this.log.info(`vault-kv: Vault at ${this.client.address} answers again`);
+    if (this.vaultDown) this.log.info({}, `vault-kv: Vault at ${this.client.address} answers again`);
     this.vaultDown = false;
   }
 

@@ -152,6 +152,7 @@ export class VaultSignAuthority implements Authority {
     }
     this.setReadiness(READY);
     this.log.info(
+      {},
       `vault-sign: signing at ${this.signPath} on ${client.address} (identity: ${this.opts.identity}); trust bundle: ${this.roots.length} root(s) from ${this.opts.mount}`,
     );
     const every = this.opts.rootsRefreshMs ?? DEFAULT_ROOTS_REFRESH_MS;
@@ -240,9 +241,9 @@ export class VaultSignAuthority implements Authority {
     const was = this.readyState;
     this.readyState = next;
     if (next.ready && !was.ready && was !== NOT_STARTED)
-      this.log.info(`vault-sign: ready again: Vault at ${this.client.address} signs at ${this.signPath}`);
+      this.log.info({}, `vault-sign: ready again: Vault at ${this.client.address} signs at ${this.signPath}`);
     else if (!next.ready && (was.ready || was.reason !== next.reason))
-      this.log.warn(`vault-sign: not ready: ${next.reason}`);
+      this.log.warn({}, `vault-sign: not ready: ${next.reason}`);
   }
 
   /** A real sign call's outcome also says whether Vault can sign right now. */
@@ -291,7 +292,10 @@ export class VaultSignAuthority implements Authority {
     const roots = await readMountRoots(this.client, this.opts.mount);
     const changed = roots.map(certKey).join() !== this.roots.map(certKey).join();
     if (changed && this.roots.length > 0)
-      this.log.warn(`vault-sign: the trust bundle at ${this.opts.mount} changed (${roots.length} root(s))`);
+      this.log.warn(
+        {},
+        `vault-sign: the trust bundle at ${this.opts.mount} changed (${roots.length} root(s))`,
+      );
     if (changed) this.verifiedChains.clear();
     this.roots = roots;
     this.rootsPem = roots.map((r) => r.pem);
@@ -300,7 +304,10 @@ export class VaultSignAuthority implements Authority {
   private refreshRoots(): Promise<void> {
     this.refreshing ??= this.loadRoots()
       .catch((err: Error) =>
-        this.log.warn(`vault-sign: cannot re-read the trust bundle (kept the current one): ${err.message}`),
+        this.log.warn(
+          {},
+          `vault-sign: cannot re-read the trust bundle (kept the current one): ${err.message}`,
+        ),
       )
       .finally(() => (this.refreshing = undefined));
     return this.refreshing;
