@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadCaMaterial, type CaMaterial } from "../authority/ca-material.js";
 import { LocalAuthority } from "../authority/local.js";
-import { mintIntermediate } from "../authority/vault/mint-intermediate.js";
+import { mintIntermediate, type MintIntermediateOptions } from "../authority/vault/mint-intermediate.js";
 import { parseCertificate, type Certificate } from "../pki/certificate.js";
 import { createSigner, issueCa } from "../pki/issue.js";
 import { fitCommonName } from "../pki/name.js";
@@ -115,19 +115,16 @@ export class LocalIntermediateSource implements IntermediateSource {
   async close(): Promise<void> {}
 }
 
-export interface VaultSourceOptions {
+/** The mint's settings (mint-intermediate.ts) plus the client and what to close with it. */
+export type VaultSourceOptions = Pick<
+  MintIntermediateOptions,
+  "trustDomain" | "mode" | "rootMount" | "intermediateMount" | "ttlSeconds" | "keyAlgorithm"
+> & {
   client: VaultClient;
-  trustDomain: string;
-  /** csr: key made here; exported: made by Vault at `<intermediateMount>/intermediate/generate/exported`. */
-  mode: "csr" | "exported";
-  rootMount: string;
-  intermediateMount: string;
-  ttlSeconds: number;
-  keyAlgorithm: KeyAlgorithm;
-  commonName?: string;
+  commonName?: string | undefined;
   /** Called on close (e.g. stop the token manager). */
   onClose?: () => void;
-}
+};
 
 /**
  * Seeds 002/003 without cert-manager or Gloo: `<rootMount>/root/sign-intermediate` signs a
@@ -152,12 +149,7 @@ export class VaultIntermediateSource implements IntermediateSource {
       const m = await mintIntermediate(
         client,
         {
-          trustDomain: this.o.trustDomain,
-          mode,
-          rootMount: this.o.rootMount,
-          intermediateMount: this.o.intermediateMount,
-          ttlSeconds: this.o.ttlSeconds,
-          keyAlgorithm: this.o.keyAlgorithm,
+          ...this.o,
           commonName: this.commonName,
           setSigned: false,
           label: `cacerts (${mode}) from Vault at ${client.address}`,

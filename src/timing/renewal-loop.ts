@@ -184,14 +184,7 @@ export class RenewalLoop<T> {
       );
     this.backoff.reset();
     this.lastError = undefined;
-    try {
-      this.o.onRenewed?.(next, previous);
-    } catch (err) {
-      this.log.error(
-        { what: this.o.what, err: (err as Error).message },
-        `${this.o.what}: renewal listener failed`,
-      );
-    }
+    this.notify("renewal", () => this.o.onRenewed?.(next, previous));
     this.settleWaiters(next);
     this.schedule(this.delayAfterSuccess(next));
     return next;
@@ -229,15 +222,20 @@ export class RenewalLoop<T> {
         );
       else this.log.error(fields, `${this.o.what}: renewal failed and there is no valid one; retrying`);
     }
+    this.notify("failure", () => this.o.onFailure?.(err, failure));
+    this.schedule(delay);
+  }
+
+  /** Runs a listener; its error is logged, never retried or thrown into the loop. */
+  private notify(which: string, fn: () => void): void {
     try {
-      this.o.onFailure?.(err, failure);
-    } catch (e) {
+      fn();
+    } catch (err) {
       this.log.error(
-        { what: this.o.what, err: (e as Error).message },
-        `${this.o.what}: failure listener failed`,
+        { what: this.o.what, err: (err as Error).message },
+        `${this.o.what}: ${which} listener failed`,
       );
     }
-    this.schedule(delay);
   }
 
   private delayAfterSuccess(v: T): number {
