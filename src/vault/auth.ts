@@ -309,6 +309,15 @@ export class AppRoleAuth implements AuthMethod {
     const hint = (said: string): string => {
       if (!secretId)
         return `No secret_id was given: set VAULT_SECRET_ID_FILE, unless the role has bind_secret_id=false; check ${roleFrom} too (${roleFix}).`;
+      // OpenBao and Vault lock an approle role_id after repeated failed logins (user lockout,
+      // 5 by default, for 15 minutes) and then answer a bare "permission denied", even for
+      // the right secret_id.
+      if (/^permission denied$/i.test(said.trim()))
+        return (
+          `If approle is mounted there, this role_id is locked out after repeated failed logins ` +
+          `(user lockout; 5 failures lock it for 15 minutes by default). Fix ${secretFrom} if it is wrong, then wait ` +
+          `or unlock it: bao read sys/locked-users, then bao write -f sys/locked-users/<auth mount accessor>/unlock/<role_id>.`
+        );
       const both = /invalid role or secret/i.test(said);
       const role = roleIdOk === false || (!both && /role.?id/i.test(said));
       const secret = roleIdOk === true || (!both && /secret.?id/i.test(said));

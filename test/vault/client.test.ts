@@ -289,6 +289,26 @@ describe("auth methods", () => {
     client.close();
   });
 
+  test("approle locked out after repeated failed logins: the message says so and how to unlock", async () => {
+    const creds = await approleCreds("mesh-locked", { token_policies: ["app-reader"] });
+    const client = new VaultClient(conn(), { retry: FAST });
+    const bad = new AppRoleAuth({
+      roleIdFile: creds.roleIdFile,
+      secretId: "0f4c2b4e-dead-beef-cafe-0123456789ab",
+    });
+    // Each refused login counts towards Vault's user lockout (5 by default).
+    for (let i = 0; i < 5; i++) await assert.rejects(bad.login(client), VaultAuthError);
+    const good = new AppRoleAuth({ roleIdFile: creds.roleIdFile, secretIdFile: creds.secretIdFile });
+    await assert.rejects(good.login(client), (e: unknown) => {
+      assert.ok(e instanceof VaultAuthError, String(e));
+      assert.match(e.message, /locked out after repeated failed logins/);
+      assert.match(e.message, /bao write -f sys\/locked-users\/<auth mount accessor>\/unlock\/<role_id>/);
+      assert.ok(!e.message.includes(creds.secretId), "the secret_id leaked");
+      return true;
+    });
+    client.close();
+  });
+
   test("jwt auth validated offline against a public key; wrong audience is refused", async () => {
     const { publicKey, privateKey } = await generateKeyPair("ES256");
     await root.write("sys/auth/jwt", { type: "jwt" });
