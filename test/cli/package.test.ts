@@ -80,7 +80,16 @@ test("the global install has only runtime dependencies and every import in dist/
       `import { readdirSync } from "node:fs";
        const root = ${JSON.stringify(join(pkgDir, "dist"))};
        const files = readdirSync(root, { recursive: true }).filter((f) => f.endsWith(".js"));
-       for (const f of files) await import(root + "/" + f);
+       // A worker's entry module runs as a worker (it needs parentPort) and says it is ready.
+       const { Worker } = await import("node:worker_threads");
+       for (const f of files)
+         if (!f.endsWith("-worker.js")) await import(root + "/" + f);
+         else
+           await new Promise((resolve, reject) => {
+             const w = new Worker(root + "/" + f, { execArgv: [] });
+             w.once("message", () => w.terminate().then(resolve));
+             w.once("error", reject);
+           });
        console.log(files.length);`,
     ],
     { cwd: tmp },
