@@ -3,6 +3,7 @@
 // optional status port. The sidecar is the one-identity case of the node agent.
 import { existsSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { createCaClient, type CaClient } from "./ca-client.js";
 import { expectedSpiffeId, identityName, type AgentConfig, type IdentityConfig } from "./config.js";
@@ -23,6 +24,8 @@ export interface StartAgentOptions {
   processMetrics?: boolean;
   /** Do not wait for the first certificates before resolving. Default false: wait up to readyTimeoutMs. */
   waitForCertificates?: boolean;
+  /** How often ca.rootCertFile is checked for a new trust bundle (root rotation). Default 5 s. */
+  rootsPollMs?: number;
 }
 
 export interface ManagedIdentity {
@@ -74,7 +77,23 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     opts.processMetrics ?? false,
   );
 
+  // The mounted root file (istio-ca-root-cert in Kubernetes, rootCertFile next to a server)
+  // changes during a root rotation: every identity publishes it without waiting for renewal.
+  let lastRoots = "";
+  const rootsTimer = setInterval(() => {
+    void readFile(config.ca.rootCertFile, "utf8").then(
+      (pem) => {
+        if (pem === lastRoots) return;
+        lastRoots = pem;
+        for (const m of identities.values()) m.identity.updateRoots(pem);
+      },
+      () => undefined,
+    );
+  }, opts.rootsPollMs ?? 5000);
+  rootsTimer.unref();
+
   const closeAll = async (): Promise<void> => {
+    clearInterval(rootsTimer);
     for (const m of identities.values()) {
       m.identity.stop();
       for (const o of m.outputs) o.stop();
@@ -102,6 +121,9 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
         limiter,
         logger,
         onFailure: () => metrics.failures.inc({ identity: name }),
+        onRootsChanged: async (secrets) => {
+          if (outDir) await writeCredentialFiles(outDir, secrets);
+        },
         onIssued: async (secrets, info) => {
           metrics.issued.inc({ identity: name, via: info.via });
           // In order: the hook (a reload signal) runs after the files it announces.

@@ -196,18 +196,45 @@ export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
       { cause: err },
     );
   }
-  const roots = Buffer.from(rootsPem);
+  let roots = Buffer.from(rootsPem);
   const baseOptions = channelOptions(o);
   if (o.shareChannel === false) baseOptions["grpc.use_local_subchannel_pool"] = 1;
-  const tokenClient = new Ctor(
-    o.address,
-    o.shareChannel === false
-      ? withoutIpSni(grpc.credentials.createSsl(roots))
-      : credentialsForRoots(rootsPem),
-    baseOptions,
-  ) as unknown as RawClient;
+  const makeTokenClient = (): RawClient =>
+    new Ctor(
+      o.address,
+      o.shareChannel === false
+        ? withoutIpSni(grpc.credentials.createSsl(roots))
+        : credentialsForRoots(rootsPem),
+      baseOptions,
+    ) as unknown as RawClient;
+  let tokenClient = makeTokenClient();
   // One mTLS client per client certificate; replaced when the certificate changes.
   let mtls: { key: string; client: RawClient } | undefined;
+  // The root file changes during a root rotation (the CA's own certificate moves to the new
+  // root): re-read it when its mtime or size changes, so the CA stays reachable.
+  let seen =
+    o.rootsPem === undefined
+      ? await fs.stat(o.rootCertFile).then(
+          (st) => `${st.mtimeMs}/${st.size}`,
+          () => "",
+        )
+      : "";
+  const reloadRoots = async (): Promise<void> => {
+    if (o.rootsPem !== undefined) return;
+    const st = await fs.stat(o.rootCertFile).catch(() => undefined);
+    const now = st ? `${st.mtimeMs}/${st.size}` : "";
+    if (!st || now === seen) return;
+    seen = now;
+    const text = await fs.readFile(o.rootCertFile, "utf8").catch(() => "");
+    if (!text.includes("-----BEGIN") || text === rootsPem) return;
+    rootsPem = text;
+    roots = Buffer.from(text);
+    const old = tokenClient;
+    tokenClient = makeTokenClient();
+    old.close();
+    mtls?.client.close();
+    mtls = undefined;
+  };
 
   const clientFor = (call: CreateCertificateCall): RawClient => {
     if (!call.clientCert) return tokenClient;
@@ -234,7 +261,8 @@ export async function createCaClient(o: CaClientOptions): Promise<CaClient> {
   };
 
   return {
-    createCertificate(call) {
+    async createCertificate(call) {
+      await reloadRoots();
       const md = new grpc.Metadata();
       if (call.token !== undefined) md.set("authorization", `Bearer ${call.token}`);
       if (o.clusterId) md.set("clusterid", o.clusterId);

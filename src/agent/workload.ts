@@ -3,6 +3,8 @@
 // backoff that never give up a certificate which is still valid.
 import type { KeyObject } from "node:crypto";
 import { buildCsr } from "../pki/csr.js";
+import { parseCertificates } from "../pki/certificate.js";
+import { verifyChain } from "../pki/chain.js";
 import { formatName } from "../pki/name.js";
 import { generateKeyPairAsync, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
 import type { CaClient } from "./ca-client.js";
@@ -54,6 +56,8 @@ export interface WorkloadIdentityOptions {
   onIssued?: (secrets: WorkloadSecrets, issued: IssuedInfo) => Promise<void> | void;
   /** Called after a failed attempt (for metrics). */
   onFailure?: (err: Error) => void;
+  /** Called after updateRoots() changed the published trust bundle (write files). */
+  onRootsChanged?: (secrets: WorkloadSecrets) => Promise<void> | void;
 }
 
 export interface IssuedInfo {
@@ -144,6 +148,36 @@ export class WorkloadIdentity {
 
   current(): WorkloadSecrets | undefined {
     return this.source.current();
+  }
+
+  /**
+   * A newer trust bundle from the mesh (the CA root file during a root rotation): published
+   * at once, without waiting for the next renewal, when the current certificate verifies
+   * under it (so a file holding only the CA's TLS roots is never taken for the mesh's).
+   */
+  updateRoots(bundlePem: string): boolean {
+    const cur = this.source.current();
+    if (!cur) return false;
+    let rootsPem: string;
+    try {
+      const roots = parseCertificates(bundlePem, "trust bundle").filter(
+        (c) => Buffer.compare(Buffer.from(c.issuerRaw), Buffer.from(c.subjectRaw)) === 0,
+      );
+      const [leaf, ...rest] = parseCertificates(cur.certChainPem, "certificate chain");
+      verifyChain(leaf!, rest, roots);
+      rootsPem = roots.map((c) => c.pem).join("");
+      const have = new Set(parseCertificates(cur.rootsPem).map((c) => c.pem));
+      if (roots.length === have.size && roots.every((c) => have.has(c.pem))) return false;
+    } catch {
+      return false;
+    }
+    const next = { ...cur, rootsPem };
+    this.source.set(next);
+    this.log.info({ identity: this.o.name }, "trust bundle changed: published the new roots");
+    void Promise.resolve(this.o.onRootsChanged?.(next)).catch((err: Error) =>
+      this.log.error({ identity: this.o.name, err: err.message }, "cannot write the new trust bundle"),
+    );
+    return true;
   }
 
   issued(): IssuedInfo | undefined {

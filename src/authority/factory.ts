@@ -36,7 +36,19 @@ function vaultFor(ctx: AuthorityContext, log: Logger): ConnectedVault {
 const signerOf = (ctx: AuthorityContext): { leafSigner?: LeafSigner } =>
   ctx.leafSigner ? { leafSigner: ctx.leafSigner } : {};
 
-export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Authority {
+/** A second instance of the configured authority under another root (a root rotation's new one). */
+export interface AuthorityVariant {
+  /** local: the CA directory under dataDir. */
+  localDir?: string;
+  /** vault-intermediate: the root mount's issuer that signs the intermediate. */
+  rootIssuer?: string;
+}
+
+export function createAuthority(
+  cfg: AuthorityConfig,
+  ctx: AuthorityContext,
+  variant: AuthorityVariant = {},
+): Authority {
   const log = ctx.log.child({ component: "authority", authority: cfg.type });
   switch (cfg.type) {
     case "local":
@@ -48,6 +60,7 @@ export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Au
         intermediateTtlSeconds: cfg.intermediateTtl,
         log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
         ...signerOf(ctx),
+        ...(variant.localDir ? { dirName: variant.localDir } : {}),
       });
     case "files":
       return new FilesAuthority({
@@ -94,6 +107,7 @@ export function createAuthority(cfg: AuthorityConfig, ctx: AuthorityContext): Au
         keyAlgorithm: cfg.keyAlgorithm as KeyAlgorithm,
         log,
         ...signerOf(ctx),
+        rootIssuer: variant.rootIssuer,
       });
   }
 }

@@ -40,6 +40,8 @@ export interface LocalAuthorityOptions {
   log?: { info(msg: string): void; warn(msg: string): void };
   /** How often to check whether the intermediate needs renewal (default 1 h). */
   checkIntervalMs?: number;
+  /** Directory under dataDir (default `local-ca`; a root rotation prepares `local-ca-next-<id>`). */
+  dirName?: string;
 }
 
 const YEAR = 365 * 86400;
@@ -61,7 +63,7 @@ export class LocalAuthority implements Authority {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: LocalAuthorityOptions) {
-    this.dir = join(opts.dataDir, "local-ca");
+    this.dir = join(opts.dataDir, opts.dirName ?? "local-ca");
   }
 
   async start(): Promise<void> {

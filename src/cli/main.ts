@@ -21,6 +21,7 @@ const COMMANDS: Record<string, () => Promise<Registrar>> = {
   config: async () => (await import("./config-validate.js")).registerConfigCommands,
   completion: async () => (await import("./completion.js")).registerCompletionCommand,
   status: async () => (await import("./status.js")).registerStatusCommand,
+  root: async () => (await import("./root.js")).registerRootCommands,
 };
 
 export function version(): string {

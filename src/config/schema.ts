@@ -122,6 +122,18 @@ export const serverConfigSchema = z
     vault: vaultSectionSchema.optional(),
     /** TokenReview authentication and root ConfigMaps (see src/kube/config-schema.ts); absent = off. */
     kubernetes: kubernetesSectionSchema.optional(),
+    /** Root rotation (`meshvault root rotate`): where its state lives and how often servers read it. */
+    rotation: z
+      .object({
+        /** `vault:<kv mount>/data/<path>` or `file:<path>`; default by authority (see README). */
+        state: z
+          .string()
+          .regex(/^(vault|file):.+/, 'expected "vault:<mount>/data/<path>" or "file:<path>"')
+          .optional(),
+        pollInterval: duration.default(10),
+      })
+      .strict()
+      .default({ pollInterval: 10 }),
     authentication: z
       .object({
         jwt: z.array(jwtIssuerSchema).default([]),

@@ -15,6 +15,8 @@ export interface HttpOptions {
   status(): Record<string, unknown>;
   /** What the status page (GET /) and GET /overview show beyond readiness. */
   page?: Pick<OverviewSource, "trustDomain" | "vaultAddress" | "servingChainPem">;
+  /** The root rotation this server follows, as JSON on /rotation. */
+  rotation?: () => unknown;
 }
 
 /** /readyz's body: the reason when not ready, what it signs with and until when otherwise. */
@@ -67,6 +69,9 @@ export async function startHttp(o: HttpOptions): Promise<{ server: Server; port:
         if (roots.length === 0) return send(503, "no trust bundle yet\n");
         return send(200, roots.join(""), "application/x-pem-file");
       }
+      case "/rotation":
+        if (!o.rotation) return send(404, "no root rotation on this server (authority passed in)\n");
+        return send(200, `${JSON.stringify(o.rotation(), null, 2)}\n`, "application/json");
       case "/metrics":
         o.metrics.registry.metrics().then(
           (text) => send(200, text, o.metrics.registry.contentType),
@@ -84,7 +89,10 @@ export async function startHttp(o: HttpOptions): Promise<{ server: Server; port:
         );
         return;
       default:
-        return send(404, "not found: try /, /overview, /healthz, /readyz, /_status, /roots or /metrics\n");
+        return send(
+          404,
+          "not found: try /, /overview, /healthz, /readyz, /_status, /roots, /rotation or /metrics\n",
+        );
     }
   });
   server.on("close", () => history.stop());

@@ -25,6 +25,8 @@ import { startHttp } from "./http.js";
 import { createCaMetrics, recordIntermediateExpiry, type CaMetrics } from "./metrics.js";
 import { issueServingCert, keepServingCertFresh, type ServingCert } from "./serving-cert.js";
 import type { CaPolicy } from "./ca-service.js";
+import { withRootRotation } from "../rotation/server-hook.js";
+import type { RotationView } from "../rotation/rotating-authority.js";
 
 export interface CaServerHandle {
   grpcPort: number;
@@ -38,6 +40,8 @@ export interface CaServerHandle {
   rootCertFile: string;
   /** TokenReview, root publisher, istiod-tls writer, when the config has a `kubernetes:` section. */
   kubernetes: KubernetesIntegration | undefined;
+  /** The root rotation this server follows (undefined when the authority was passed in). */
+  rotation: (() => RotationView) | undefined;
   /**
    * Resolves once the authority has started and the gRPC API serves: already when startCaServer
    * returns, unless the authority could not start yet (then see `readiness()`).
@@ -221,10 +225,23 @@ async function startLocked(
       vault: config.vault,
       leafSigner: pool?.signLeaf,
     });
-  cleanups.push(() => base.close());
   // Backends that reload signing material report it; failures are counted and alerting can use them.
   base.onReload?.((e) => metrics.caReloads.inc({ result: e.ok ? "ok" : "refused" }));
-  const tracked = rememberIntermediates(base);
+  // Root rotation follows the shared state; when signing moves to the new root the server's
+  // own TLS certificate is re-issued under it (assigned below, once servingOpts exists).
+  let reissueServing = (): void => {};
+  const rotating = opts.authority
+    ? undefined
+    : withRootRotation(
+        base,
+        config,
+        { trustDomain: config.trustDomain, dataDir, log, vault: config.vault, leafSigner: pool?.signLeaf },
+        log,
+        () => reissueServing(),
+      );
+  const outer = rotating ?? base;
+  cleanups.push(() => outer.close());
+  const tracked = rememberIntermediates(outer);
   const authority = tracked.authority;
   const rootCertFile = resolve(config.rootCertFile ?? join(dataDir, "root-cert.pem"));
 
@@ -286,6 +303,7 @@ async function startLocked(
       ...(config.vault?.address ? { vaultAddress: config.vault.address } : {}),
       servingChainPem: () => servingChainPem,
     },
+    ...(rotating ? { rotation: () => rotating.view() } : {}),
     status: () => {
       const r = readiness();
       return {
@@ -304,6 +322,7 @@ async function startLocked(
         servingCertificate: servingNotAfter ? { notAfter: servingNotAfter.toISOString() } : null,
         rootCertFile,
         roots: authority.trustBundle().length,
+        ...(rotating ? { rootRotation: rotating.view() } : {}),
       };
     },
   });
@@ -348,6 +367,21 @@ async function startLocked(
       recordIntermediateExpiry(metrics, c.certChainPem);
     },
   };
+  reissueServing = () =>
+    void issueServingCert(servingOpts).then(
+      (c) => {
+        servingOpts.onRenew(c);
+        log.info(
+          { notAfter: c.notAfter.toISOString() },
+          "re-issued the CA server's TLS certificate under the new signer",
+        );
+      },
+      (err: Error) =>
+        log.error(
+          { err: err.message },
+          "cannot re-issue the CA server's TLS certificate under the new signer",
+        ),
+    );
 
   let closed = false;
   let authorityStarted = false;
@@ -450,6 +484,7 @@ async function startLocked(
     rootsPem: () => authority.trustBundle().join(""),
     kubernetes: kube,
     issuance: pool,
+    rotation: rotating ? () => rotating.view() : undefined,
     started,
     readiness,
     close: cleanup,

@@ -138,6 +138,25 @@ export async function readMountRoots(
   return roots;
 }
 
+/** The self-signed certificate of one issuer of a mount (`GET <mount>/issuer/<ref>/json`). */
+export async function readIssuerRoots(
+  client: VaultClient,
+  mount: string,
+  issuer: string,
+  signal?: AbortSignal,
+): Promise<Certificate[]> {
+  const r = await client.read<{ certificate?: string }>(`${mount}/issuer/${issuer}/json`, {
+    noAuth: true,
+    signal,
+  });
+  const roots = parseAll([r?.data?.certificate], `${mount}/issuer/${issuer}`).filter(isSelfSigned);
+  if (roots.length === 0)
+    throw new AuthorityDeniedError(
+      `issuer ${issuer} of ${mount} on Vault at ${client.address} is not a root (or does not exist): check \`bao list ${mount}/issuers\``,
+    );
+  return roots;
+}
+
 /**
  * Checks that `leaf` chains through `intermediates` to `roots`; the ChainError names the
  * certificate that does not chain. Returns the intermediates actually on the path (no root).

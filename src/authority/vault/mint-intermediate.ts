@@ -18,7 +18,7 @@ import { generateKeyPairAsync, type KeyAlgorithm } from "../../pki/keys.js";
 import type { VaultClient } from "../../vault/index.js";
 import { AuthorityUnavailableError } from "../authority.js";
 import { CaMaterialError, loadCaMaterial, type CaMaterial } from "../ca-material.js";
-import { parseAll, readMountRoots, toAuthorityError } from "./common.js";
+import { parseAll, readIssuerRoots, readMountRoots, toAuthorityError } from "./common.js";
 
 export interface MintIntermediateOptions {
   trustDomain: string;
@@ -36,6 +36,8 @@ export interface MintIntermediateOptions {
   setSigned: boolean;
   /** Prefix of error messages, e.g. "vault-intermediate (csr)". */
   label: string;
+  /** Sign with this issuer of the root mount instead of its default (a root rotation's new root). */
+  rootIssuer?: string | undefined;
 }
 
 export interface MintedIntermediate {
@@ -109,7 +111,10 @@ export async function mintIntermediate(
       throw new AuthorityUnavailableError(`${label}: ${path} returned an unreadable private key`);
     }
   }
-  const signPath = `${rootMount}/root/sign-intermediate`;
+  const issuer = o.rootIssuer;
+  const signPath = issuer
+    ? `${rootMount}/issuer/${issuer}/sign-intermediate`
+    : `${rootMount}/root/sign-intermediate`;
   const issuedAt = Date.now();
   const signed = await step(`signing the intermediate at ${signPath}`, () =>
     client.write<{ certificate?: string; issuing_ca?: string; ca_chain?: string[] | null }>(
@@ -146,7 +151,7 @@ export async function mintIntermediate(
     );
   }
   const roots = await step(`reading the trust bundle of ${rootMount}`, () =>
-    readMountRoots(client, rootMount, signal),
+    issuer ? readIssuerRoots(client, rootMount, issuer, signal) : readMountRoots(client, rootMount, signal),
   );
   let material: CaMaterial;
   try {

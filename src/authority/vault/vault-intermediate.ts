@@ -53,6 +53,8 @@ export interface VaultIntermediateAuthorityOptions {
   retryMaxMs?: number;
   /** Close `vault` on close(). Default true. */
   ownsVault?: boolean;
+  /** Sign with this issuer of the root mount instead of its default (a root rotation's new root). */
+  rootIssuer?: string | undefined;
 }
 
 /** One intermediate in use: the material plus when it was obtained. */
@@ -155,6 +157,7 @@ export class VaultIntermediateAuthority implements Authority {
         commonName: this.commonName,
         setSigned: true,
         label: `vault-intermediate (${this.opts.mode})`,
+        rootIssuer: this.opts.rootIssuer,
       },
       signal,
     );

@@ -145,6 +145,16 @@ export function serverAccess(authority: VaultAuthorityConfig): PathAccess[] {
           capabilities: ["update"],
           why: "have the root sign meshvault's intermediate CA",
         },
+        {
+          path: `${authority.rootMount}/issuer/+/sign-intermediate`,
+          capabilities: ["update"],
+          why: "have a root rotation's new root sign the intermediate (meshvault root rotate)",
+        },
+        {
+          path: "secret/data/meshvault/root-rotation/+",
+          capabilities: ["read"],
+          why: "follow the root rotation state (rotation.state's default path)",
+        },
         ...exported,
         ...caReads(authority.rootMount),
         ...TOKEN_SELF,

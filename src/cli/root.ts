@@ -1,0 +1,233 @@
+// `meshvault root rotate` and `meshvault root status`: the staged root rotation.
+import type { Command } from "commander";
+import { loadServerConfig } from "../config/load.js";
+import type { ServerConfig } from "../config/schema.js";
+import { parseDuration } from "../config/duration.js";
+import { adminConnection } from "../vault/setup/index.js";
+import { connectVault, VaultClient } from "../vault/index.js";
+import { vaultConnectionFromConfig } from "../config/vault-schema.js";
+import { parseSourceSpec, SourceSpecError } from "../verify/sources.js";
+import { RotationOperator, describeStep, waitsFor, type Observation } from "../rotation/operator.js";
+import { rotationStateRef, rotationStore } from "../rotation/server-hook.js";
+import { PHASES, enteredAt, phaseIndex, type Phase } from "../rotation/state.js";
+
+interface CommonFlags {
+  config?: string;
+  server: string[];
+  check: string[];
+  output: string;
+}
+
+interface RotateFlags extends CommonFlags {
+  dryRun?: boolean;
+  until?: string;
+  wait: string;
+  interval: string;
+  rootTtl?: string;
+  commonName?: string;
+}
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+function usage(msg: string): never {
+  process.stderr.write(`meshvault root: ${msg}\n`);
+  process.exit(2);
+}
+
+function setup(f: CommonFlags & Partial<RotateFlags>): {
+  op: RotationOperator;
+  close: () => void;
+  config: ServerConfig;
+} {
+  const config = loadServerConfig(f.config ? { file: f.config } : {});
+  let checks;
+  try {
+    checks = f.check.map(parseSourceSpec);
+  } catch (err) {
+    if (err instanceof SourceSpecError) usage(err.message);
+    throw err;
+  }
+  const closers: (() => void)[] = [];
+  const ref = rotationStateRef(config);
+  // The state is written with the admin token (like `vault setup`), read with it too.
+  let admin: VaultClient | undefined;
+  const adminClient = (): VaultClient => {
+    if (admin) return admin;
+    const conn = adminConnection({ config });
+    const token = conn.auth.method === "token" ? conn.auth.token : undefined;
+    if (!token) {
+      // No admin token: log in like the server (enough to read the state for `status`).
+      const v = connectVault(vaultConnectionFromConfig(config.vault, process.env));
+      closers.push(v.close);
+      admin = v.client;
+      return admin;
+    }
+    admin = new VaultClient(conn, { token });
+    closers.push(() => admin?.close());
+    return admin;
+  };
+  const store = rotationStore(ref, adminClient);
+  const servers = f.server.length ? f.server : [`http://${config.listen.http}`];
+  const op = new RotationOperator({
+    config,
+    store,
+    admin: adminClient,
+    servers: servers.map((s) => (/^https?:\/\//.test(s) ? s : `http://${s}`)),
+    checks,
+    ...(f.rootTtl ? { rootTtlSeconds: parseDuration(f.rootTtl) } : {}),
+    ...(f.commonName ? { commonName: f.commonName } : {}),
+  });
+  return { op, config, close: () => closers.forEach((c) => c()) };
+}
+
+export function formatStatus(obs: Observation, stateRef: string): string {
+  const s = obs.state;
+  const lines: string[] = [];
+  if (!s) lines.push(`no root rotation recorded (state: ${stateRef})`);
+  else {
+    const since = s.history.at(-1)?.at ?? s.startedAt;
+    lines.push(`rotation ${s.id} (${s.authority}): phase ${s.phase} since ${since} (state: ${stateRef})`);
+    lines.push(
+      `  old root  ${s.old.fingerprint}  ${s.old.subject}  expires ${s.old.notAfter}${s.old.issuer ? `  issuer ${s.old.issuer}` : ""}`,
+    );
+    lines.push(
+      `  new root  ${s.next.fingerprint}  ${s.next.subject}  expires ${s.next.notAfter}${s.next.issuer ? `  issuer ${s.next.issuer}` : ""}`,
+    );
+    for (const p of PHASES) {
+      const at = enteredAt(s, p);
+      if (at) lines.push(`  ${p.padEnd(10)} ${at.toISOString()}`);
+    }
+  }
+  lines.push("servers:");
+  for (const sv of obs.servers)
+    lines.push(
+      sv.view
+        ? `  ${sv.url}: phase ${sv.view.phase}, signs under the ${sv.view.signer === "next" ? "new" : "current"} root, new signer ${sv.view.nextReady ? "ready" : "not ready"}` +
+            (sv.view.oldLeavesValidUntil
+              ? `, old-root leaves valid until ${sv.view.oldLeavesValidUntil}`
+              : "")
+        : `  ${sv.url}: ${sv.error}`,
+    );
+  lines.push("channels:");
+  for (const c of obs.channels) lines.push(`  ${c.name}: ${c.holds}${c.detail ? ` (${c.detail})` : ""}`);
+  if (obs.retireAfter) lines.push(`retire possible after ${obs.retireAfter.at} (${obs.retireAfter.basis})`);
+  if (obs.next === "done") lines.push("rotation finished: the new root is the only one published");
+  else if (obs.next) {
+    lines.push(`next step: ${describeStep(obs.next)}`);
+    lines.push(`  waits for: ${waitsFor(obs.next)}`);
+  }
+  if (obs.blockers.length) {
+    lines.push("blocked by:");
+    for (const b of obs.blockers) lines.push(`  - ${b}`);
+  } else if (obs.next !== "done") lines.push("nothing blocks the next step");
+  return `${lines.join("\n")}\n`;
+}
+
+export function registerRootCommands(program: Command): void {
+  const root = program
+    .command("root")
+    .description("the root of trust's life: staged rotation and its status");
+  const common = (c: Command): Command =>
+    c
+      .option(
+        "-c, --config <file>",
+        "the servers' YAML configuration (authority, vault, rotation, rootCertFile)",
+      )
+      .option(
+        "--server <url>",
+        "a replica's HTTP side port (/rotation, /roots); repeatable (default the config's listen.http)",
+        collect,
+        [],
+      )
+      .option(
+        "--check <source>",
+        "another channel to check, in verify's source syntax (sds:SOCKET, file:DIR, kube:CONTEXT); repeatable",
+        collect,
+        [],
+      )
+      .option("-o, --output <format>", "text or json", "text");
+  common(
+    root
+      .command("status")
+      .description("phase, both roots, what each channel holds, and what blocks the next step"),
+  ).action(async (f: CommonFlags) => {
+    const { op, config, close } = setup(f);
+    try {
+      const obs = await op.observe();
+      process.stdout.write(
+        f.output === "json"
+          ? `${JSON.stringify(obs, null, 2)}\n`
+          : formatStatus(obs, rotationStateRef(config)),
+      );
+    } finally {
+      close();
+    }
+  });
+  common(
+    root
+      .command("rotate")
+      .description(
+        "take the next step of a staged root rotation (prepare, trust-both, switch, retire) once nothing blocks it",
+      ),
+  )
+    .option("--dry-run", "print the steps left and what each waits for; change nothing")
+    .option(
+      "--until <phase>",
+      "keep going, waiting for each step's conditions, up to this phase: prepared, trust-both, switched, retired",
+    )
+    .option("--wait <duration>", "with --until: give up after this long", "30m")
+    .option("--interval <duration>", "with --until: how often to re-check the channels", "2s")
+    .option(
+      "--root-ttl <duration>",
+      "prepare: the new root's lifetime (default the authority's rootTtl, or 87600h)",
+    )
+    .option("--common-name <cn>", "prepare: the new root's common name")
+    .action(async (f: RotateFlags) => {
+      if (f.until && !PHASES.includes(f.until as Phase))
+        usage(`--until ${f.until}: expected one of ${PHASES.join(", ")}`);
+      const { op, config, close } = setup(f);
+      const say = (m: string): void => void process.stdout.write(`${m}\n`);
+      try {
+        let obs = await op.observe();
+        if (f.dryRun) {
+          say(formatStatus(obs, rotationStateRef(config)).trimEnd());
+          say("steps left:");
+          const from = obs.next === "done" || obs.next === undefined ? undefined : obs.next;
+          const start = from ? phaseIndex(from) : PHASES.length;
+          const plan = from === "prepared" ? [...PHASES] : PHASES.slice(start);
+          for (const p of plan) {
+            const detail = (await op.step({ ...obs, next: p, blockers: [] }, true))[0] ?? describeStep(p);
+            say(`  ${p}: ${detail}`);
+            say(`      waits for: ${waitsFor(p)}`);
+          }
+          return;
+        }
+        const deadline = Date.now() + parseDuration(f.wait) * 1000;
+        const target = f.until as Phase | undefined;
+        const at = obs.state?.phase;
+        if (target && at && at !== "retired" && phaseIndex(at) >= phaseIndex(target)) {
+          say(`rotation ${obs.state!.id} is already at ${at}`);
+          return;
+        }
+        let moved = false;
+        for (;;) {
+          const did = await op.step(obs, false);
+          for (const d of did) say(d);
+          if (did.length) moved = true;
+          obs = await op.observe();
+          if (!target || (moved && obs.state?.phase === target) || obs.next === "done") break;
+          if (Date.now() > deadline) {
+            say(formatStatus(obs, rotationStateRef(config)).trimEnd());
+            throw new Error(`gave up waiting after ${f.wait}: ${obs.blockers.join("; ")}`);
+          }
+          if (!did.length) await new Promise((r) => setTimeout(r, parseDuration(f.interval) * 1000));
+        }
+        if (!moved) {
+          say(formatStatus(obs, rotationStateRef(config)).trimEnd());
+          if (obs.next !== "done") process.exitCode = 1;
+        }
+      } finally {
+        close();
+      }
+    });
+}

@@ -1,0 +1,401 @@
+// `meshvault root rotate` / `root status`: observe every channel, say what blocks the next
+// step, and take it. Each step is checked against what the channels really show, never
+// assumed; the state is written only after a step's actions succeeded, so a crash between
+// steps resumes from the last phase written.
+import { existsSync, readFileSync, renameSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { X509Certificate } from "node:crypto";
+import type { ServerConfig } from "../config/schema.js";
+import { LocalAuthority } from "../authority/local.js";
+import type { KeyAlgorithm } from "../pki/keys.js";
+import { parseCertificates } from "../pki/certificate.js";
+import { verifyChain } from "../pki/chain.js";
+import type { VaultClient } from "../vault/index.js";
+import { readSource, type SourceSpec } from "../verify/sources.js";
+import { bundleRoots } from "../verify/matrix.js";
+import type { RotationView } from "./rotating-authority.js";
+import { localNextDir } from "./server-hook.js";
+import {
+  enteredAt,
+  PHASES,
+  phaseIndex,
+  type Phase,
+  type RootRef,
+  type RotationState,
+  type RotationStore,
+} from "./state.js";
+
+export interface OperatorOptions {
+  config: ServerConfig;
+  store: RotationStore;
+  /** Admin client (vault-intermediate): generates the new root, sets the default issuer. */
+  admin?: () => VaultClient;
+  /** Replicas' HTTP side ports (`http://host:port`); default the config's listen.http. */
+  servers: string[];
+  /** More channels to check: agents' SDS sockets or out dirs, kube contexts (verify's source syntax). */
+  checks: SourceSpec[];
+  now?: () => number;
+  /** Requested lifetime of the new root (seconds). */
+  rootTtlSeconds?: number;
+  commonName?: string;
+}
+
+export type Holds = "old" | "new" | "old+new" | "other" | "unreadable";
+
+export interface ChannelObservation {
+  name: string;
+  holds: Holds;
+  detail?: string;
+}
+
+export interface ServerObservation {
+  url: string;
+  view?: RotationView;
+  error?: string;
+}
+
+export interface Observation {
+  state: RotationState | undefined;
+  servers: ServerObservation[];
+  channels: ChannelObservation[];
+  /** Samples (agents' current leaves) that still chain only to the old root. */
+  oldLeaves: string[];
+  next: Phase | "done" | undefined;
+  blockers: string[];
+  /** Earliest moment the retire step may run (switched phase). */
+  retireAfter?: { at: string; basis: string };
+}
+
+const fpOf = (pem: string): string => new X509Certificate(pem).fingerprint256;
+
+export function stepAfter(p: Phase | undefined): Phase {
+  if (!p || p === "retired") return "prepared";
+  return PHASES[phaseIndex(p) + 1]!;
+}
+
+function classify(pem: string | undefined, s: RotationState | undefined): Holds {
+  if (!pem) return "unreadable";
+  let fps: string[];
+  try {
+    fps = bundleRoots(pem, "bundle").map((c) => fpOf(c.pem));
+  } catch {
+    return "unreadable";
+  }
+  if (!s) return "other";
+  const o = fps.includes(s.old.fingerprint);
+  const n = fps.includes(s.next.fingerprint);
+  return o && n ? "old+new" : o ? "old" : n ? "new" : "other";
+}
+
+export class RotationOperator {
+  private readonly now: () => number;
+  constructor(private readonly o: OperatorOptions) {
+    this.now = o.now ?? Date.now;
+  }
+
+  rootCertFile(): string {
+    const c = this.o.config;
+    return resolve(c.rootCertFile ?? join(c.dataDir, "root-cert.pem"));
+  }
+
+  async observe(): Promise<Observation> {
+    const s = await this.o.store.read();
+    const servers: ServerObservation[] = [];
+    const channels: ChannelObservation[] = [];
+    const oldLeaves: string[] = [];
+    for (const url of this.o.servers) {
+      const base = url.replace(/\/+$/, "");
+      const so: ServerObservation = { url: base };
+      try {
+        const r = await fetch(`${base}/rotation`, { signal: AbortSignal.timeout(5000) });
+        if (r.status !== 200) so.error = `${base}/rotation answered HTTP ${r.status}`;
+        else so.view = (await r.json()) as RotationView;
+        const roots = await fetch(`${base}/roots`, { signal: AbortSignal.timeout(5000) });
+        channels.push({
+          name: `server ${base} /roots`,
+          holds: classify(roots.status === 200 ? await roots.text() : undefined, s),
+        });
+      } catch (err) {
+        so.error = `cannot reach ${base}: ${(err as Error).message}; is the server running (pass each replica with --server)?`;
+        channels.push({ name: `server ${base} /roots`, holds: "unreadable", detail: so.error });
+      }
+      servers.push(so);
+    }
+    const file = this.rootCertFile();
+    if (existsSync(file))
+      channels.push({ name: `rootCertFile ${file}`, holds: classify(readFileSync(file, "utf8"), s) });
+    for (const spec of this.o.checks) {
+      const r = await readSource(spec);
+      for (const c of r.channels)
+        channels.push({
+          name: `${r.name} ${c.name}`,
+          holds: classify(c.bundlePem, s),
+          ...(c.error ? { detail: c.error } : {}),
+        });
+      for (const n of r.notes) channels.push({ name: `${r.name}`, holds: "unreadable", detail: n });
+      if (s)
+        for (const x of r.samples) {
+          try {
+            const [leaf, ...rest] = parseCertificates(x.chainPem);
+            const newRoot = parseCertificates(s.next.pem);
+            try {
+              verifyChain(leaf!, rest, newRoot);
+            } catch {
+              oldLeaves.push(
+                `${r.name} ${x.what} (serial ${leaf!.serialHex}, expires ${leaf!.notAfter.toISOString()})`,
+              );
+            }
+          } catch {
+            /* unreadable samples are reported by verify */
+          }
+        }
+    }
+    const obs: Observation = { state: s, servers, channels, oldLeaves, next: undefined, blockers: [] };
+    this.plan(obs);
+    return obs;
+  }
+
+  /** Fills `next` and `blockers`: what the next step is and what keeps it from running now. */
+  private plan(obs: Observation): void {
+    const s = obs.state;
+    const kind = this.o.config.authority.type;
+    const b = obs.blockers;
+    obs.next = s?.phase === "retired" ? "done" : stepAfter(s?.phase);
+    if (kind !== "local" && kind !== "vault-intermediate")
+      b.push(
+        `the ${kind} authority does not rotate its root by itself: follow the README's "Rotating the root" steps for ${kind}`,
+      );
+    for (const sv of obs.servers) if (sv.error) b.push(sv.error);
+    if (!s || s.phase === "retired") {
+      if (s?.phase === "retired")
+        for (const c of obs.channels)
+          if (c.holds !== "new") b.push(`${c.name} holds ${c.holds}, expected the new root alone`);
+      return;
+    }
+    const views = obs.servers.filter((x) => x.view).map((x) => ({ url: x.url, v: x.view! }));
+    for (const { url, v } of views) {
+      if (v.stateError) b.push(`${url}: ${v.stateError}`);
+      else if (v.id !== s.id && v.phase !== "none") b.push(`${url} follows rotation ${v.id}, not ${s.id}`);
+      else if (v.phase !== s.phase && v.phase !== "none")
+        b.push(`${url} still applies phase ${v.phase} (polls every rotation.pollInterval)`);
+      else if (v.phase === "none" && phaseIndex(s.phase) < phaseIndex("retired"))
+        b.push(`${url} has not applied rotation ${s.id} yet`);
+    }
+    switch (s.phase) {
+      case "prepared":
+        for (const { url, v } of views)
+          if (!v.nextReady)
+            b.push(
+              `${url}: the signer under the new root is not ready${v.nextError ? `: ${v.nextError}` : ""}`,
+            );
+        break;
+      case "trust-both":
+        for (const c of obs.channels)
+          if (c.holds !== "old+new")
+            b.push(`${c.name} holds ${c.holds}${c.detail ? ` (${c.detail})` : ""}, not yet old+new`);
+        break;
+      case "switched": {
+        for (const { url, v } of views)
+          if (v.signer !== "next") b.push(`${url} still signs under the old root`);
+        let at = enteredAt(s, "switched")?.getTime() ?? this.now();
+        let basis = "the switch itself";
+        for (const { url, v } of views)
+          if (v.oldLeavesValidUntil && new Date(v.oldLeavesValidUntil).getTime() > at) {
+            at = new Date(v.oldLeavesValidUntil).getTime();
+            basis = `${url}: ${v.oldLeavesBasis ?? "longest old-root leaf"}`;
+          }
+        obs.retireAfter = { at: new Date(at).toISOString(), basis };
+        if (this.now() < at)
+          b.push(
+            `leaves under the old root are valid until ${new Date(at).toISOString()} (${basis}); retire after that`,
+          );
+        for (const l of obs.oldLeaves) b.push(`${l} still chains to the old root only`);
+        break;
+      }
+    }
+  }
+
+  /** Takes the next step if nothing blocks it; returns what it did. `dryRun`: only says it. */
+  async step(obs: Observation, dryRun: boolean): Promise<string[]> {
+    const s = obs.state;
+    const next = obs.next;
+    if (next === "done" || next === undefined) return [];
+    const did: string[] = [];
+    const at = new Date(this.now()).toISOString();
+    if (next === "prepared") {
+      const b = obs.blockers.filter((x) => x.includes("does not rotate its root"));
+      if (b.length) throw new Error(b.join("; "));
+      const id = `r-${at.replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")}`;
+      if (dryRun)
+        return [
+          `prepare: create a new root (${this.describeNewRoot(id)}) and mark rotation ${id} prepared; servers start a signer under it, nothing signs with it yet`,
+        ];
+      const { old, next: nextRoot } = await this.createRoot(id);
+      const st: RotationState = {
+        id,
+        authority: this.o.config.authority.type,
+        phase: "prepared",
+        old,
+        next: nextRoot,
+        startedAt: at,
+        history: [{ phase: "prepared", at }],
+      };
+      await this.o.store.write(st);
+      did.push(
+        `prepared rotation ${id}: new root ${nextRoot.fingerprint} (${nextRoot.subject}, expires ${nextRoot.notAfter}) next to ${old.fingerprint}`,
+      );
+      return did;
+    }
+    if (!s) return [];
+    if (obs.blockers.length) return [];
+    if (next === "retired") {
+      if (dryRun) return [`retire: ${this.describeFinalise(s)}; publish the new root alone`];
+      await this.finalise(s);
+      did.push(this.describeFinalise(s));
+    } else if (dryRun) return [describeStep(next)];
+    const st: RotationState = {
+      ...s,
+      phase: next,
+      history: [...s.history, { phase: next, at }],
+      ...(next === "retired" && obs.retireAfter ? { oldLeavesValidUntil: obs.retireAfter.at } : {}),
+    };
+    await this.o.store.write(st);
+    did.push(`rotation ${s.id}: ${describeStep(next)}`);
+    if (next === "retired" && obs.retireAfter)
+      did.push(
+        `  the last leaf under the old root expired at ${obs.retireAfter.at} (${obs.retireAfter.basis})`,
+      );
+    return did;
+  }
+
+  private describeNewRoot(id: string): string {
+    const c = this.o.config.authority;
+    if (c.type === "vault-intermediate")
+      return `issuer meshvault-${id} in ${c.rootMount} via ${c.rootMount}/root/generate/internal`;
+    return `${join(resolve(this.o.config.dataDir), localNextDir(id))}/root-cert.pem`;
+  }
+
+  private describeFinalise(s: RotationState): string {
+    const c = this.o.config.authority;
+    if (c.type === "vault-intermediate")
+      return `make issuer ${s.next.issuer} the default of ${c.rootMount} (${c.rootMount}/config/issuers), so restarted servers start under it`;
+    const dir = resolve(this.o.config.dataDir);
+    return `move ${join(dir, "local-ca")} to ${join(dir, `local-ca-retired-${s.id}`)} and ${join(dir, localNextDir(s.id))} to ${join(dir, "local-ca")}`;
+  }
+
+  private async createRoot(id: string): Promise<{ old: RootRef; next: RootRef }> {
+    const c = this.o.config.authority;
+    const ref = (pem: string, issuer?: string): RootRef => {
+      const x = new X509Certificate(pem);
+      return {
+        fingerprint: x.fingerprint256,
+        pem: pem.endsWith("\n") ? pem : `${pem}\n`,
+        subject: x.subject.replace(/\n/g, ", "),
+        notAfter: new Date(x.validTo).toISOString(),
+        ...(issuer ? { issuer } : {}),
+      };
+    };
+    const td = this.o.config.trustDomain;
+    if (c.type === "local") {
+      const dir = resolve(this.o.config.dataDir);
+      const oldPem = readFileSync(join(dir, "local-ca", "root-cert.pem"), "utf8");
+      const a = new LocalAuthority({
+        dataDir: dir,
+        dirName: localNextDir(id),
+        trustDomain: td,
+        keyAlgorithm: c.keyAlgorithm as KeyAlgorithm,
+        rootTtlSeconds: this.o.rootTtlSeconds ?? c.rootTtl,
+        intermediateTtlSeconds: c.intermediateTtl,
+      });
+      await a.start();
+      await a.close();
+      return {
+        old: ref(oldPem),
+        next: ref(readFileSync(join(dir, localNextDir(id), "root-cert.pem"), "utf8")),
+      };
+    }
+    if (c.type !== "vault-intermediate")
+      throw new Error(`the ${c.type} authority does not rotate its root by itself`);
+    const admin = this.o.admin?.();
+    if (!admin)
+      throw new Error("vault-intermediate rotation needs an admin Vault token (VAULT_TOKEN / BAO_TOKEN)");
+    const cur = await admin.read<{ certificate?: string; issuer_id?: string }>(
+      `${c.rootMount}/issuer/default/json`,
+      { noAuth: true },
+    );
+    if (!cur?.data?.certificate)
+      throw new Error(
+        `${c.rootMount} on Vault at ${admin.address} has no default issuer: set it up first (meshvault vault setup)`,
+      );
+    const oldX = new X509Certificate(cur.data.certificate);
+    const ttl = this.o.rootTtlSeconds ?? 10 * 365 * 86400;
+    const alg = c.keyAlgorithm as KeyAlgorithm;
+    const key = alg.startsWith("ec-")
+      ? { key_type: "ec", key_bits: alg === "ec-p384" ? 384 : 256 }
+      : alg.startsWith("rsa-")
+        ? { key_type: "rsa", key_bits: Number(alg.slice(4)) }
+        : { key_type: "ed25519" };
+    const made = await admin.write<{ certificate?: string; issuer_id?: string }>(
+      `${c.rootMount}/root/generate/internal`,
+      {
+        common_name:
+          this.o.commonName ??
+          `${oldX.subject.match(/CN=([^\n]+)/)?.[1] ?? `meshvault root CA (${td})`} ${id}`,
+        issuer_name: `meshvault-${id}`,
+        uri_sans: `spiffe://${td}`,
+        ttl: `${ttl}s`,
+        ...key,
+      },
+    );
+    if (!made?.data?.certificate || !made.data.issuer_id)
+      throw new Error(
+        `${c.rootMount}/root/generate/internal answered without certificate/issuer_id: does this Vault support multiple issuers per mount (Vault >= 1.11, OpenBao)?`,
+      );
+    return {
+      old: ref(cur.data.certificate, cur.data.issuer_id),
+      next: ref(made.data.certificate, made.data.issuer_id),
+    };
+  }
+
+  private async finalise(s: RotationState): Promise<void> {
+    const c = this.o.config.authority;
+    if (c.type === "vault-intermediate") {
+      const admin = this.o.admin?.();
+      if (!admin) throw new Error("retiring needs an admin Vault token (VAULT_TOKEN / BAO_TOKEN)");
+      await admin.write(`${c.rootMount}/config/issuers`, { default: s.next.issuer });
+      return;
+    }
+    const dir = resolve(this.o.config.dataDir);
+    const next = join(dir, localNextDir(s.id));
+    if (!existsSync(next)) return; // already moved by an earlier, interrupted run
+    renameSync(join(dir, "local-ca"), join(dir, `local-ca-retired-${s.id}`));
+    renameSync(next, join(dir, "local-ca"));
+  }
+}
+
+export function describeStep(p: Phase): string {
+  switch (p) {
+    case "prepared":
+      return "prepare: create the new root and a signer under it; nothing signs with it yet";
+    case "trust-both":
+      return "trust both: publish old + new root on every channel (servers' /roots and CreateCertificate, rootCertFile, ConfigMaps, agents)";
+    case "switched":
+      return "switch: sign new leaves (and the servers' TLS certificates) under the new root; both roots stay published";
+    case "retired":
+      return "retire: publish the new root alone";
+  }
+}
+
+/** What each step waits for, for --dry-run and the README. */
+export function waitsFor(p: Phase): string {
+  switch (p) {
+    case "prepared":
+      return "nothing (no rotation in progress, or the last one retired)";
+    case "trust-both":
+      return "every server has started its signer under the new root";
+    case "switched":
+      return "every channel (servers' /roots, rootCertFile, ConfigMaps, --check sources) holds old + new";
+    case "retired":
+      return "every server signs under the new root, the longest old-root leaf has expired, no --check agent holds an old-root leaf";
+  }
+}

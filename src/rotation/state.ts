@@ -1,0 +1,111 @@
+// The state of a root rotation, kept where every replica reads it: a Vault KV v2 secret for
+// the Vault-backed authorities, or a file in the data directory for the local and files
+// authorities (whose CA lives in that directory: every replica sharing the CA shares it).
+// Servers only read it; `meshvault root rotate` writes it, one step at a time.
+import { mkdirSync, readFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { writeFileAtomicSync } from "../fs/atomic-write.js";
+import { readKv, writeKv, parseKvReference, type VaultClient } from "../vault/index.js";
+
+/** The four steps, in order. A rotation is finished when it reached `retired`. */
+export const PHASES = ["prepared", "trust-both", "switched", "retired"] as const;
+export type Phase = (typeof PHASES)[number];
+
+export interface RootRef {
+  fingerprint: string;
+  pem: string;
+  subject: string;
+  notAfter: string;
+  /** Vault issuer id in the root mount (vault-intermediate). */
+  issuer?: string | undefined;
+}
+
+export interface RotationState {
+  /** e.g. `r-20261130T144012Z`: names the new root's issuer and directories. */
+  id: string;
+  /** Authority kind the rotation was started for. */
+  authority: string;
+  phase: Phase;
+  old: RootRef;
+  next: RootRef;
+  startedAt: string;
+  /** When each phase was entered. */
+  history: { phase: Phase; at: string }[];
+  /** Set by the retire step: the moment the longest old-root leaf expired (as computed then). */
+  oldLeavesValidUntil?: string | undefined;
+}
+
+export function phaseIndex(p: Phase | undefined): number {
+  return p ? PHASES.indexOf(p) : -1;
+}
+
+export function enteredAt(s: RotationState, p: Phase): Date | undefined {
+  const h = s.history.find((x) => x.phase === p);
+  return h ? new Date(h.at) : undefined;
+}
+
+export interface RotationStore {
+  /** Where, for messages: `vault:secret/data/...` or `file:/path`. */
+  readonly location: string;
+  read(): Promise<RotationState | undefined>;
+  write(s: RotationState): Promise<void>;
+}
+
+export class RotationStateError extends Error {
+  override name = "RotationStateError";
+}
+
+function check(raw: unknown, where: string): RotationState | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const s = raw as Partial<RotationState>;
+  if (
+    !s.id ||
+    !s.phase ||
+    !PHASES.includes(s.phase) ||
+    !s.old?.pem ||
+    !s.next?.pem ||
+    !Array.isArray(s.history)
+  )
+    throw new RotationStateError(
+      `rotation state at ${where} is not one meshvault wrote (missing id, phase, old, next or history): ` +
+        `restore it or delete it to start over (meshvault root status shows what it holds)`,
+    );
+  return s as RotationState;
+}
+
+/** KV v2 (or v1) secret with one field, `state`, holding the JSON. */
+export function vaultRotationStore(client: VaultClient, ref: string): RotationStore {
+  const kv = parseKvReference(ref);
+  return {
+    location: ref,
+    async read() {
+      const s = await readKv(client, kv);
+      const text = s?.data["state"];
+      if (typeof text !== "string") return undefined;
+      return check(JSON.parse(text), ref);
+    },
+    async write(s) {
+      await writeKv(client, kv, { state: JSON.stringify(s) });
+    },
+  };
+}
+
+export function fileRotationStore(path: string): RotationStore {
+  return {
+    location: `file:${path}`,
+    async read() {
+      let text: string;
+      try {
+        text = readFileSync(path, "utf8");
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+        throw new RotationStateError(`cannot read rotation state ${path}: ${(err as Error).message}`);
+      }
+      return check(JSON.parse(text), path);
+    },
+    async write(s) {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      writeFileAtomicSync(path, `${JSON.stringify(s, null, 2)}\n`, 0o644);
+    },
+  };
+}

@@ -1,0 +1,211 @@
+// The root rotates under load: `meshvault root rotate` (the CLI process) takes a mesh from one
+// root to another through prepare -> trust-both -> switch -> retire while workload pairs keep
+// opening mutual TLS connections through tunnels; then an intermediate rotates. Counted per
+// phase: requests (each a new handshake through both tunnels) attempted and failed. Goal 0.
+// Local authority (one server), and vault-intermediate on a real OpenBao with two replicas.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Observation } from "../../src/rotation/operator.js";
+import type { RotationView } from "../../src/rotation/rotating-authority.js";
+import { PHASES, type Phase } from "../../src/rotation/state.js";
+import { VaultClient } from "../../src/vault/index.js";
+import { cli, type CliResult } from "../helpers/cli.js";
+import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
+import { startServerProcess, type ServerProcess } from "../helpers/server-process.js";
+import { waitFor } from "../helpers/wait.js";
+import { startPairs, type Pairs } from "./workload-pairs.js";
+
+const PAIRS = Number(process.env["MESHVAULT_ROTATION_PAIRS"] ?? 3);
+let dir: string;
+let bao: OpenBao | undefined;
+const cleanups: (() => Promise<void>)[] = [];
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), "meshvault-rotation-"));
+});
+after(async () => {
+  for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  await bao?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const common = {
+  certificates: { defaultTtl: "30s", maxTtl: "40s" },
+  servingCertificate: { ttl: "1h" },
+  rotation: { pollInterval: "1s" },
+};
+
+function rootArgs(servers: ServerProcess[], pairs: Pairs): string[] {
+  return [
+    "-c",
+    servers[0]!.configFile,
+    ...servers.flatMap((s) => ["--server", `http://${s.http}`]),
+    ...pairs.checks.flatMap((c) => ["--check", c]),
+  ];
+}
+
+async function status(args: string[], env: NodeJS.ProcessEnv): Promise<Observation> {
+  const r = await cli(["root", "status", "-o", "json", ...args], env);
+  assert.equal(r.err, "", r.err);
+  return JSON.parse(r.out) as Observation;
+}
+
+/** Runs `root rotate` until the state reaches `phase`; returns the outputs of the blocked tries. */
+async function rotateTo(phase: Phase, args: string[], env: NodeJS.ProcessEnv): Promise<CliResult[]> {
+  const blocked: CliResult[] = [];
+  await waitFor(
+    `root rotate to reach ${phase}`,
+    async () => {
+      const r = await cli(["root", "rotate", ...args], env);
+      if (
+        r.code === 0 &&
+        r.out.includes(
+          phase === "prepared"
+            ? "prepared rotation"
+            : `: ${phase === "switched" ? "switch" : phase === "retired" ? "retire" : "trust both"}:`,
+        )
+      )
+        return true;
+      assert.equal(r.code, 1, `root rotate: ${r.out}${r.err}`);
+      assert.match(r.out, /blocked by:/);
+      blocked.push(r);
+      await new Promise((res) => setTimeout(res, 1000));
+      return false;
+    },
+    150_000,
+  );
+  return blocked;
+}
+
+async function runRotation(
+  t: { diagnostic(m: string): void },
+  servers: ServerProcess[],
+  env: NodeJS.ProcessEnv,
+  intermediate: (() => Promise<void>) | undefined,
+): Promise<void> {
+  const pairs = await startPairs({
+    pairs: PAIRS,
+    dir: join(dir, `pairs-${servers[0]!.name}`),
+    cas: servers.map((s) => ({
+      grpc: s.grpc,
+      dataDir: s.dataDir,
+      rootCertFile: join(s.dataDir, "root-cert.pem"),
+    })),
+    certTtl: "30s",
+    rootsPollMs: 300,
+  });
+  cleanups.push(() => pairs.stop());
+  const args = rootArgs(servers, pairs);
+  const dry = await cli(["root", "rotate", "--dry-run", ...args], env);
+  assert.equal(dry.code, 0, dry.err);
+  for (const p of PHASES) assert.match(dry.out, new RegExp(`^  ${p}: `, "m"));
+  assert.match(dry.out, /no root rotation recorded/);
+
+  pairs.run();
+  await pairs.progress(5);
+  const before = await status(args, env);
+  assert.equal(before.state, undefined);
+  for (const phase of PHASES) {
+    const blocked = await rotateTo(phase, args, env);
+    pairs.phase = phase;
+    t.diagnostic(
+      `${phase}: ${blocked.length} blocked tries${blocked.length ? `, last: ${blocked.at(-1)!.out.split("blocked by:")[1]?.trim().split("\n")[0]}` : ""}`,
+    );
+    if (phase === "switched") {
+      const s = await status(args, env);
+      assert.equal(s.state?.phase, "switched");
+      for (const c of s.channels) assert.equal(c.holds, "old+new", c.name);
+      // The retire time is computed from the longest leaf signed under the old root, and shown.
+      assert.ok(s.retireAfter, "status shows when the old root may be retired");
+      assert.ok(
+        new Date(s.retireAfter.at).getTime() > Date.parse(s.state.history.at(-1)!.at),
+        s.retireAfter.basis,
+      );
+    }
+    await waitFor(`servers applying ${phase}`, async () => {
+      for (const s of servers) {
+        const v = (await (await fetch(`http://${s.http}/rotation`)).json()) as RotationView;
+        if (v.phase !== phase && !(phase === "retired" && v.phase === "none")) return false;
+      }
+      return true;
+    });
+    await pairs.progress(5);
+  }
+  const done = await status(args, env);
+  assert.equal(done.next, "done");
+  await waitFor(
+    "every channel holding the new root alone",
+    async () => {
+      const s = await status(args, env);
+      return s.channels.every((c) => c.holds === "new") && s;
+    },
+    30_000,
+  );
+  if (intermediate) {
+    pairs.phase = "intermediate";
+    await intermediate();
+    await pairs.progress(5);
+  }
+  if (servers.length > 1) {
+    const roots = await Promise.all(servers.map(async (s) => (await fetch(`http://${s.http}/roots`)).text()));
+    assert.ok(
+      roots.every((r) => r === roots[0]),
+      "replicas publish identical bundles",
+    );
+    const v = await cli(
+      ["verify", ...servers.map((s) => `${s.name}=ca:http://${s.http}`), ...pairs.checks.slice(0, 2)],
+      env,
+    );
+    assert.equal(v.code, 0, v.out + v.err);
+  }
+  await pairs.stop();
+  process.stdout.write(`# ${servers[0]!.name}: ${PAIRS} pairs\n${pairs.report().replace(/^/gm, "# ")}\n`);
+  for (const [label, c] of pairs.counts) {
+    assert.ok(c.attempted > 0, `requests in phase ${label}`);
+    assert.equal(
+      c.failed,
+      0,
+      `failed requests in phase ${label}: ${[...c.reasons].map(([r, k]) => `${k} x ${r}`).join("; ")}`,
+    );
+  }
+}
+
+test("local authority: the root rotates under continuous mTLS load with 0 failed handshakes or requests", async (t) => {
+  const s = await startServerProcess("local", dir, { authority: { type: "local" }, ...common });
+  cleanups.push(() => s.stop());
+  await runRotation(t, [s], process.env, undefined);
+});
+
+test("vault-intermediate on OpenBao, two replicas: the root rotates, then an intermediate, with 0 failures; replicas agree", async (t) => {
+  bao = await startOpenBao();
+  const admin = new VaultClient({ address: bao.addr, skipVerify: false }, { token: bao.rootToken });
+  await admin.write("sys/mounts/pki", { type: "pki", config: { max_lease_ttl: "87600h" } });
+  await admin.write("pki/root/generate/internal", {
+    common_name: "mesh root 1",
+    key_type: "ec",
+    ttl: "8760h",
+  });
+  admin.close();
+  const env = { ...process.env, VAULT_TOKEN: bao.rootToken };
+  const cfg = {
+    authority: { type: "vault-intermediate", mode: "csr", rootMount: "pki", ttl: "60s", renewAt: 0.5 },
+    vault: { address: bao.addr, auth: { method: "token" } },
+    ...common,
+  };
+  const replicas = await Promise.all(
+    ["vault-a", "vault-b"].map((n) => startServerProcess(n, dir, cfg, { VAULT_TOKEN: bao!.rootToken })),
+  );
+  for (const r of replicas) cleanups.push(() => r.stop());
+  await runRotation(t, replicas, env, async () => {
+    const renewals = (s: ServerProcess): number => s.output().split("renewed the intermediate").length;
+    const start = replicas.map(renewals);
+    await waitFor(
+      "an intermediate renewal on every replica",
+      async () => replicas.every((s, i) => renewals(s) > start[i]!),
+      90_000,
+    );
+  });
+});

@@ -1,0 +1,217 @@
+// Workload pairs under continuous mTLS load, for the root-rotation proof (test and bench):
+// per pair, an agent (SDS) + tunnel server in front of an echo service, and an agent (files)
+// + tunnel client; every request is a new TCP connection, so a new mutual TLS handshake
+// through both tunnels. Attempts and failures are counted per phase label.
+import net from "node:net";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseAgentConfig } from "../../src/agent/config.js";
+import { startAgent, type RunningAgent } from "../../src/agent/agent.js";
+import { mintLocalToken } from "../../src/identity/local-issuer.js";
+import {
+  fileCredentialSource,
+  sdsCredentialSource,
+  startTunnelClient,
+  startTunnelServer,
+  type CredentialSource,
+  type RunningTunnel,
+} from "../../src/tunnel/index.js";
+
+export interface PairsOptions {
+  pairs: number;
+  dir: string;
+  /** The CA servers (`host:port` gRPC) and the data dir whose local issuer they trust; pairs spread over them. */
+  cas: { grpc: string; dataDir: string; rootCertFile: string }[];
+  certTtl: string;
+  rootsPollMs: number;
+}
+
+export interface PhaseCount {
+  attempted: number;
+  failed: number;
+  reasons: Map<string, number>;
+}
+
+export interface Pairs {
+  agents: RunningAgent[];
+  /** SDS sockets and out dirs, in `meshvault verify` source syntax, for `root rotate --check`. */
+  checks: string[];
+  phase: string;
+  counts: Map<string, PhaseCount>;
+  /** Starts the request loops (one request in flight per pair). */
+  run(): void;
+  /** Waits until every pair completed at least `n` more requests in the current phase. */
+  progress(n: number, ms?: number): Promise<void>;
+  report(): string;
+  totals(): { attempted: number; failed: number };
+  stop(): Promise<void>;
+}
+
+function echoServer(): Promise<net.Server> {
+  const s = net.createServer((c) => c.pipe(c));
+  return new Promise((r) => s.listen(0, "127.0.0.1", () => r(s)));
+}
+
+function roundTrip(port: number, msg: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    let got = "";
+    const done = (err?: string): void => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(err);
+    };
+    const timer = setTimeout(() => done(`timeout (got ${JSON.stringify(got)})`), 10_000);
+    s.on("connect", () => s.write(msg));
+    s.on("data", (b) => {
+      got += b.toString();
+      if (got === msg) done();
+    });
+    s.on("error", (e) => done(e.message));
+    s.on("close", () => done(got === msg ? undefined : `closed after ${JSON.stringify(got)}`));
+  });
+}
+
+export async function startPairs(o: PairsOptions): Promise<Pairs> {
+  const echo = await echoServer();
+  const echoPort = (echo.address() as net.AddressInfo).port;
+  const agents: RunningAgent[] = [];
+  const tunnels: RunningTunnel[] = [];
+  const sources: CredentialSource[] = [];
+  const checks: string[] = [];
+  const ports: number[] = [];
+  mkdirSync(o.dir, { recursive: true });
+  const token = async (ca: PairsOptions["cas"][number], sa: string): Promise<string> => {
+    const file = join(o.dir, `${sa}.token`);
+    writeFileSync(
+      file,
+      await mintLocalToken({
+        dataDir: ca.dataDir,
+        trustDomain: "cluster.local",
+        namespace: "default",
+        serviceAccount: sa,
+        audiences: ["istio-ca"],
+        ttlSeconds: 3600,
+      }),
+      { mode: 0o600 },
+    );
+    return file;
+  };
+  for (let i = 0; i < o.pairs; i++) {
+    const ca = o.cas[i % o.cas.length]!;
+    const serverSa = `server-${i}`;
+    const clientSa = `client-${i}`;
+    const sock = join(o.dir, `${serverSa}.sock`);
+    const outDir = join(o.dir, clientSa);
+    const agent = await startAgent(
+      parseAgentConfig(
+        {
+          trustDomain: "cluster.local",
+          ca: { address: ca.grpc, rootCertFile: ca.rootCertFile },
+          keyAlgorithm: "ec-p256",
+          certTtl: o.certTtl,
+          backoff: { initial: "200ms", max: "2s" },
+          identities: [
+            {
+              namespace: "default",
+              serviceAccount: serverSa,
+              tokenFile: await token(ca, serverSa),
+              sdsSocket: sock,
+            },
+            { namespace: "default", serviceAccount: clientSa, tokenFile: await token(ca, clientSa), outDir },
+          ],
+        },
+        "rotation test",
+      ),
+      { rootsPollMs: o.rootsPollMs },
+    );
+    agents.push(agent);
+    await agent.ready();
+    checks.push(`${serverSa}=sds:${sock}`, `${clientSa}=file:${outDir}`);
+    const serverCreds = sdsCredentialSource(sock);
+    const clientCreds = fileCredentialSource(outDir, 200);
+    sources.push(serverCreds, clientCreds);
+    const ts = await startTunnelServer({
+      listen: "127.0.0.1:0",
+      target: `127.0.0.1:${echoPort}`,
+      allow: [`spiffe://cluster.local/ns/default/sa/${clientSa}`],
+      credentials: serverCreds,
+    });
+    const tc = await startTunnelClient({
+      listen: "127.0.0.1:0",
+      connect: `127.0.0.1:${ts.port}`,
+      verifySpiffeId: [`spiffe://cluster.local/ns/default/sa/${serverSa}`],
+      credentials: clientCreds,
+    });
+    tunnels.push(ts, tc);
+    ports.push(tc.port);
+  }
+  const counts = new Map<string, PhaseCount>();
+  const done = new Array<number>(o.pairs).fill(0);
+  let running = false;
+  const loops: Promise<void>[] = [];
+  const pairs: Pairs = {
+    agents,
+    checks,
+    phase: "before",
+    counts,
+    run() {
+      running = true;
+      for (let i = 0; i < ports.length; i++)
+        loops.push(
+          (async () => {
+            let n = 0;
+            while (running) {
+              const label = pairs.phase;
+              let c = counts.get(label);
+              if (!c) counts.set(label, (c = { attempted: 0, failed: 0, reasons: new Map() }));
+              c.attempted++;
+              const err = await roundTrip(ports[i]!, `pair ${i} request ${n++}`);
+              if (err) {
+                c.failed++;
+                c.reasons.set(err, (c.reasons.get(err) ?? 0) + 1);
+                await new Promise((r) => setTimeout(r, 50));
+              }
+              done[i]!++;
+              // A short pause: steady load without starving the agents and servers on a small machine.
+              await new Promise((r) => setTimeout(r, 20));
+            }
+          })(),
+        );
+    },
+    async progress(n, ms = 60_000) {
+      const start = [...done];
+      const end = Date.now() + ms;
+      while (done.some((d, i) => d - start[i]! < n)) {
+        if (Date.now() > end) throw new Error(`load made no progress for ${ms} ms`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    report() {
+      const lines = ["phase            handshakes+requests attempted   failed"];
+      for (const [label, c] of counts) {
+        lines.push(`${label.padEnd(16)} ${String(c.attempted).padStart(29)}   ${c.failed}`);
+        for (const [r, k] of c.reasons) lines.push(`    ${k} x ${r}`);
+      }
+      return lines.join("\n");
+    },
+    totals() {
+      let attempted = 0;
+      let failed = 0;
+      for (const c of counts.values()) {
+        attempted += c.attempted;
+        failed += c.failed;
+      }
+      return { attempted, failed };
+    },
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      for (const t of tunnels) await t.close();
+      for (const s of sources) await s.close();
+      for (const a of agents) await a.close();
+      await new Promise((r) => echo.close(r));
+    },
+  };
+  return pairs;
+}
