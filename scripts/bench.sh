@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # agents.ts measures the compiled agent (dist/): tsx would add ~40 MB to its RSS.
 npx tsc -p tsconfig.build.json
 status=0
-for name in istiod ca agents vault; do
+for name in istiod ca agents vault rotation; do
   f="bench/$name.ts"
   [ -e "$f" ] || continue
   echo "== $f"

@@ -42,7 +42,12 @@ function setup(f: CommonFlags & Partial<RotateFlags>): {
   const config = loadServerConfig(f.config ? { file: f.config } : {});
   let checks;
   try {
-    checks = f.check.map(parseSourceSpec);
+    // With a `kubernetes:` section the servers publish ConfigMaps: those are channels too.
+    const k = config.kubernetes;
+    const auto = k
+      ? [`kubernetes=kube:${k.context ?? ""}${k.kubeconfig ? `,kubeconfig=${k.kubeconfig}` : ""}`]
+      : [];
+    checks = [...auto, ...f.check].map(parseSourceSpec);
   } catch (err) {
     if (err instanceof SourceSpecError) usage(err.message);
     throw err;

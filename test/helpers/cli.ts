@@ -37,8 +37,8 @@ export function spawnCli(args: string[], options: SpawnOptions = {}): ChildProce
   return spawn(process.execPath, nodeArgs(args), { cwd: REPO, ...options });
 }
 
-/** Runs to completion, collecting output (killed after 30 s); `env` is the child's whole environment. */
-export function cli(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
+/** Runs to completion, collecting output (killed after `timeoutMs`); `env` is the child's whole environment. */
+export function cli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<CliResult> {
   const child = spawn(process.execPath, nodeArgs(args), {
     cwd: REPO,
     env,
@@ -48,7 +48,7 @@ export function cli(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> 
   let err = "";
   child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
   child.stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
   return new Promise((resolve) =>
     child.on("close", (code) => {
       clearTimeout(timer);

@@ -8,15 +8,14 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Observation } from "../../src/rotation/operator.js";
-import type { RotationView } from "../../src/rotation/rotating-authority.js";
-import { PHASES, type Phase } from "../../src/rotation/state.js";
+import { PHASES } from "../../src/rotation/state.js";
 import { VaultClient } from "../../src/vault/index.js";
-import { cli, type CliResult } from "../helpers/cli.js";
+import { cli } from "../helpers/cli.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 import { startServerProcess, type ServerProcess } from "../helpers/server-process.js";
 import { waitFor } from "../helpers/wait.js";
-import { startPairs, type Pairs } from "./workload-pairs.js";
+import { CLI_MS, rootArgs, rootStatus, rotateTo, serversApply } from "./drive.js";
+import { startPairs } from "./workload-pairs.js";
 
 const PAIRS = Number(process.env["MESHVAULT_ROTATION_PAIRS"] ?? 3);
 let dir: string;
@@ -38,48 +37,6 @@ const common = {
   rotation: { pollInterval: "1s" },
 };
 
-function rootArgs(servers: ServerProcess[], pairs: Pairs): string[] {
-  return [
-    "-c",
-    servers[0]!.configFile,
-    ...servers.flatMap((s) => ["--server", `http://${s.http}`]),
-    ...pairs.checks.flatMap((c) => ["--check", c]),
-  ];
-}
-
-async function status(args: string[], env: NodeJS.ProcessEnv): Promise<Observation> {
-  const r = await cli(["root", "status", "-o", "json", ...args], env);
-  assert.equal(r.err, "", r.err);
-  return JSON.parse(r.out) as Observation;
-}
-
-/** Runs `root rotate` until the state reaches `phase`; returns the outputs of the blocked tries. */
-async function rotateTo(phase: Phase, args: string[], env: NodeJS.ProcessEnv): Promise<CliResult[]> {
-  const blocked: CliResult[] = [];
-  await waitFor(
-    `root rotate to reach ${phase}`,
-    async () => {
-      const r = await cli(["root", "rotate", ...args], env);
-      if (
-        r.code === 0 &&
-        r.out.includes(
-          phase === "prepared"
-            ? "prepared rotation"
-            : `: ${phase === "switched" ? "switch" : phase === "retired" ? "retire" : "trust both"}:`,
-        )
-      )
-        return true;
-      assert.equal(r.code, 1, `root rotate: ${r.out}${r.err}`);
-      assert.match(r.out, /blocked by:/);
-      blocked.push(r);
-      await new Promise((res) => setTimeout(res, 1000));
-      return false;
-    },
-    150_000,
-  );
-  return blocked;
-}
-
 async function runRotation(
   t: { diagnostic(m: string): void },
   servers: ServerProcess[],
@@ -98,15 +55,15 @@ async function runRotation(
     rootsPollMs: 300,
   });
   cleanups.push(() => pairs.stop());
-  const args = rootArgs(servers, pairs);
-  const dry = await cli(["root", "rotate", "--dry-run", ...args], env);
+  const args = rootArgs(servers, pairs.checks);
+  const dry = await cli(["root", "rotate", "--dry-run", ...args], env, CLI_MS);
   assert.equal(dry.code, 0, dry.err);
   for (const p of PHASES) assert.match(dry.out, new RegExp(`^  ${p}: `, "m"));
   assert.match(dry.out, /no root rotation recorded/);
 
   pairs.run();
   await pairs.progress(5);
-  const before = await status(args, env);
+  const before = await rootStatus(args, env);
   assert.equal(before.state, undefined);
   for (const phase of PHASES) {
     const blocked = await rotateTo(phase, args, env);
@@ -115,7 +72,7 @@ async function runRotation(
       `${phase}: ${blocked.length} blocked tries${blocked.length ? `, last: ${blocked.at(-1)!.out.split("blocked by:")[1]?.trim().split("\n")[0]}` : ""}`,
     );
     if (phase === "switched") {
-      const s = await status(args, env);
+      const s = await rootStatus(args, env);
       assert.equal(s.state?.phase, "switched");
       for (const c of s.channels) assert.equal(c.holds, "old+new", c.name);
       // The retire time is computed from the longest leaf signed under the old root, and shown.
@@ -125,24 +82,18 @@ async function runRotation(
         s.retireAfter.basis,
       );
     }
-    await waitFor(`servers applying ${phase}`, async () => {
-      for (const s of servers) {
-        const v = (await (await fetch(`http://${s.http}/rotation`)).json()) as RotationView;
-        if (v.phase !== phase && !(phase === "retired" && v.phase === "none")) return false;
-      }
-      return true;
-    });
+    await serversApply(servers, phase);
     await pairs.progress(5);
   }
-  const done = await status(args, env);
+  const done = await rootStatus(args, env);
   assert.equal(done.next, "done");
   await waitFor(
     "every channel holding the new root alone",
     async () => {
-      const s = await status(args, env);
+      const s = await rootStatus(args, env);
       return s.channels.every((c) => c.holds === "new") && s;
     },
-    30_000,
+    120_000,
   );
   if (intermediate) {
     pairs.phase = "intermediate";
@@ -158,6 +109,7 @@ async function runRotation(
     const v = await cli(
       ["verify", ...servers.map((s) => `${s.name}=ca:http://${s.http}`), ...pairs.checks.slice(0, 2)],
       env,
+      CLI_MS,
     );
     assert.equal(v.code, 0, v.out + v.err);
   }

@@ -1,0 +1,70 @@
+// Drives `meshvault root rotate` (the CLI process) step by step, for the rotation test and
+// bench: each step is retried until nothing blocks it; the blocked tries are returned.
+import assert from "node:assert/strict";
+import type { Observation } from "../../src/rotation/operator.js";
+import type { RotationView } from "../../src/rotation/rotating-authority.js";
+import type { Phase } from "../../src/rotation/state.js";
+import { cli, type CliResult } from "../helpers/cli.js";
+import type { ServerProcess } from "../helpers/server-process.js";
+import { waitFor } from "../helpers/wait.js";
+
+/** CLI processes start slowly on a loaded machine (tsx compiles on the fly): generous, not a timing claim. */
+export const CLI_MS = 180_000;
+
+/** `-c`, every replica as `--server`, every agent channel as `--check`. */
+export function rootArgs(servers: ServerProcess[], checks: string[]): string[] {
+  return [
+    "-c",
+    servers[0]!.configFile,
+    ...servers.flatMap((s) => ["--server", `http://${s.http}`]),
+    ...checks.flatMap((c) => ["--check", c]),
+  ];
+}
+
+export async function rootStatus(args: string[], env: NodeJS.ProcessEnv): Promise<Observation> {
+  const r = await cli(["root", "status", "-o", "json", ...args], env, CLI_MS);
+  assert.equal(r.err, "", r.err);
+  return JSON.parse(r.out) as Observation;
+}
+
+const DONE: Record<Phase, string> = {
+  prepared: "prepared rotation",
+  "trust-both": ": trust both:",
+  switched: ": switch:",
+  retired: ": retire:",
+};
+
+/** Runs `root rotate` until it takes the step to `phase`. */
+export async function rotateTo(
+  phase: Phase,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  ms = 600_000,
+): Promise<CliResult[]> {
+  const blocked: CliResult[] = [];
+  await waitFor(
+    `root rotate to reach ${phase}`,
+    async () => {
+      const r = await cli(["root", "rotate", ...args], env, CLI_MS);
+      if (r.code === 0 && r.out.includes(DONE[phase])) return true;
+      assert.equal(r.code, 1, `root rotate: ${r.out}${r.err}`);
+      assert.match(r.out, /blocked by:/);
+      blocked.push(r);
+      await new Promise((res) => setTimeout(res, 1000));
+      return false;
+    },
+    ms,
+  );
+  return blocked;
+}
+
+/** Waits until every server's /rotation shows `phase` (retired: or finalised, "none"). */
+export async function serversApply(servers: ServerProcess[], phase: Phase): Promise<void> {
+  await waitFor(`servers applying ${phase}`, async () => {
+    for (const s of servers) {
+      const v = (await (await fetch(`http://${s.http}/rotation`)).json()) as RotationView;
+      if (v.phase !== phase && !(phase === "retired" && v.phase === "none")) return false;
+    }
+    return true;
+  });
+}
