@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # npm run bench: every benchmark entry point under bench/ that exists (istiod, ca, agents,
-# vault), one after another so they do not compete for the cores. Not a test: numbers, no
+# vault, rotation), one after another so they do not compete for the cores. Not a test: numbers, no
 # pass/fail. bench/istiod.ts (meshvault vs istiod's own CA, Go load generator) builds its Go
 # peers on first use (scripts/ensure-bench-go.sh) and runs its quick mode unless told:
 #   npm run bench                                  quick (a few minutes on 2 cores)
