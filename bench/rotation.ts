@@ -12,10 +12,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PHASES } from "../src/rotation/state.js";
-import { VaultClient } from "../src/vault/index.js";
 import { startOpenBao } from "../test/helpers/openbao.js";
 import { startServerProcess, type ServerProcess } from "../test/helpers/server-process.js";
-import { rootArgs, rotateTo, serversApply } from "../test/rotation/drive.js";
+import { mountRoot, rootArgs, rotateTo, serversApply } from "../test/rotation/drive.js";
 import { startPairs, type Pairs } from "../test/rotation/workload-pairs.js";
 
 const PAIRS = Number(process.env["BENCH_PAIRS"] ?? 6);
@@ -73,14 +72,7 @@ try {
   }
   {
     const bao = await startOpenBao({ persistent: true });
-    const admin = new VaultClient({ address: bao.addr, skipVerify: false }, { token: bao.rootToken });
-    await admin.write("sys/mounts/pki", { type: "pki", config: { max_lease_ttl: "87600h" } });
-    await admin.write("pki/root/generate/internal", {
-      common_name: "bench root",
-      key_type: "ec",
-      ttl: "8760h",
-    });
-    admin.close();
+    await mountRoot(bao, "bench root");
     const env = { ...process.env, VAULT_TOKEN: bao.rootToken };
     const cfg = {
       authority: {

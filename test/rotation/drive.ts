@@ -4,7 +4,9 @@ import assert from "node:assert/strict";
 import type { Observation } from "../../src/rotation/operator.js";
 import type { RotationView } from "../../src/rotation/rotating-authority.js";
 import type { Phase } from "../../src/rotation/state.js";
+import { VaultClient } from "../../src/vault/index.js";
 import { cli, type CliResult } from "../helpers/cli.js";
+import type { OpenBao } from "../helpers/openbao.js";
 import type { ServerProcess } from "../helpers/server-process.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -67,4 +69,19 @@ export async function serversApply(servers: ServerProcess[], phase: Phase): Prom
     }
     return true;
   });
+}
+
+/** A root at `pki` on `bao` (the one a vault-intermediate mesh rotates away from). */
+export async function mountRoot(bao: OpenBao, commonName: string): Promise<void> {
+  const admin = new VaultClient({ address: bao.addr, skipVerify: false }, { token: bao.rootToken });
+  try {
+    await admin.write("sys/mounts/pki", { type: "pki", config: { max_lease_ttl: "87600h" } });
+    await admin.write("pki/root/generate/internal", {
+      common_name: commonName,
+      key_type: "ec",
+      ttl: "8760h",
+    });
+  } finally {
+    admin.close();
+  }
 }

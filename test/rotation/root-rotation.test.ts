@@ -9,12 +9,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PHASES } from "../../src/rotation/state.js";
-import { VaultClient } from "../../src/vault/index.js";
 import { cli } from "../helpers/cli.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 import { startServerProcess, type ServerProcess } from "../helpers/server-process.js";
 import { waitFor } from "../helpers/wait.js";
-import { CLI_MS, rootArgs, rootStatus, rotateTo, serversApply } from "./drive.js";
+import { CLI_MS, mountRoot, rootArgs, rootStatus, rotateTo, serversApply } from "./drive.js";
 import { startPairs } from "./workload-pairs.js";
 
 const PAIRS = Number(process.env["MESHVAULT_ROTATION_PAIRS"] ?? 3);
@@ -133,14 +132,7 @@ test("local authority: the root rotates under continuous mTLS load with 0 failed
 
 test("vault-intermediate on OpenBao, two replicas: the root rotates, then an intermediate, with 0 failures; replicas agree", async (t) => {
   bao = await startOpenBao();
-  const admin = new VaultClient({ address: bao.addr, skipVerify: false }, { token: bao.rootToken });
-  await admin.write("sys/mounts/pki", { type: "pki", config: { max_lease_ttl: "87600h" } });
-  await admin.write("pki/root/generate/internal", {
-    common_name: "mesh root 1",
-    key_type: "ec",
-    ttl: "8760h",
-  });
-  admin.close();
+  await mountRoot(bao, "mesh root 1");
   const env = { ...process.env, VAULT_TOKEN: bao.rootToken };
   const cfg = {
     authority: { type: "vault-intermediate", mode: "csr", rootMount: "pki", ttl: "60s", renewAt: 0.5 },
