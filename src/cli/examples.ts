@@ -51,6 +51,16 @@ export const EXAMPLES: Record<string, string[]> = {
     "meshvault verify http://127.0.0.1:15014 /tmp/sleep-certs",
     "meshvault verify -o json http://127.0.0.1:15014",
   ],
+  root: ["meshvault root status -c server.yaml", "meshvault root rotate -c server.yaml --dry-run"],
+  "root status": [
+    "meshvault root status -c server.yaml",
+    "meshvault root status -c server.yaml --server http://10.0.0.7:15014 --check kube:cluster-b -o json",
+  ],
+  "root rotate": [
+    "meshvault root rotate -c server.yaml --dry-run          # the steps left and what each waits for",
+    "meshvault root rotate -c server.yaml                    # take the next step once nothing blocks it",
+    "meshvault root rotate -c server.yaml --until switched --wait 1h",
+  ],
   status: [
     "meshvault status                                   # the server on 127.0.0.1:15014",
     "meshvault status 127.0.0.1:15020 -o yaml          # an agent's --status-listen",
