@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cliSync, spawnCli } from "../helpers/cli.js";
+import { writeSleepToken } from "../helpers/local-token.js";
 
 test("--version prints the package version", () => {
   const r = cliSync(["--version"]);
@@ -59,7 +60,6 @@ test("`meshvault agent` in files-only mode keeps running and renews until told t
   const { startCaServer } = await import("../../src/server/run.js");
   const { loadServerConfig } = await import("../../src/config/load.js");
   const { silentLogger } = await import("../../src/log/logger.js");
-  const { mintLocalToken } = await import("../../src/identity/local-issuer.js");
   const { existsSync } = await import("node:fs");
   const dir = mkdtempSync(join(tmpdir(), "meshvault-cli-agent-"));
   const server = await startCaServer(
@@ -70,16 +70,7 @@ test("`meshvault agent` in files-only mode keeps running and renews until told t
     { log: silentLogger(), defaultMetrics: false },
   );
   try {
-    const tokenFile = join(dir, "token");
-    writeFileSync(
-      tokenFile,
-      await mintLocalToken({
-        dataDir: join(dir, "ca"),
-        trustDomain: "cluster.local",
-        namespace: "default",
-        serviceAccount: "sleep",
-      }),
-    );
+    const tokenFile = await writeSleepToken(dir, join(dir, "ca"));
     const args = [
       "agent",
       "--ca-address",

@@ -14,8 +14,8 @@ import { waitFor } from "../helpers/wait.js";
 import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
 import { loadServerConfig } from "../../src/config/load.js";
 import { silentLogger } from "../../src/log/logger.js";
-import { mintLocalToken } from "../../src/identity/local-issuer.js";
 import { formatPretty } from "../../src/log/logger.js";
+import { writeSleepToken } from "../helpers/local-token.js";
 
 const dir = mkdtempSync(join(tmpdir(), "meshvault-messages-"));
 const env = { ...process.env, NO_COLOR: "1" };
@@ -40,16 +40,7 @@ async function server(name: string): Promise<CaServerHandle> {
 before(async () => {
   ca = await server("ca");
   other = await server("other");
-  tokenFile = join(dir, "token");
-  writeFileSync(
-    tokenFile,
-    await mintLocalToken({
-      dataDir: join(dir, "ca"),
-      trustDomain: "cluster.local",
-      namespace: "default",
-      serviceAccount: "sleep",
-    }),
-  );
+  tokenFile = await writeSleepToken(dir, join(dir, "ca"));
 });
 after(async () => {
   await ca.close();

@@ -3,16 +3,16 @@
 // metric family on their /metrics. istiod's CA metrics are there under istiod's own names.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
 import { loadServerConfig } from "../../src/config/load.js";
 import { silentLogger } from "../../src/log/logger.js";
-import { mintLocalToken } from "../../src/identity/local-issuer.js";
 import { parseAgentConfig, startAgent, type RunningAgent } from "../../src/agent/index.js";
 import { REPO } from "../helpers/cli.js";
+import { writeSleepToken } from "../helpers/local-token.js";
 
 interface Panel {
   id: number;
@@ -72,16 +72,7 @@ before(async () => {
     }),
     { log: silentLogger() },
   );
-  const tokenFile = join(dir, "token");
-  writeFileSync(
-    tokenFile,
-    await mintLocalToken({
-      dataDir: join(dir, "ca"),
-      trustDomain: "cluster.local",
-      namespace: "default",
-      serviceAccount: "sleep",
-    }),
-  );
+  const tokenFile = await writeSleepToken(dir, join(dir, "ca"));
   agent = await startAgent(
     parseAgentConfig(
       {
