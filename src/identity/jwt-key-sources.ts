@@ -11,13 +11,9 @@ import {
   type JWSHeaderParameters,
   type FlattenedJWSInput,
 } from "jose";
+import type { Log } from "../log/logger.js";
 
 export type JwksSource = { file: string } | { url: string } | { oidcIssuer: string };
-
-export interface JwtLog {
-  info(msg: string): void;
-  warn(msg: string): void;
-}
 
 /** What the key sources need from the authenticator's options (all defaults resolved). */
 export interface KeySourceOptions {
@@ -25,7 +21,7 @@ export interface KeySourceOptions {
   remoteCooldownMs: number;
   remoteMaxAgeMs: number;
   fetchTimeoutMs: number;
-  log: JwtLog | undefined;
+  log: Log | undefined;
 }
 
 export type KeyResolver = (header: JWSHeaderParameters, token: FlattenedJWSInput) => Promise<CryptoKey>;
@@ -63,7 +59,7 @@ class FileKeySource implements KeySource {
   constructor(
     private readonly path: string,
     private readonly intervalMs: number,
-    private readonly log: JwtLog | undefined,
+    private readonly log: Log | undefined,
   ) {
     this.description = `JWKS file ${path}`;
   }
@@ -110,14 +106,20 @@ class FileKeySource implements KeySource {
     const first = !this.keys;
     this.keys = next;
     this.stamp = stamp;
-    this.log?.info(`${first ? "loaded" : "reloaded"} ${this.description} (${next.jwks().keys.length} keys)`);
+    this.log?.info(
+      { jwksFile: this.path, keys: next.jwks().keys.length },
+      first ? "loaded the JWKS file" : "reloaded the JWKS file",
+    );
     return true;
   }
 
   private failed(reason: string): boolean {
     // Keep serving with the last good key set: a half-written file must not lock every workload out.
     if (this.keys) {
-      this.log?.warn(`${this.description}: ${reason}; keeping the previously loaded keys`);
+      this.log?.warn(
+        { jwksFile: this.path, reason },
+        "cannot reload the JWKS file; keeping the previously loaded keys",
+      );
       return false;
     }
     throw new KeySourceError(`${this.description}: ${reason}`);
@@ -239,7 +241,7 @@ class OidcKeySource implements KeySource {
       if (typeof doc.jwks_uri !== "string" || doc.jwks_uri === "")
         throw new Error("document has no jwks_uri");
       const jwksUri = new URL(doc.jwks_uri);
-      this.opts.log?.info(`${this.description}: JWKS at ${jwksUri.href}`);
+      this.opts.log?.info({ issuer: this.issuer, jwksUri: jwksUri.href }, "OIDC discovery found the JWKS");
       this.remote = remoteKeys(jwksUri, this.opts);
       return this.remote;
     } catch (err) {

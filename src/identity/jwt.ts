@@ -18,16 +18,16 @@ import {
   type CallerCredentials,
 } from "./authenticator.js";
 import { fastVerify, type FastVerifyPolicy } from "./jwt-fast-verify.js";
+import type { Log } from "../log/logger.js";
 import {
   causeText,
   keySourceFor,
   KeySourceError,
   type JwksSource,
-  type JwtLog,
   type KeySource,
 } from "./jwt-key-sources.js";
 
-export type { JwksSource, JwtLog } from "./jwt-key-sources.js";
+export type { JwksSource } from "./jwt-key-sources.js";
 
 /** Asymmetric JWS algorithms only: HS* would let anyone holding the "public" JWKS forge tokens. */
 export const ALLOWED_ALGORITHMS = [
@@ -64,7 +64,8 @@ export interface JwtAuthenticatorOptions {
   remoteMaxAgeMs?: number;
   /** Remote JWKS / discovery request timeout (default 5 s). */
   fetchTimeoutMs?: number;
-  log?: JwtLog;
+  /** `log.child({ component: "jwt" })` from the server's logger. */
+  log?: Log;
   /** Verify with jose only, skipping the node:crypto fast path (tests compare the two). */
   joseOnly?: boolean;
 }
@@ -78,7 +79,7 @@ interface ResolvedOptions {
   remoteCooldownMs: number;
   remoteMaxAgeMs: number;
   fetchTimeoutMs: number;
-  log: JwtLog | undefined;
+  log: Log | undefined;
 }
 
 function resolveOptions(o: JwtAuthenticatorOptions): ResolvedOptions {

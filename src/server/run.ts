@@ -103,8 +103,7 @@ export async function buildAuthenticators(
   intermediates: () => string[] = () => [],
 ): Promise<Authenticator[]> {
   const list: Authenticator[] = [];
-  const jlog = log.child({ component: "jwt" });
-  const jwtLog = { info: (m: string) => jlog.info(m), warn: (m: string) => jlog.warn(m) };
+  const jwtLog = log.child({ component: "jwt" });
   if (config.authentication.clientCertificate)
     list.push(
       new ClientCertAuthenticator({

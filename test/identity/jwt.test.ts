@@ -8,6 +8,7 @@ import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTPayload } from "jose";
 import { JwtAuthenticator, type JwtAuthenticatorOptions } from "../../src/identity/jwt.js";
 import { AuthenticationError, AuthenticatorUnavailableError } from "../../src/identity/authenticator.js";
+import { recordingLog } from "../helpers/recording-log.js";
 
 const ISSUER = "https://kubernetes.default.svc.cluster.local";
 const TD = "cluster.local";
@@ -271,11 +272,13 @@ test("a signed token without namespace/service-account claims is rejected", asyn
 test("JWKS file rotation: a rewritten file's new key is accepted without a restart", async () => {
   const path = join(dir, "rotating.json");
   await writeJwks(path, [rsa.jwk]);
+  const log = recordingLog();
   const auth = new JwtAuthenticator({
     trustDomain: TD,
     issuer: ISSUER,
     jwks: { file: path },
     fileCheckIntervalMs: 60_000,
+    log,
   });
   await auth.ready();
   assert.ok(await auth.authenticate(bearer(await sign(rsa, k8sClaims()))));
@@ -288,11 +291,22 @@ test("JWKS file rotation: a rewritten file's new key is accepted without a resta
   await rejects(auth, await sign(rsa, k8sClaims()), /no key in the JWKS file/);
   // A broken rewrite keeps the last good keys.
   await writeFile(path, "{ not json");
+  // (an unknown kid makes it read the broken file: refused, and the last good keys still work)
+  await rejects(auth, await sign(rsa, k8sClaims()), /no key in the JWKS file/);
   assert.ok(await auth.authenticate(bearer(await sign(next, k8sClaims()))));
   // ...and a fixed file is picked up again.
   const third = await makeKey("ES256", "ec-3");
   await writeJwks(path, [third.jwk]);
   assert.ok(await auth.authenticate(bearer(await sign(third, k8sClaims()))));
+  // Each load and the broken rewrite are logged with the file and the count as fields.
+  const loads = log.records.filter((r) => r.level === "info");
+  assert.deepEqual(
+    loads.map((r) => r.obj),
+    [1, 1, 1].map((keys) => ({ jwksFile: path, keys })),
+  );
+  const [broken] = log.records.filter((r) => r.level === "warn");
+  assert.equal(broken?.obj.jwksFile, path);
+  assert.match(String(broken?.obj.reason), /expected a JSON object/);
 });
 
 test("missing JWKS file: ready() and authenticate() report unavailable, naming the file", async () => {
