@@ -8,7 +8,7 @@ import { connectVault, VaultClient } from "../vault/index.js";
 import { vaultConnectionFromConfig } from "../config/vault-schema.js";
 import { parseSourceSpec, SourceSpecError } from "../verify/sources.js";
 import { RotationOperator, describeStep, waitsFor, type Observation } from "../rotation/operator.js";
-import { rotationStateRef, rotationStore } from "../rotation/server-hook.js";
+import { rotationStateRef, rotationStore, stateKubeConfig } from "../rotation/server-hook.js";
 import { PHASES, enteredAt, phaseIndex, type Phase } from "../rotation/state.js";
 
 interface CommonFlags {
@@ -71,7 +71,7 @@ function setup(f: CommonFlags & Partial<RotateFlags>): {
     closers.push(() => admin?.close());
     return admin;
   };
-  const store = rotationStore(ref, adminClient);
+  const store = rotationStore(ref, adminClient, stateKubeConfig(config));
   const servers = f.server.length ? f.server : [`http://${config.listen.http}`];
   const op = new RotationOperator({
     config,

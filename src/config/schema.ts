@@ -4,6 +4,7 @@ import { z } from "zod";
 import { KEY_ALGORITHMS } from "../pki/keys.js";
 import { validateTrustDomain } from "../pki/spiffe.js";
 import { durationSchema } from "./duration-schema.js";
+import { namespacedNameProblem } from "../pki/kube-names.js";
 import {
   dnsNameSchema,
   ipAddressSchema,
@@ -125,10 +126,17 @@ export const serverConfigSchema = z
     /** Root rotation (`meshvault root rotate`): where its state lives and how often servers read it. */
     rotation: z
       .object({
-        /** `vault:<kv mount>/data/<path>` or `file:<path>`; default by authority (see README). */
+        /** `vault:<kv mount>/data/<path>`, `file:<path>` or `kube:<namespace>/<configmap>`; default by authority (see README). */
         state: z
           .string()
-          .regex(/^(vault|file):.+/, 'expected "vault:<mount>/data/<path>" or "file:<path>"')
+          .regex(
+            /^(vault|file|kube):.+/,
+            'expected "vault:<mount>/data/<path>", "file:<path>" or "kube:<namespace>/<configmap>"',
+          )
+          .superRefine((v, ctx) => {
+            const p = v.startsWith("kube:") ? namespacedNameProblem(v.slice(5), "ConfigMap", v) : undefined;
+            if (p) ctx.addIssue({ code: "custom", message: p });
+          })
           .optional(),
         pollInterval: duration.default(10),
       })

@@ -22,3 +22,17 @@ export function serviceAccountProblem(sa: string): string | undefined {
     return "is not a DNS-1123 subdomain: '.'-separated lowercase letters, digits and '-', each part starting and ending with a letter or digit";
   return undefined;
 }
+
+/**
+ * Why `ref` is not `<namespace>/<name>` of a namespaced object (`what`, e.g. "ConfigMap"), or
+ * undefined; messages quote `shown` (the value as the user wrote it).
+ */
+export function namespacedNameProblem(ref: string, what: string, shown = ref): string | undefined {
+  const parts = ref.split("/");
+  if (parts.length !== 2) return `${JSON.stringify(shown)} is not "<namespace>/<${what} name>"`;
+  const ns = namespaceProblem(parts[0]!);
+  if (ns) return `${JSON.stringify(shown)}: namespace ${JSON.stringify(parts[0])} ${ns}`;
+  // Object names (ConfigMaps, Secrets, service accounts) are DNS-1123 subdomains.
+  const name = serviceAccountProblem(parts[1]!)?.replace("a service account", `a ${what} name`);
+  return name ? `${JSON.stringify(shown)}: ${what} name ${JSON.stringify(parts[1])} ${name}` : undefined;
+}

@@ -8,6 +8,9 @@ import type { Authority } from "../authority/authority.js";
 import { createAuthority, type AuthorityContext } from "../authority/factory.js";
 import { connectVault, type VaultClient } from "../vault/index.js";
 import { RotatingAuthority } from "./rotating-authority.js";
+import type { KubeConfig } from "@kubernetes/client-node";
+import { loadKubeConfig } from "../kube/client.js";
+import { kubeRotationStore } from "./kube-state.js";
 import { fileRotationStore, vaultRotationStore, type RotationState, type RotationStore } from "./state.js";
 
 /** Authorities whose root meshvault can rotate by itself (the others: README, "Rotating the root"). */
@@ -21,9 +24,20 @@ export function rotationStateRef(config: ServerConfig): string {
   return `file:${join(resolve(config.dataDir), "root-rotation.json")}`;
 }
 
-/** The store for `ref`; `vault` supplies the client for `vault:` references. */
-export function rotationStore(ref: string, vault: () => VaultClient): RotationStore {
+/** The cluster a `kube:` state lives in: the `kubernetes:` section's connection, else in-cluster / KUBECONFIG. */
+export function stateKubeConfig(config: ServerConfig): () => KubeConfig {
+  return () =>
+    loadKubeConfig({ kubeconfig: config.kubernetes?.kubeconfig, context: config.kubernetes?.context });
+}
+
+/** The store for `ref`; `vault` supplies the client for `vault:` references, `kube` the cluster for `kube:` ones. */
+export function rotationStore(
+  ref: string,
+  vault: () => VaultClient,
+  kube: () => KubeConfig = () => loadKubeConfig(),
+): RotationStore {
   if (ref.startsWith("file:")) return fileRotationStore(ref.slice("file:".length));
+  if (ref.startsWith("kube:")) return kubeRotationStore(kube(), ref.slice("kube:".length));
   return vaultRotationStore(vault(), ref);
 }
 
@@ -56,16 +70,20 @@ export function withRootRotation(
 ): RotatingAuthority {
   const ref = rotationStateRef(config);
   let connected: ReturnType<typeof connectVault> | undefined;
-  const store = rotationStore(ref, () => {
-    const vlog = log.child({ component: "vault" });
-    connected = connectVault(
-      vaultConnectionFromConfig(config.vault, ctx.env ?? process.env, { warn: (m) => vlog.warn({}, m) }),
-      {
-        logger: { warn: (m) => vlog.warn({}, m), debug: (m) => vlog.debug({}, m) },
-      },
-    );
-    return connected.client;
-  });
+  const store = rotationStore(
+    ref,
+    () => {
+      const vlog = log.child({ component: "vault" });
+      connected = connectVault(
+        vaultConnectionFromConfig(config.vault, ctx.env ?? process.env, { warn: (m) => vlog.warn({}, m) }),
+        {
+          logger: { warn: (m) => vlog.warn({}, m), debug: (m) => vlog.debug({}, m) },
+        },
+      );
+      return connected.client;
+    },
+    stateKubeConfig(config),
+  );
   const rotating = new RotatingAuthority(base, {
     store,
     makeNext: (s) => nextAuthority(config, ctx, s),

@@ -73,6 +73,9 @@ function check(raw: unknown, where: string): RotationState | undefined {
   return s as RotationState;
 }
 
+/** Checks that `raw` is a state meshvault wrote (`where` names the store in the error). */
+export { check as checkRotationState };
+
 /** KV v2 (or v1) secret with one field, `state`, holding the JSON. */
 export function vaultRotationStore(client: VaultClient, ref: string): RotationStore {
   const kv = parseKvReference(ref);
