@@ -107,6 +107,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
       const name = identityName(ic);
       const spiffeId = expectedSpiffeId(ic, config.trustDomain);
       const outDir = ic.outDir ? path.resolve(ic.outDir) : undefined;
+      const agentLog = logger.child({ component: "agent" });
       const identity: WorkloadIdentity = new WorkloadIdentity({
         name,
         ca,
@@ -119,7 +120,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
         expiringRatio: config.expiringRatio,
         renewWithClientCert: config.renewWithClientCert,
         limiter,
-        logger,
+        logger: agentLog,
         onFailure: () => metrics.failures.inc({ identity: name }),
         onRootsChanged: async (secrets) => {
           if (outDir) await writeCredentialFiles(outDir, secrets);
@@ -131,7 +132,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
         },
       });
       const outputs: RetryingOutput[] = [];
-      const outputLog = { identity: name, logger };
+      const outputLog = { identity: name, logger: agentLog };
       const files = outDir
         ? new RetryingOutput("files", outDir, (secrets) => writeCredentialFiles(outDir, secrets), outputLog)
         : undefined;

@@ -31,7 +31,6 @@ export {
   type WorkloadIdentityOptions,
   type IdentityStatus,
   type IssuedInfo,
-  type AgentLogger,
 } from "./workload.js";
 export {
   writeCredentialFiles,

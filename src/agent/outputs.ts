@@ -5,7 +5,8 @@
 import { Backoff, type BackoffPolicy } from "../timing/backoff.js";
 import { systemClock, type CancelTimer, type Clock } from "../timing/clock.js";
 import type { WorkloadSecrets } from "./sds/source.js";
-import type { AgentLogger, IssuedInfo } from "./workload.js";
+import type { IssuedInfo } from "./workload.js";
+import type { Log } from "../log/logger.js";
 
 export interface OutputStatus {
   /** `files` or `hook`. */
@@ -38,7 +39,7 @@ export class RetryingOutput {
     readonly kind: string,
     readonly target: string,
     private readonly write: (secrets: WorkloadSecrets, info: IssuedInfo) => Promise<void>,
-    private readonly o: { identity: string; logger: AgentLogger; backoff?: BackoffPolicy; clock?: Clock },
+    private readonly o: { identity: string; logger: Log; backoff?: BackoffPolicy; clock?: Clock },
   ) {
     this.backoff = new Backoff(o.backoff ?? OUTPUT_BACKOFF);
   }

@@ -22,14 +22,7 @@ import {
 import { unlimited, type Limiter } from "./semaphore.js";
 import { createMutableSecretSource, type MutableSecretSource, type WorkloadSecrets } from "./sds/source.js";
 import { readToken } from "./token.js";
-
-/** The subset of pino's Logger the agent uses. */
-export interface AgentLogger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+import { silentLog, type Log } from "../log/logger.js";
 
 export interface WorkloadIdentityOptions {
   /** Label for logs, metrics and status (e.g. `default/sleep`). */
@@ -51,7 +44,8 @@ export interface WorkloadIdentityOptions {
   renewWithClientCert?: boolean;
   /** Shared by a node agent's identities to bound CSRs in flight. */
   limiter?: Limiter;
-  logger?: AgentLogger;
+  /** `log.child({ component: "agent" })` from the agent's logger. */
+  logger?: Log;
   /** Called after every successful issuance, before the next renewal is scheduled. Errors are logged. */
   onIssued?: (secrets: WorkloadSecrets, issued: IssuedInfo) => Promise<void> | void;
   /** Called after a failed attempt (for metrics). */
@@ -90,12 +84,11 @@ export interface IdentityStatus {
 }
 
 const MIN_RENEWAL_INTERVAL_MS = 1000;
-const NOOP: AgentLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
 export class WorkloadIdentity {
   /** What SDS servers and tunnels read; `set()` is called on every issuance. */
   readonly source: MutableSecretSource = createMutableSecretSource();
-  private readonly log: AgentLogger;
+  private readonly log: Log;
   private readonly rotation: RotationPolicy;
   private readonly limiter: Limiter;
   /** Published (status, outputs) the moment a certificate arrives, before the loop records it. */
@@ -104,7 +97,7 @@ export class WorkloadIdentity {
   private readonly loop: RenewalLoop<IssuedInfo>;
 
   constructor(private readonly o: WorkloadIdentityOptions) {
-    this.log = o.logger ?? NOOP;
+    this.log = o.logger ?? silentLog;
     this.rotation = o.rotation ?? DEFAULT_ROTATION;
     this.limiter = o.limiter ?? unlimited;
     this.loop = new RenewalLoop<IssuedInfo>({

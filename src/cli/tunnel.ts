@@ -72,7 +72,7 @@ function tlsVersion(v: string): TlsVersion {
 }
 
 function loggerFor(f: CommonFlags): Logger {
-  return createLogger(logOptionsFromFlags(f, "meshvault-tunnel"));
+  return createLogger(logOptionsFromFlags(f, "meshvault-tunnel")).child({ component: "tunnel" });
 }
 
 function runUntilSignal(t: RunningTunnel, creds: CredentialSource, log: Logger): void {

@@ -209,7 +209,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       target: `127.0.0.1:${app.port}`,
       allow: [id("sleep")],
       credentials: httpbinCreds,
-      logger: log,
+      logger: log.child({ component: "tunnel", tunnel: "server" }),
     });
     tunnels.push(server);
     cleanups.push(() => server.close());
@@ -221,7 +221,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
         connect: `127.0.0.1:${server.port}`,
         verifySpiffeId: [id("httpbin")],
         credentials: creds,
-        logger: log,
+        logger: log.child({ component: "tunnel", tunnel: sa }),
       });
       cleanups.push(() => t.close());
       return t;

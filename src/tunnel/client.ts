@@ -9,17 +9,16 @@ import type { CredentialSource } from "./credentials.js";
 import { createTunnelMetrics } from "./metrics.js";
 import {
   emptyStats,
-  NOOP_LOGGER,
   serveTunnel,
   spliceAccepted,
   track,
   TunnelCertificate,
   type RunningTunnel,
-  type TunnelLogger,
 } from "./runtime.js";
 import { splitHostPort } from "./status.js";
 import { createContext, type TlsVersion } from "./tls-context.js";
 import { classifyTlsFailure } from "../net/tls-failure.js";
+import { silentLog, type Log } from "../log/logger.js";
 
 export interface TunnelClientOptions {
   /** `host:port` to accept plaintext on (keep it on loopback). */
@@ -33,7 +32,8 @@ export interface TunnelClientOptions {
   serverName?: string;
   minVersion?: TlsVersion;
   status?: string;
-  logger?: TunnelLogger;
+  /** `log.child({ component: "tunnel" })` from the CLI's logger. */
+  logger?: Log;
   processMetrics?: boolean;
   readyTimeoutMs?: number;
   /** Handshake timeout. Default 10 s. */
@@ -41,7 +41,7 @@ export interface TunnelClientOptions {
 }
 
 export async function startTunnelClient(o: TunnelClientOptions): Promise<RunningTunnel> {
-  const log = o.logger ?? NOOP_LOGGER;
+  const log = o.logger ?? silentLog;
   if (o.verifySpiffeId.length === 0)
     throw new Error(
       "tunnel client needs --verify-spiffe-id <spiffe-id-or-pattern>: without it any workload of the mesh could impersonate the server",

@@ -4,7 +4,6 @@ export {
   type TunnelServerOptions,
   type RunningTunnel,
   type TunnelStats,
-  type TunnelLogger,
 } from "./server.js";
 export { startTunnelClient, type TunnelClientOptions } from "./client.js";
 export {

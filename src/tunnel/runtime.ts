@@ -6,13 +6,7 @@ import { splice } from "./forward.js";
 import type { TunnelMetrics } from "./metrics.js";
 import { startStatusServer, type StatusServer } from "./status.js";
 import { describeOwn, type OwnCertificate } from "./tls-context.js";
-
-export interface TunnelLogger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+import type { Log } from "../log/logger.js";
 
 export interface TunnelStats {
   accepted: number;
@@ -33,8 +27,6 @@ export interface RunningTunnel {
   close(): Promise<void>;
 }
 
-export const NOOP_LOGGER: TunnelLogger = { debug() {}, info() {}, warn() {}, error() {} };
-
 export function emptyStats(): TunnelStats {
   return { accepted: 0, denied: 0, handshakeErrors: 0, targetErrors: 0, open: 0, reloads: 0 };
 }
@@ -47,7 +39,7 @@ export class TunnelCertificate {
     first: TlsCredentials,
     private readonly metrics: TunnelMetrics,
     private readonly stats: TunnelStats,
-    private readonly log: TunnelLogger,
+    private readonly log: Log,
   ) {
     this.own = describeOwn(first);
     metrics.certExpiry.set(this.own.notAfter.getTime() / 1000);

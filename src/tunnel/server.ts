@@ -9,19 +9,18 @@ import type { CredentialSource } from "./credentials.js";
 import { createTunnelMetrics } from "./metrics.js";
 import {
   emptyStats,
-  NOOP_LOGGER,
   serveTunnel,
   spliceAccepted,
   track,
   TunnelCertificate,
   type RunningTunnel,
-  type TunnelLogger,
 } from "./runtime.js";
 import { splitHostPort } from "./status.js";
 import { secureContextOptions, type TlsVersion } from "./tls-context.js";
 import { classifyTlsFailure } from "../net/tls-failure.js";
+import { silentLog, type Log } from "../log/logger.js";
 
-export type { RunningTunnel, TunnelLogger, TunnelStats } from "./runtime.js";
+export type { RunningTunnel, TunnelStats } from "./runtime.js";
 
 export interface TunnelServerOptions {
   /** `host:port` to accept mTLS on. Port 0 picks a free one. */
@@ -37,14 +36,15 @@ export interface TunnelServerOptions {
   minVersion?: TlsVersion;
   /** `host:port` for /_status and /_metrics. */
   status?: string;
-  logger?: TunnelLogger;
+  /** `log.child({ component: "tunnel" })` from the CLI's logger. */
+  logger?: Log;
   processMetrics?: boolean;
   /** How long to wait for the first certificate. Default 30 s. */
   readyTimeoutMs?: number;
 }
 
 export async function startTunnelServer(o: TunnelServerOptions): Promise<RunningTunnel> {
-  const log = o.logger ?? NOOP_LOGGER;
+  const log = o.logger ?? silentLog;
   if (!o.allowAll && o.allow.length === 0)
     throw new Error(
       "tunnel server needs --allow <spiffe-id-or-pattern> (repeatable) or --allow-all: it admits no one otherwise",
