@@ -135,11 +135,7 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
         namespace: flags.namespace,
         name: flags.secretName,
       });
-  const caLog = {
-    info: (m: string) => log.info(m),
-    warn: (m: string) => log.warn(m),
-    error: (m: string) => log.error(m),
-  };
+  const caLog = log.child({ component: "cacerts" });
 
   if (flags.source === "vault-kv") {
     // The vault-kv authority's own references, validation and version polling.
@@ -164,9 +160,9 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
     if (flags.once) {
       try {
         const r = await syncKvCaCerts(opts);
-        log.info(
-          { write: r.write, notAfter: r.notAfter.toISOString() },
-          `${sink.description}: CA from Vault KV, ${r.ca}`,
+        caLog.info(
+          { sink: sink.description, ca: r.ca, write: r.write, notAfter: r.notAfter.toISOString() },
+          "CA from Vault KV",
         );
       } finally {
         await authority.close();
@@ -215,14 +211,15 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
   if (flags.once) {
     try {
       const r = await syncCaCerts(opts);
-      log.info(
+      caLog.info(
         {
+          sink: sink.description,
           action: r.action,
           write: r.write,
           notAfter: r.notAfter.toISOString(),
           renewAt: r.renewAt.toISOString(),
         },
-        `${sink.description}: ${r.action === "issued" ? "new intermediate written" : "current intermediate kept"}`,
+        r.action === "issued" ? "new intermediate written" : "current intermediate kept",
       );
     } finally {
       await source.close();

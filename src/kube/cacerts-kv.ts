@@ -5,7 +5,7 @@
 // leaves the sink alone when a version is refused, so istiod keeps the last good CA.
 import type { KvReloadEvent, VaultKvAuthority } from "../authority/vault/vault-kv.js";
 import { describeCertificate } from "../pki/certificate.js";
-import type { CaCertsLog } from "./cacerts.js";
+import type { Log } from "../log/logger.js";
 import { layoutFiles, type CaCertsSink, type WriteResult } from "./cacerts-sinks.js";
 import { toIssued } from "./intermediate-source.js";
 
@@ -15,7 +15,7 @@ export interface KvCaCertsOptions {
   sink: CaCertsSink;
   /** Also write tls.crt / tls.key / ca.crt. */
   tlsLayout?: boolean;
-  log?: CaCertsLog;
+  log?: Log;
 }
 
 export interface KvCaCertsResult {
@@ -57,7 +57,10 @@ export function followKvCaCerts(o: KvCaCertsOptions): KvCaCertsRunner {
   const onReload = (e: KvReloadEvent): void => {
     if (stopped) return;
     if (!e.ok) {
-      o.log?.warn(`${o.sink.description}: kept the last good CA (the new Vault KV version was refused)`);
+      o.log?.warn(
+        { sink: o.sink.description },
+        "kept the last good CA (the new Vault KV version was refused)",
+      );
       return;
     }
     // Writes are serialised: a quick second version never lands before the first.
@@ -65,11 +68,13 @@ export function followKvCaCerts(o: KvCaCertsOptions): KvCaCertsRunner {
       try {
         const r = await writeCurrent(o);
         o.log?.info(
-          `${o.sink.description}: new CA from Vault KV, ${r.ca}, valid until ${r.notAfter.toISOString()}`,
+          { sink: o.sink.description, ca: r.ca, write: r.write, notAfter: r.notAfter.toISOString() },
+          "new CA from Vault KV",
         );
       } catch (err) {
         o.log?.error(
-          `${o.sink.description}: writing the new CA from Vault KV failed: ${(err as Error).message}`,
+          { sink: o.sink.description, err: (err as Error).message },
+          "writing the new CA from Vault KV failed",
         );
       }
     });
@@ -81,7 +86,8 @@ export function followKvCaCerts(o: KvCaCertsOptions): KvCaCertsRunner {
     writing = first.catch(() => {});
     const r = await first;
     o.log?.info(
-      `${o.sink.description}: CA from Vault KV (${r.write}), ${r.ca}, valid until ${r.notAfter.toISOString()}; following new versions`,
+      { sink: o.sink.description, ca: r.ca, write: r.write, notAfter: r.notAfter.toISOString() },
+      "CA from Vault KV; following new versions",
     );
     return r;
   })();

@@ -7,12 +7,7 @@ import { loadCaMaterial } from "../authority/ca-material.js";
 import { layoutFiles, type CaCertsFiles, type CaCertsSink, type WriteResult } from "./cacerts-sinks.js";
 import type { IntermediateSource } from "./intermediate-source.js";
 import { RenewalLoop } from "../timing/renewal-loop.js";
-
-export interface CaCertsLog {
-  info(msg: string): void;
-  warn(msg: string): void;
-  error(msg: string): void;
-}
+import type { Log } from "../log/logger.js";
 
 export interface CaCertsOptions {
   source: IntermediateSource;
@@ -21,7 +16,8 @@ export interface CaCertsOptions {
   tlsLayout?: boolean;
   /** Renew when this fraction of the lifetime has passed (default 0.5: seed 002's 360h of 720h). */
   renewAt?: number;
-  log?: CaCertsLog;
+  /** `log.child({ component: "cacerts" })` from the command's logger. */
+  log?: Log;
   /** Backoff between failed attempts (default 1 s .. 5 min). */
   retryMinMs?: number;
   retryMaxMs?: number;
@@ -91,7 +87,10 @@ export async function syncCaCerts(o: CaCertsOptions, signal?: AbortSignal): Prom
     return { action: "kept", write, notAfter: present.notAfter, renewAt: dueAt(present, renewAt) };
   }
   if (existing && !present)
-    o.log?.warn(`${o.sink.description} holds an incomplete or inconsistent CA: replacing it`);
+    o.log?.warn(
+      { sink: o.sink.description },
+      "the plug-in CA holds an incomplete or inconsistent CA: replacing it",
+    );
   const issuedAt = new Date();
   const issued = await o.source.issueIntermediate(signal);
   const write = await o.sink.write(layoutFiles(issued, tls));
@@ -121,15 +120,19 @@ export function runCaCerts(o: CaCertsOptions): CaCertsRunner {
     backoff: { initialMs: o.retryMinMs ?? 1000, maxMs: o.retryMaxMs ?? 300_000 },
     // `meshvault cacerts` has nothing else keeping it alive between renewals.
     keepAlive: true,
+    ...(o.log ? { log: o.log } : {}),
     onRenewed: (r) => {
       if (r.action === "issued") issued++;
       o.log?.info(
-        `${o.sink.description}: ${r.action === "issued" ? `new intermediate from ${o.source.description}` : "current intermediate kept"} (${r.write}), valid until ${r.notAfter.toISOString()}, renewal at ${r.renewAt.toISOString()}`,
+        {
+          sink: o.sink.description,
+          ...(r.action === "issued" ? { source: o.source.description } : {}),
+          write: r.write,
+          notAfter: r.notAfter.toISOString(),
+          renewAt: r.renewAt.toISOString(),
+        },
+        r.action === "issued" ? "new intermediate" : "current intermediate kept",
       );
-    },
-    onFailure: (err, f) => {
-      if (!f.repeated)
-        o.log?.error(`cacerts: ${err.message}; retrying in ${Math.round(f.retryInMs / 1000)}s`);
     },
   });
   const ready = loop.ready();

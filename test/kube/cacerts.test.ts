@@ -18,11 +18,14 @@ import { EC_P256_KEY, openssl, opensslSelfSigned, opensslVerify } from "../helpe
 import { cli } from "../helpers/cli.js";
 import { startKube, type KubeEnv } from "../helpers/kube.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
+import { recordingLog } from "../helpers/recording-log.js";
+import { waitFor } from "../helpers/wait.js";
+import { silentLog } from "../../src/log/logger.js";
 
 let kube: KubeEnv;
 let bao: OpenBao;
 let dir: string;
-const quiet = { info: () => {}, warn: () => {}, error: () => {} };
+const quiet = silentLog;
 
 interface SecretBody {
   metadata: { resourceVersion: string };
@@ -111,7 +114,8 @@ test("Secret istio-system/cacerts: valid plug-in CA, kept while fresh, renewed b
   assert.equal(f2["ca-cert.pem"], f1["ca-cert.pem"]);
 
   // Long-running: renewed before the 8 s lifetime ends.
-  const runner = runCaCerts({ source, sink, renewAt, log: quiet, retryMinMs: 200 });
+  const log = recordingLog();
+  const runner = runCaCerts({ source, sink, renewAt, log, retryMinMs: 200 });
   try {
     await runner.ready;
     const deadline = Date.now() + 15_000;
@@ -128,6 +132,14 @@ test("Secret istio-system/cacerts: valid plug-in CA, kept while fresh, renewed b
     assertValidPluginCa(renewed);
     assert.equal(renewed["root-cert.pem"], f1["root-cert.pem"], "same root");
     assert.ok(runner.state()!.issued >= 1);
+    // Each pass is logged with the sink, the source and the dates as fields.
+    await waitFor("the renewal's log record", async () =>
+      log.records.some((r) => r.msg === "new intermediate"),
+    );
+    const renewal = log.records.find((r) => r.msg === "new intermediate")!;
+    assert.equal(renewal.obj.sink, sink.description);
+    assert.equal(renewal.obj.source, source.description);
+    assert.equal(typeof renewal.obj.notAfter, "string");
   } finally {
     await runner.stop();
   }
