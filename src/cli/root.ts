@@ -25,6 +25,7 @@ interface RotateFlags extends CommonFlags {
   interval: string;
   rootTtl?: string;
   commonName?: string;
+  crossSign?: boolean;
 }
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
@@ -81,6 +82,7 @@ function setup(f: CommonFlags & Partial<RotateFlags>): {
     checks,
     ...(f.rootTtl ? { rootTtlSeconds: parseDuration(f.rootTtl) } : {}),
     ...(f.commonName ? { commonName: f.commonName } : {}),
+    ...(f.crossSign ? { crossSign: true } : {}),
   });
   return { op, config, close: () => closers.forEach((c) => c()) };
 }
@@ -98,6 +100,10 @@ export function formatStatus(obs: Observation, stateRef: string): string {
     lines.push(
       `  new root  ${s.next.fingerprint}  ${s.next.subject}  expires ${s.next.notAfter}${s.next.issuer ? `  issuer ${s.next.issuer}` : ""}`,
     );
+    if (s.cross)
+      lines.push(
+        `  cross     ${s.cross.fingerprint}  the new root certified by the old one, expires ${s.cross.notAfter} (sent in switched)`,
+      );
     for (const p of PHASES) {
       const at = enteredAt(s, p);
       if (at) lines.push(`  ${p.padEnd(10)} ${at.toISOString()}`);
@@ -110,7 +116,8 @@ export function formatStatus(obs: Observation, stateRef: string): string {
         ? `  ${sv.url}: phase ${sv.view.phase}, signs under the ${sv.view.signer === "next" ? "new" : "current"} root, new signer ${sv.view.nextReady ? "ready" : "not ready"}` +
             (sv.view.oldLeavesValidUntil
               ? `, old-root leaves valid until ${sv.view.oldLeavesValidUntil}`
-              : "")
+              : "") +
+            (sv.view.sendsCross ? ", sends the cross-certificate" : "")
         : `  ${sv.url}: ${sv.error}`,
     );
   lines.push("channels:");
@@ -187,6 +194,10 @@ export function registerRootCommands(program: Command): void {
       "prepare: the new root's lifetime (default the authority's rootTtl, or 87600h)",
     )
     .option("--common-name <cn>", "prepare: the new root's common name")
+    .option(
+      "--cross-sign",
+      "prepare: also certify the new root with the old one; in switched servers send it after the new intermediate, so peers holding only the old root verify new leaves",
+    )
     .action(async (f: RotateFlags) => {
       if (f.until && !PHASES.includes(f.until as Phase))
         usage(`--until ${f.until}: expected one of ${PHASES.join(", ")}`);
@@ -207,6 +218,11 @@ export function registerRootCommands(program: Command): void {
           }
           return;
         }
+        const cur = obs.state;
+        if (f.crossSign && cur && cur.phase !== "retired" && !cur.cross)
+          process.stderr.write(
+            `meshvault root: --cross-sign applies to the prepare step; rotation ${cur.id} was prepared without it and continues without a cross-certificate\n`,
+          );
         const deadline = Date.now() + parseDuration(f.wait) * 1000;
         const target = f.until as Phase | undefined;
         const at = obs.state?.phase;

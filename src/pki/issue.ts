@@ -202,20 +202,8 @@ export interface CaOptions {
 
 /** A CA certificate: self-signed root when `issuer` is omitted, otherwise an intermediate. */
 export function issueCa(opts: CaOptions, issuer?: Signer): Issued {
-  const now = opts.now ?? new Date();
-  const notBefore = new Date(now.getTime() - BACKDATE_MS);
-  let notAfter = new Date(now.getTime() + opts.ttlSeconds * 1000);
-  if (issuer && notAfter > issuer.cert.notAfter) notAfter = issuer.cert.notAfter;
   const spki = spkiDer(opts.key);
-  const ski = keyIdentifier(spki);
   const subject = encodeName(opts.subject);
-  const exts = [
-    encodeExtension(OID.keyUsage, true, encodeKeyUsage(["digitalSignature", "keyCertSign", "cRLSign"])),
-    encodeExtension(OID.basicConstraints, true, encodeBasicConstraints(true, opts.pathLen)),
-    encodeExtension(OID.subjectKeyIdentifier, false, encodeSki(ski)),
-    encodeExtension(OID.authorityKeyIdentifier, false, encodeAki(issuer ? issuer.keyId : ski)),
-  ];
-  if (opts.uris?.length) exts.push(encodeExtension(OID.subjectAltName, false, encodeUriSans(opts.uris)));
   let scheme: SignatureScheme;
   let signingKey: KeyObject;
   if (issuer) {
@@ -226,17 +214,80 @@ export function issueCa(opts: CaOptions, issuer?: Signer): Issued {
     scheme = signatureSchemeFor(describeKey(createPublicKey(opts.key)));
     signingKey = opts.key;
   }
+  const ski = keyIdentifier(spki);
+  return signCa({
+    subject,
+    spki,
+    ski,
+    aki: issuer ? issuer.keyId : ski,
+    issuerName: issuer ? issuer.cert.subjectRaw : subject,
+    notBefore: new Date((opts.now ?? new Date()).getTime() - BACKDATE_MS),
+    ttlNotAfter: new Date((opts.now ?? new Date()).getTime() + opts.ttlSeconds * 1000),
+    capNotAfter: issuer?.cert.notAfter,
+    pathLen: opts.pathLen,
+    uris: opts.uris,
+    scheme,
+    signingKey,
+  });
+}
+
+/**
+ * A cross-certificate: `ca`'s subject, key, key identifier, path length and URIs, certified
+ * by `issuer` (another root), valid until the earlier of both. A peer trusting only `issuer`
+ * then verifies anything under `ca` when the cross-certificate is sent in the chain.
+ */
+export function crossCertify(ca: Certificate, issuer: Signer, now = new Date()): Issued {
+  if (!ca.isCa) throw new IssueError("only a CA certificate can be cross-certified");
+  return signCa({
+    subject: ca.subjectRaw,
+    spki: ca.spki,
+    ski: ca.subjectKeyId ?? keyIdentifier(ca.spki),
+    aki: issuer.keyId,
+    issuerName: issuer.cert.subjectRaw,
+    notBefore: new Date(now.getTime() - BACKDATE_MS),
+    ttlNotAfter: ca.notAfter,
+    capNotAfter: issuer.cert.notAfter,
+    pathLen: ca.pathLen,
+    uris: ca.sans.uris,
+    scheme: issuer.scheme,
+    signingKey: issuer.key,
+  });
+}
+
+function signCa(o: {
+  subject: Uint8Array;
+  spki: Uint8Array;
+  ski: Uint8Array;
+  aki: Uint8Array;
+  issuerName: Uint8Array;
+  notBefore: Date;
+  ttlNotAfter: Date;
+  capNotAfter: Date | undefined;
+  pathLen: number | undefined;
+  uris: readonly string[] | undefined;
+  scheme: SignatureScheme;
+  signingKey: KeyObject;
+}): Issued {
+  const notBefore = o.notBefore;
+  const notAfter = o.capNotAfter && o.ttlNotAfter > o.capNotAfter ? o.capNotAfter : o.ttlNotAfter;
+  const exts = [
+    encodeExtension(OID.keyUsage, true, encodeKeyUsage(["digitalSignature", "keyCertSign", "cRLSign"])),
+    encodeExtension(OID.basicConstraints, true, encodeBasicConstraints(true, o.pathLen)),
+    encodeExtension(OID.subjectKeyIdentifier, false, encodeSki(o.ski)),
+    encodeExtension(OID.authorityKeyIdentifier, false, encodeAki(o.aki)),
+  ];
+  if (o.uris?.length) exts.push(encodeExtension(OID.subjectAltName, false, encodeUriSans(o.uris)));
   const tbs = seq(
     explicit(0, smallInteger(2)),
     unsignedInteger(randomSerial()),
-    scheme.algorithmIdentifier,
-    issuer ? issuer.cert.subjectRaw : subject,
+    o.scheme.algorithmIdentifier,
+    o.issuerName,
     validity(notBefore, notAfter),
-    subject,
-    spki,
+    o.subject,
+    o.spki,
     explicit(3, seq(...exts)),
   );
-  const der = seq(tbs, scheme.algorithmIdentifier, bitString(signWith(signingKey, scheme, tbs)));
+  const der = seq(tbs, o.scheme.algorithmIdentifier, bitString(signWith(o.signingKey, o.scheme, tbs)));
   return { der, pem: encodePem("CERTIFICATE", der), notBefore, notAfter };
 }
 

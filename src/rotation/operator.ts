@@ -8,8 +8,10 @@ import { X509Certificate } from "node:crypto";
 import type { ServerConfig } from "../config/schema.js";
 import { LocalAuthority } from "../authority/local.js";
 import type { KeyAlgorithm } from "../pki/keys.js";
-import { parseCertificates } from "../pki/certificate.js";
+import { parseCertificate, parseCertificates } from "../pki/certificate.js";
 import { verifyChain } from "../pki/chain.js";
+import { createSigner, crossCertify } from "../pki/issue.js";
+import { createPrivateKey } from "node:crypto";
 import type { VaultClient } from "../vault/index.js";
 import { readSource, type SourceSpec } from "../verify/sources.js";
 import { bundleRoots } from "../verify/matrix.js";
@@ -38,6 +40,8 @@ export interface OperatorOptions {
   /** Requested lifetime of the new root (seconds). */
   rootTtlSeconds?: number;
   commonName?: string;
+  /** prepare: certify the new root with the old one (sent after the new intermediate in switched). */
+  crossSign?: boolean;
 }
 
 export type Holds = "old" | "new" | "old+new" | "other" | "unreadable";
@@ -197,6 +201,8 @@ export class RotationOperator {
       case "switched": {
         for (const { url, v } of views)
           if (v.signer !== "next") b.push(`${url} still signs under the old root`);
+          else if (s.cross && v.sendsCross !== s.cross.fingerprint)
+            b.push(`${url} does not send the cross-certificate ${s.cross.fingerprint} yet`);
         let at = enteredAt(s, "switched")?.getTime() ?? this.now();
         let basis = "the switch itself";
         for (const { url, v } of views)
@@ -228,9 +234,10 @@ export class RotationOperator {
       const id = `r-${at.replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")}`;
       if (dryRun)
         return [
-          `prepare: create a new root (${this.describeNewRoot(id)}) and mark rotation ${id} prepared; servers start a signer under it, nothing signs with it yet`,
+          `prepare: create a new root (${this.describeNewRoot(id)})${this.o.crossSign ? `, cross-sign it with the old root (${this.describeCrossSign()})` : ""} and mark rotation ${id} prepared; servers start a signer under it, nothing signs with it yet`,
         ];
       const { old, next: nextRoot } = await this.createRoot(id);
+      const cross = this.o.crossSign ? await this.crossSign(old, nextRoot) : undefined;
       const st: RotationState = {
         id,
         authority: this.o.config.authority.type,
@@ -239,11 +246,16 @@ export class RotationOperator {
         next: nextRoot,
         startedAt: at,
         history: [{ phase: "prepared", at }],
+        ...(cross ? { cross } : {}),
       };
       await this.o.store.write(st);
       did.push(
         `prepared rotation ${id}: new root ${nextRoot.fingerprint} (${nextRoot.subject}, expires ${nextRoot.notAfter}) next to ${old.fingerprint}`,
       );
+      if (cross)
+        did.push(
+          `  cross-signed: the new root certified by the old one (${cross.fingerprint}, expires ${cross.notAfter}); servers send it after the new intermediate in switched`,
+        );
       return did;
     }
     if (!s) return [];
@@ -273,6 +285,44 @@ export class RotationOperator {
     if (c.type === "vault-intermediate")
       return `issuer meshvault-${id} in ${c.rootMount} via ${c.rootMount}/root/generate/internal`;
     return `${join(resolve(this.o.config.dataDir), localNextDir(id))}/root-cert.pem`;
+  }
+
+  private describeCrossSign(): string {
+    const c = this.o.config.authority;
+    if (c.type === "vault-intermediate") return `${c.rootMount}/issuer/<old>/sign-self-issued`;
+    return `with ${join(resolve(this.o.config.dataDir), "local-ca", "root-key.pem")}`;
+  }
+
+  /** The new root certified by the old one; checked before it is recorded. */
+  private async crossSign(old: RootRef, next: RootRef): Promise<NonNullable<RotationState["cross"]>> {
+    const c = this.o.config.authority;
+    let pem: string;
+    if (c.type === "vault-intermediate") {
+      const admin = this.o.admin?.();
+      if (!admin) throw new Error("--cross-sign needs an admin Vault token (VAULT_TOKEN / BAO_TOKEN)");
+      // Keeps the new root's subject, key and key identifier; only issuer and signature change.
+      const path = `${c.rootMount}/issuer/${old.issuer}/sign-self-issued`;
+      const r = await admin.write<{ certificate?: string }>(path, { certificate: next.pem });
+      if (!r?.data?.certificate)
+        throw new Error(`${path} answered without data.certificate: does the admin token have sudo on it?`);
+      pem = r.data.certificate;
+    } else {
+      const dir = join(resolve(this.o.config.dataDir), "local-ca");
+      const signer = createSigner(
+        parseCertificate(old.pem, "old root"),
+        createPrivateKey(readFileSync(join(dir, "root-key.pem"), "utf8")),
+      );
+      pem = crossCertify(parseCertificate(next.pem, "new root"), signer).pem;
+    }
+    const x = parseCertificate(pem, "cross-certificate");
+    const n = parseCertificate(next.pem, "new root");
+    if (
+      Buffer.compare(Buffer.from(x.subjectRaw), Buffer.from(n.subjectRaw)) !== 0 ||
+      Buffer.compare(Buffer.from(x.spki), Buffer.from(n.spki)) !== 0
+    )
+      throw new Error("the cross-certificate does not carry the new root's subject and key");
+    verifyChain(x, [], parseCertificates(old.pem));
+    return { pem: x.pem, fingerprint: fpOf(x.pem), notAfter: x.notAfter.toISOString() };
   }
 
   private describeFinalise(s: RotationState): string {

@@ -4,7 +4,8 @@
 //
 //   prepared    next is started (its intermediate made); nothing else changes
 //   trust-both  the bundle on every channel is old + new; current still signs
-//   switched    next signs (and the server's own TLS certificate is re-issued); bundle old + new
+//   switched    next signs (and the server's own TLS certificate is re-issued); bundle old + new;
+//               with --cross-sign the chain ends in the new root certified by the old one
 //   retired     next signs; the bundle is the new root alone
 //
 // Once the rotation was finalised (the new root became the configured one: Vault's default
@@ -48,6 +49,8 @@ export interface RotationView {
   nextReady: boolean;
   nextError?: string;
   bundle: { fingerprint: string; subject: string; notAfter: string }[];
+  /** Fingerprint of the cross-certificate this server sends after its intermediate now (switched, --cross-sign). */
+  sendsCross?: string;
   /** Latest expiry of a leaf this process signed under the old root (or the bound it cannot beat). */
   oldLeavesValidUntil?: string;
   oldLeavesBasis?: string;
@@ -202,8 +205,13 @@ export class RotatingAuthority implements Authority {
   async sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain> {
     const s = this.state;
     let issued: IssuedChain;
-    if (this.signer === "next" && this.next) issued = await this.next.sign(request, identity);
-    else {
+    if (this.signer === "next" && this.next) {
+      issued = await this.next.sign(request, identity);
+      // Cross-signed rotation: peers still holding only the old root reach it through the
+      // cross-certificate; peers holding the new root stop at the new root (its subject).
+      if (s?.cross && s.phase === "switched")
+        issued = { ...issued, intermediatesPem: [...issued.intermediatesPem, s.cross.pem] };
+    } else {
       if (s && !this.finalised && s.phase === "retired")
         throw new AuthorityUnavailableError(
           `root rotation ${s.id} is retired but the signer under the new root is not ready: ${this.nextError ?? "starting"}`,
@@ -244,6 +252,8 @@ export class RotatingAuthority implements Authority {
       processStartedAt: new Date(this.startedAt).toISOString(),
     };
     if (s) v.id = s.id;
+    if (s?.cross && s.phase === "switched" && this.signer === "next" && this.next)
+      v.sendsCross = s.cross.fingerprint;
     if (this.nextError) v.nextError = this.nextError;
     if (this.stateError) v.stateError = this.stateError;
     if (s && !this.finalised) {

@@ -33,6 +33,14 @@ export interface RotationState {
   history: { phase: Phase; at: string }[];
   /** Set by the retire step: the moment the longest old-root leaf expired (as computed then). */
   oldLeavesValidUntil?: string | undefined;
+  /**
+   * `root rotate --cross-sign`: the new root certified by the old root. In `switched` servers
+   * send it after the new intermediate, so a peer still holding only the old root verifies
+   * new leaves; dropped from chains at `retired`.
+   */
+  cross?: { pem: string; fingerprint: string; notAfter: string } | undefined;
+  /** `root rotate --import-root`: the new root was made outside Vault and imported (Vault issuer id in next.issuer). */
+  imported?: boolean | undefined;
 }
 
 export function phaseIndex(p: Phase | undefined): number {

@@ -1,9 +1,10 @@
 // What a server does in each phase of a root rotation, in-process with two real local CAs
-// (old under local-ca, new under local-ca-next-<id>) and the state in a file.
+// (old under local-ca, new under local-ca-next-<id>) and the state in a file; and a
+// cross-signed rotation judged by openssl.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalAuthority } from "../../src/authority/local.js";
@@ -13,6 +14,10 @@ import { generateKeyPairFor } from "../../src/pki/keys.js";
 import { workloadId } from "../../src/pki/spiffe.js";
 import { RotatingAuthority } from "../../src/rotation/rotating-authority.js";
 import { localNextDir } from "../../src/rotation/server-hook.js";
+import { loadServerConfig } from "../../src/config/load.js";
+import { checkIssuedChain } from "../../src/agent/issued.js";
+import { RotationOperator } from "../../src/rotation/operator.js";
+import { openssl, withTempDir } from "../helpers/openssl.js";
 import { fileRotationStore, type Phase, type RotationState } from "../../src/rotation/state.js";
 
 const fp = (pem: string): string => new X509Certificate(pem).fingerprint256;
@@ -105,6 +110,84 @@ test("phases: bundle old -> old+new -> old+new -> new; signer switches once; old
     assert.equal(after.view().phase, "none");
     assert.deepEqual(after.trustBundle().map(fp), [fp(newRoot)]);
     await after.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("cross-signed (local): prepare certifies the new root with the old; in switched a peer holding only the old root, or only the new, verifies a new leaf (openssl); retired drops the cross-certificate", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "meshvault-cross-"));
+  try {
+    const config = loadServerConfig({ env: {}, overrides: { dataDir: dir, "authority.type": "local" } });
+    const base = new LocalAuthority({ dataDir: dir, trustDomain: "cluster.local" });
+    await base.start(); // the old root
+    const store = fileRotationStore(join(dir, "root-rotation.json"));
+    const op = new RotationOperator({ config, store, servers: [], checks: [], crossSign: true });
+    const did = await op.step(await op.observe(), false);
+    assert.match(did.join("\n"), /cross-signed: the new root certified by the old one/);
+    const prepared = (await store.read())!;
+    assert.ok(prepared.cross, "the state records the cross-certificate");
+    const a = new RotatingAuthority(base, {
+      store,
+      makeNext: (s) =>
+        new LocalAuthority({ dataDir: dir, trustDomain: "cluster.local", dirName: localNextDir(s.id) }),
+      pollMs: 3_600_000,
+      maxTtlSeconds: 3600,
+      log: silentLog,
+    });
+    await a.start();
+    const id1 = workloadId("cluster.local", "default", "sleep");
+    const sign = () =>
+      a.sign({ csr: parseCsr(buildCsr(generateKeyPairFor("ec-p256").privateKey, {})), ttlSeconds: 600 }, id1);
+    const at = (phase: Phase) => store.write({ ...prepared, phase });
+    const verifies = (leafPem: string, untrusted: string[], rootPem: string): boolean =>
+      withTempDir((tmp) => {
+        writeFileSync(join(tmp, "leaf.pem"), leafPem);
+        writeFileSync(join(tmp, "chain.pem"), untrusted.join(""));
+        writeFileSync(join(tmp, "root.pem"), rootPem);
+        try {
+          openssl([
+            "verify",
+            "-CAfile",
+            join(tmp, "root.pem"),
+            "-untrusted",
+            join(tmp, "chain.pem"),
+            join(tmp, "leaf.pem"),
+          ]);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+
+    await at("trust-both");
+    await a.poll();
+    assert.equal((await sign()).intermediatesPem.length, 1, "trust-both: the old intermediate alone");
+    await at("switched");
+    await a.poll();
+    const issued = await sign();
+    assert.equal(a.view().sendsCross, prepared.cross.fingerprint);
+    assert.equal(issued.intermediatesPem.length, 2, "switched: new intermediate + cross-certificate");
+    assert.equal(issued.intermediatesPem[1], prepared.cross.pem);
+    assert.ok(verifies(issued.leafPem, issued.intermediatesPem, prepared.old.pem), "old root only");
+    assert.ok(verifies(issued.leafPem, issued.intermediatesPem, prepared.next.pem), "new root only");
+    // Without the cross-certificate the old root alone does not reach the new leaf.
+    assert.ok(!verifies(issued.leafPem, issued.intermediatesPem.slice(0, 1), prepared.old.pem));
+    // What istio-agent gets: leaf, each intermediate, the bundle last; our agent's own check passes.
+    const key = generateKeyPairFor("ec-p256").privateKey;
+    const forAgent = await a.sign({ csr: parseCsr(buildCsr(key, {})), ttlSeconds: 600 }, id1);
+    checkIssuedChain(
+      [forAgent.leafPem, ...forAgent.intermediatesPem, forAgent.rootsPem.join("")],
+      key,
+      id1.uri,
+    );
+
+    await at("retired");
+    await a.poll();
+    const after = await sign();
+    assert.equal(after.intermediatesPem.length, 1, "retired: no cross-certificate");
+    assert.ok(verifies(after.leafPem, after.intermediatesPem, prepared.next.pem));
+    await a.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
