@@ -9,7 +9,7 @@ import { abortError, systemClock, type CancelTimer, type Clock } from "./clock.j
 
 /**
  * A value's lifetime in epoch ms: `until` it is usable; renewal at the loop's fraction of
- * [from, until], or at `renewAt` when the value knows its own renewal time.
+ * [from, until], or at `renewAt` when the value knows its own renewal time (Infinity: never).
  */
 export type Validity = { until: number } & ({ from: number; renewAt?: number } | { renewAt: number });
 
@@ -251,6 +251,10 @@ export class RenewalLoop<T> {
   private schedule(ms: number): void {
     if (this.stopped) return;
     this.cancelTimer?.();
+    this.cancelTimer = undefined;
+    this.nextAt = undefined;
+    // A value that never needs renewing (renewAt Infinity) leaves no timer.
+    if (!Number.isFinite(ms)) return;
     this.nextAt = this.clock.now() + ms;
     this.cancelTimer = this.clock.setTimer(
       () => {

@@ -1,10 +1,13 @@
 // Keeps a Vault token valid: logs in lazily, renews with auth/token/renew-self
 // at ~2/3 of the lease, logs in again when the token is not renewable, reaches
-// its max TTL, expires, or Vault says it is invalid. The token is never logged:
-// events and messages carry the accessor at most.
+// its max TTL, expires, or Vault says it is invalid. When to act, the backoff
+// after a failure and stop() are the shared RenewalLoop's; this file only decides
+// what one renewal is (tokenAction). The token is never logged: events and
+// messages carry the accessor at most.
 
 import { EventEmitter } from "node:events";
-import { backoffDelay } from "../timing/backoff.js";
+import { abortable, isAbortError, systemClock, type Clock } from "../timing/clock.js";
+import { RenewalLoop, type RenewalFailure, type Validity } from "../timing/renewal-loop.js";
 import type { AuthMethod, LoginResult } from "./auth.js";
 import type { TokenSource, VaultClient, VaultLogger } from "./client.js";
 import { VaultError, VaultPermissionDeniedError } from "./errors.js";
@@ -22,8 +25,10 @@ export interface TokenManagerOptions {
    * suits short-lived caches such as per-workload tokens.
    */
   background?: boolean;
-  /** Clock, for tests. */
-  now?: () => number;
+  /** Time for the renewal schedule and expiry checks (tests drive a fake one). */
+  clock?: Clock;
+  /** Jitter source of the retry backoff, in [0, 1) (tests pin it). */
+  random?: () => number;
 }
 
 export interface TokenInfo {
@@ -51,11 +56,39 @@ interface Current {
   policies: string[];
   renewable: boolean;
   leaseSeconds: number;
+  /** Epoch ms of the login or renewal that granted `leaseSeconds`. */
+  obtainedAt: number;
   expiresAt: number;
   /** The lease granted at login, requested again as the renewal increment. */
   loginLease: number;
   /** Renewal granted less than asked: max TTL is near, log in next time. */
   capped: boolean;
+}
+
+/** What the renewal of a token is: renew-self, a new login, or nothing Vault would allow. */
+export type TokenAction = "renew" | "login" | "none";
+
+/**
+ * A renewable token is renewed until Vault grants less than asked (its max TTL is near);
+ * then, or when it is not renewable, the next renewal is a new login. A fixed token
+ * (no login to repeat) is renewed while Vault lets it, else left alone.
+ */
+export function tokenAction(t: { renewable: boolean; capped: boolean }, canRelogin: boolean): TokenAction {
+  if (t.renewable && (!t.capped || !canRelogin)) return "renew";
+  return canRelogin ? "login" : "none";
+}
+
+/**
+ * When to act on a lease of `leaseSeconds`: at `fraction` of it, but at least 1 s before
+ * its end (Vault reports whole seconds and may round up, so a short lease is acted on
+ * before it really ends), and never sooner than MIN_DELAY_MS (a 1 s lease must not
+ * become a login loop).
+ */
+export function tokenRenewDelayMs(leaseSeconds: number, fraction: number): number {
+  const byFraction = leaseSeconds * 1000 * fraction;
+  return Math.round(
+    Math.max(Math.min(byFraction, MIN_DELAY_MS), Math.min(byFraction, (leaseSeconds - 1) * 1000)),
+  );
 }
 
 // A token this close to expiry is treated as expired (clock skew, request time).
@@ -64,18 +97,21 @@ const MIN_DELAY_MS = 500;
 
 export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implements TokenSource {
   private current: Current | undefined;
-  private pending: Promise<Current> | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private failures = 0;
+  /** A login before the loop runs (start(), or the first request), shared by concurrent callers. */
+  private firstLogin: Promise<Current> | undefined;
+  private looping = false;
+  /** The token Vault rejected (invalidate()): never handed out again. */
+  private rejected: string | undefined;
+  /** What the loop's attempt in flight is doing, for the failure event. */
+  private action: "renew" | "login" = "login";
   private closed = false;
   private logins = 0;
   private renewals = 0;
   private readonly fraction: number;
-  private readonly retryMinMs: number;
-  private readonly retryMaxMs: number;
-  private readonly now: () => number;
+  private readonly clock: Clock;
   private readonly logger: VaultLogger | undefined;
   private readonly background: boolean;
+  private readonly loop: RenewalLoop<Current>;
 
   constructor(
     private readonly client: VaultClient,
@@ -84,16 +120,26 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
   ) {
     super();
     this.fraction = options.renewFraction ?? 2 / 3;
-    this.retryMinMs = options.retryMinMs ?? 1000;
-    this.retryMaxMs = options.retryMaxMs ?? 30_000;
-    this.now = options.now ?? Date.now;
+    this.clock = options.clock ?? systemClock;
     this.logger = options.logger;
     this.background = options.background ?? true;
+    this.loop = new RenewalLoop<Current>({
+      what: "the Vault token",
+      renew: (signal) => this.refresh(signal),
+      validity: (c) => this.validity(c),
+      backoff: { initialMs: options.retryMinMs ?? 1000, maxMs: options.retryMaxMs ?? 30_000 },
+      minIntervalMs: MIN_DELAY_MS,
+      clock: this.clock,
+      ...(options.random ? { random: options.random } : {}),
+      onRenewed: (c) => (this.current = c),
+      onFailure: (err, f) => this.failed(err, f),
+    });
   }
 
-  /** Log in now (fail fast at startup) and start the renewal timer. */
+  /** Log in now (fail fast at startup) and start the renewal timer; later calls check the token with Vault now. */
   async start(): Promise<TokenInfo> {
-    await this.loginOnce();
+    if (this.closed) throw new Error("VaultTokenManager is closed");
+    await (this.looping ? this.loop.renewNow() : this.loginFirst());
     return this.info();
   }
 
@@ -101,18 +147,17 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
   async token(): Promise<string> {
     if (this.closed) throw new Error("VaultTokenManager is closed");
     const c = this.current;
-    if (c && c.expiresAt - this.now() > EXPIRY_MARGIN_MS) return c.token;
-    return (await this.loginOnce()).token;
+    if (c && this.usable(c)) return c.token;
+    return (await (this.looping ? this.loop.renewNow() : this.loginFirst())).token;
   }
 
   invalidate(token: string): boolean {
     if (!this.auth.canRelogin) return false;
-    if (this.current?.token === token) {
+    if (this.current?.token === token && this.rejected !== token) {
       this.logger?.warn(
         `Vault token (accessor ${this.current.accessor ?? "?"}) was rejected; logging in again (${this.auth.description})`,
       );
-      this.current = undefined;
-      this.clearTimer();
+      this.rejected = token;
     }
     return true;
   }
@@ -134,141 +179,131 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
     };
   }
 
-  /** Stop the timers. The token is left to expire (not revoked). */
+  /** When the next renewal or login is due (epoch ms), if one is scheduled. */
+  nextAttemptAt(): number | undefined {
+    return this.loop.status().nextAttemptAt;
+  }
+
+  /** Stop the timers and cancel a renewal in flight. The token is left to expire (not revoked). */
   close(): void {
     this.closed = true;
-    this.clearTimer();
+    void this.loop.stop();
   }
 
-  private loginOnce(): Promise<Current> {
-    if (!this.pending) {
-      this.pending = this.auth
-        .login(this.client)
-        .then((r) => {
-          const c = this.fromLogin(r);
-          this.current = c;
-          this.logins++;
-          this.failures = 0;
-          this.schedule();
-          this.emit("login", this.info());
-          return c;
-        })
-        .finally(() => {
-          this.pending = undefined;
-        });
-    }
-    return this.pending;
+  private usable(c: Current): boolean {
+    return c.token !== this.rejected && c.expiresAt - this.clock.now() > EXPIRY_MARGIN_MS;
   }
 
-  private fromLogin(r: LoginResult): Current {
+  private loginFirst(): Promise<Current> {
+    this.firstLogin ??= this.login(this.loop.signal)
+      .then((c) => {
+        // From now on every renewal and re-login goes through the loop.
+        if (this.background && !this.looping) {
+          this.looping = true;
+          this.loop.start(c);
+        }
+        return c;
+      })
+      .finally(() => (this.firstLogin = undefined));
+    return this.firstLogin;
+  }
+
+  private validity(c: Current): Validity {
+    const never =
+      !this.background || c.expiresAt === Infinity || tokenAction(c, this.auth.canRelogin) === "none";
     return {
+      until: c.expiresAt,
+      renewAt: never ? Infinity : c.obtainedAt + tokenRenewDelayMs(c.leaseSeconds, this.fraction),
+    };
+  }
+
+  /** One renewal: renew-self while that is what the token allows, else (or when Vault gave up on it) a login. */
+  private async refresh(signal: AbortSignal): Promise<Current> {
+    const c = this.current;
+    // Renewal is due 1 s before the end for short leases: still in time, though too close to hand out.
+    const alive = c && c.token !== this.rejected && c.expiresAt > this.clock.now();
+    if (c && alive && tokenAction(c, this.auth.canRelogin) === "renew") {
+      this.action = "renew";
+      try {
+        return await this.renewSelf(c, signal);
+      } catch (e) {
+        if (isAbortError(e) || !this.auth.canRelogin || !this.hopeless(e, c)) throw e;
+        // Retrying renew-self cannot help: tell the listeners, then log in in this same attempt.
+        this.emit("failure", e as Error, "renew");
+        this.logger?.warn(`Vault token renewal failed (${(e as Error).message}); logging in again`);
+        this.rejected = c.token;
+      }
+    }
+    this.action = "login";
+    return this.login(signal);
+  }
+
+  /** Whether renew-self failed for good: the token is invalid, the request cannot succeed, or the token has run out. */
+  private hopeless(e: unknown, c: Current): boolean {
+    return (
+      (e instanceof VaultPermissionDeniedError && e.tokenInvalid) ||
+      (e instanceof VaultError && !e.retryable) ||
+      c.expiresAt - this.clock.now() <= EXPIRY_MARGIN_MS
+    );
+  }
+
+  private async login(signal: AbortSignal): Promise<Current> {
+    // A login cannot take the signal; stop() stops waiting for it.
+    const r: LoginResult = await abortable(this.auth.login(this.client), signal);
+    const now = this.clock.now();
+    const c: Current = {
       token: r.token,
       accessor: r.accessor,
       policies: r.policies,
       renewable: r.renewable,
       leaseSeconds: r.leaseSeconds,
-      expiresAt: r.leaseSeconds > 0 ? this.now() + r.leaseSeconds * 1000 : Infinity,
+      obtainedAt: now,
+      expiresAt: r.leaseSeconds > 0 ? now + r.leaseSeconds * 1000 : Infinity,
       loginLease: r.leaseSeconds,
       capped: false,
     };
+    this.current = c;
+    this.logins++;
+    this.emit("login", this.info());
+    return c;
   }
 
-  private clearTimer(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-  }
-
-  private setTimer(ms: number, fn: () => Promise<void>): void {
-    this.clearTimer();
-    if (this.closed) return;
-    this.timer = setTimeout(
-      () => {
-        this.timer = undefined;
-        void fn();
-      },
-      Math.max(0, ms),
+  private async renewSelf(c: Current, signal: AbortSignal): Promise<Current> {
+    const r = await this.client.write(
+      "auth/token/renew-self",
+      c.loginLease > 0 ? { increment: `${c.loginLease}s` } : {},
+      { token: c.token, signal },
     );
-    this.timer.unref();
-  }
-
-  private schedule(): void {
-    const c = this.current;
-    if (!c || c.expiresAt === Infinity || !this.background) return;
-    // Vault reports whole seconds and may round up: keep a 1 s margin so a
-    // short lease is acted on before it really ends.
-    // A floor keeps a 1 s lease from turning into a login loop.
-    const byFraction = c.leaseSeconds * 1000 * this.fraction;
-    const delay = Math.max(
-      Math.min(byFraction, MIN_DELAY_MS),
-      Math.min(byFraction, (c.leaseSeconds - 1) * 1000),
-    );
-    const relogin = !c.renewable || c.capped;
-    if (relogin && !this.auth.canRelogin) {
-      // A fixed token: renew while Vault lets us, nothing else to do.
-      if (c.renewable) this.setTimer(delay, () => this.renew());
-      return;
-    }
-    this.setTimer(delay, relogin ? () => this.backgroundLogin() : () => this.renew());
-  }
-
-  private retryDelay(c: Current | undefined): number {
-    const d = backoffDelay(this.failures + 1, { initialMs: this.retryMinMs, maxMs: this.retryMaxMs });
-    // Never wait past most of the remaining lifetime.
-    const left = c ? c.expiresAt - this.now() : Infinity;
-    return Math.max(this.retryMinMs / 4, Math.min(d, left / 2));
-  }
-
-  private async renew(): Promise<void> {
-    const c = this.current;
-    if (!c || this.closed) return;
-    try {
-      const r = await this.client.write(
-        "auth/token/renew-self",
-        c.loginLease > 0 ? { increment: `${c.loginLease}s` } : {},
-        { token: c.token },
-      );
-      const a = r?.auth;
-      if (!a || this.current !== c) return;
-      c.leaseSeconds = a.lease_duration;
-      c.renewable = a.renewable;
-      c.expiresAt = a.lease_duration > 0 ? this.now() + a.lease_duration * 1000 : Infinity;
+    const a = r?.auth;
+    if (!a)
+      throw new Error(`Vault at ${this.client.address} answered auth/token/renew-self without an auth block`);
+    const now = this.clock.now();
+    const next: Current = {
+      ...c,
+      leaseSeconds: a.lease_duration,
+      renewable: a.renewable,
+      obtainedAt: now,
+      expiresAt: a.lease_duration > 0 ? now + a.lease_duration * 1000 : Infinity,
       // Vault grants less than asked when the max TTL is close.
-      c.capped = a.lease_duration < c.loginLease;
-      this.renewals++;
-      this.failures = 0;
-      this.logger?.debug?.(`renewed Vault token (accessor ${c.accessor ?? "?"}) for ${a.lease_duration}s`);
-      this.schedule();
-      this.emit("renew", this.info());
-    } catch (e) {
-      if (this.closed || this.current !== c) return;
-      const err = e as Error;
-      this.emit("failure", err, "renew");
-      const invalid =
-        (e instanceof VaultPermissionDeniedError && e.tokenInvalid) ||
-        (e instanceof VaultError && !e.retryable) ||
-        c.expiresAt - this.now() <= EXPIRY_MARGIN_MS;
-      if (invalid && this.auth.canRelogin) {
-        this.logger?.warn(`Vault token renewal failed (${err.message}); logging in again`);
-        this.current = undefined;
-        await this.backgroundLogin();
-        return;
-      }
-      this.failures++;
-      this.logger?.warn(`Vault token renewal failed (${err.message}); retrying`);
-      this.setTimer(this.retryDelay(c), () => this.renew());
-    }
+      capped: a.lease_duration < c.loginLease,
+    };
+    this.current = next;
+    this.renewals++;
+    this.logger?.debug?.(`renewed Vault token (accessor ${c.accessor ?? "?"}) for ${a.lease_duration}s`);
+    this.emit("renew", this.info());
+    return next;
   }
 
-  private async backgroundLogin(): Promise<void> {
+  private failed(err: Error, f: RenewalFailure<Current>): void {
     if (this.closed) return;
-    try {
-      await this.loginOnce();
-    } catch (e) {
-      if (this.closed) return;
-      this.failures++;
-      this.emit("failure", e as Error, "login");
-      this.logger?.warn(`Vault login (${this.auth.description}) failed: ${(e as Error).message}; retrying`);
-      this.setTimer(this.retryDelay(this.current), () => this.backgroundLogin());
-    }
+    this.emit("failure", err, this.action);
+    const retry = `retrying in ${Math.round(f.retryInMs / 100) / 10}s`;
+    const msg =
+      this.action === "renew"
+        ? `Vault token renewal failed (${err.message}); ${retry}`
+        : `Vault login (${this.auth.description}) failed: ${err.message}; ${retry}`;
+    // The same error at every backoff step would drown the log.
+    if (f.repeated) this.logger?.debug?.(msg);
+    else this.logger?.warn(msg);
   }
 }

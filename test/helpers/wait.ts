@@ -16,3 +16,20 @@ export async function waitFor<T>(
 }
 
 export const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * `promise`, or a rejection naming `what` after `ms`: for waiting on an event (e.g.
+ * `once(emitter, "renew")`). The timer also keeps the process alive meanwhile, which an
+ * unref()ed timer inside the code under test does not.
+ */
+export async function within<T>(what: string, promise: Promise<T>, ms = 15_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -90,6 +90,27 @@ test("start(initial) schedules from the given value without renewing now", async
   await l.stop();
 });
 
+test("a value that never needs renewing (renewAt Infinity) leaves no timer; a failure still retries", async () => {
+  const clock = new FakeClock();
+  const s = scripted(clock, [new Error("down")]);
+  const l = new RenewalLoop<Lease>({
+    what: "test lease",
+    renew: s.renew,
+    validity: (v) => ({ until: v.until, renewAt: Infinity }),
+    clock,
+    backoff: { initialMs: 1000, maxMs: 60_000, jitter: 0 },
+  });
+  l.start({ n: 0, from: clock.now(), until: Infinity });
+  assert.deepEqual(clock.pending(), []);
+  assert.equal(l.status().nextAttemptAt, undefined);
+  await assert.rejects(l.renewNow(), /down/);
+  assert.deepEqual(clock.pending(), [1000], "retried with backoff");
+  await clock.next();
+  assert.equal(l.current?.n, 1);
+  assert.deepEqual(clock.pending(), [], "then idle again");
+  await l.stop();
+});
+
 test("failures back off; the retry is clamped so a valid value gets more tries before it expires", async () => {
   const clock = new FakeClock();
   const boom = new Error("vault sealed");

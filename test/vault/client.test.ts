@@ -1,5 +1,6 @@
 // The Vault client against a real OpenBao dev server (see test/helpers/openbao.ts).
 import { after, before, describe, test } from "node:test";
+import { once } from "node:events";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import { execFileSync } from "node:child_process";
@@ -9,6 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SignJWT, exportSPKI, generateKeyPair } from "jose";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
+import { within } from "../helpers/wait.js";
+import { approleCreds as writeApproleCreds, type ApproleCreds } from "../helpers/approle.js";
 import {
   AppRoleAuth,
   TokenAuth,
@@ -41,18 +44,8 @@ function conn(extra: Partial<VaultConnection> = {}): VaultConnection {
   return { address: bao.addr, skipVerify: false, auth: { method: "token" }, ...extra };
 }
 
-async function approleCreds(
-  role: string,
-  body: Record<string, unknown>,
-): Promise<{ roleIdFile: string; secretIdFile: string; secretId: string }> {
-  await root.write(`auth/approle/role/${role}`, body);
-  const rid = await root.read<{ role_id: string }>(`auth/approle/role/${role}/role-id`);
-  const sid = await root.write<{ secret_id: string }>(`auth/approle/role/${role}/secret-id`, {});
-  const roleIdFile = join(dir, `${role}.role-id`);
-  const secretIdFile = join(dir, `${role}.secret-id`);
-  await writeFile(roleIdFile, `${rid?.data?.role_id}\n`);
-  await writeFile(secretIdFile, `${sid?.data?.secret_id}\n`);
-  return { roleIdFile, secretIdFile, secretId: sid?.data?.secret_id ?? "" };
+function approleCreds(role: string, body: Record<string, unknown>): Promise<ApproleCreds> {
+  return writeApproleCreds(root, dir, role, body);
 }
 
 function throwawayCaPem(): string {
@@ -543,6 +536,9 @@ describe("errors turned into actions", () => {
 });
 
 describe("token lifecycle", () => {
+  // In real time on short TTLs: renew-self and re-login really happen against OpenBao. The
+  // schedule itself (when, backoff, which action) is driven by a fake clock in
+  // test/vault/token-manager.test.ts.
   test("a short-TTL renewable token is renewed with renew-self and outlives its first TTL", async () => {
     const created = await root.write("auth/token/create", {
       policies: ["app-reader"],
@@ -553,20 +549,17 @@ describe("token lifecycle", () => {
     const client = new VaultClient(conn(), { retry: FAST });
     const mgr = new VaultTokenManager(client, new TokenAuth({ token }));
     client.useTokenSource(mgr);
-    // The manager's timers are unref()ed: keep the event loop alive meanwhile.
-    const renewed = new Promise<void>((r, j) => {
-      const t = setTimeout(() => j(new Error("no renew-self within 5 s")), 5000);
-      mgr.once("renew", () => {
-        clearTimeout(t);
-        r();
-      });
-    });
+    const renewed = within("renew-self of a 3 s token", once(mgr, "renew"), 10_000);
     await mgr.start();
-    await renewed; // at ~2 s
-    await new Promise((r) => setTimeout(r, 1500)); // past the original 3 s
-    const self = await client.read<{ ttl: number }>("auth/token/lookup-self");
-    assert.ok((self?.data?.ttl ?? 0) >= 1, `token still alive after renewals, ttl=${self?.data?.ttl}`);
-    assert.ok(mgr.info().renewals >= 1);
+    const [info] = await renewed; // at ~2 s
+    assert.equal(info.renewals, 1);
+    // Vault's own record: the token now expires later than its first TTL allowed.
+    const self = await client.read<{ creation_time: number; expire_time: string }>("auth/token/lookup-self");
+    const created3s = ((self?.data?.creation_time ?? 0) + 3) * 1000;
+    assert.ok(
+      Date.parse(self?.data?.expire_time ?? "") > created3s,
+      `expire_time ${self?.data?.expire_time} is past creation + 3 s`,
+    );
     mgr.close();
     client.close();
   });
@@ -582,29 +575,28 @@ describe("token lifecycle", () => {
       conn({ auth: { method: "approle", roleIdFile: creds.roleIdFile, secretIdFile: creds.secretIdFile } }),
       { retry: FAST },
     );
-    const events: string[] = [];
-    const started = Date.now();
-    let reloginAt = 0;
-    const relogin = new Promise<void>((r, j) => {
-      const t = setTimeout(() => j(new Error(`no second login within 5 s: ${events.join(",")}`)), 5000);
-      v.tokens.on("login", () => {
-        events.push("login");
-        if (events.filter((e) => e === "login").length === 2) {
-          reloginAt = Date.now() - started;
-          clearTimeout(t);
-          r();
-        }
-      });
-    });
-    v.tokens.on("renew", () => events.push("renew"));
+    const events: { kind: string; leaseSeconds: number }[] = [];
+    v.tokens.on("login", (i) => events.push({ kind: "login", leaseSeconds: i.leaseSeconds }));
+    v.tokens.on("renew", (i) => events.push({ kind: "renew", leaseSeconds: i.leaseSeconds }));
+    const relogin = within(
+      "a second login",
+      new Promise<void>((resolve) => v.tokens.on("login", () => v.tokens.info().logins === 2 && resolve())),
+      10_000,
+    );
     await v.tokens.start();
     const first = await v.tokens.token();
     await relogin;
-    // Renewed first (renewable), then logged in again because renewals are
-    // capped by token_max_ttl, before the first token's 3 s max TTL ran out.
-    assert.equal(events[0], "login");
-    assert.equal(events[1], "renew", events.join(","));
-    assert.ok(reloginAt < 3000, `re-login at ${reloginAt} ms, after the max TTL`);
+    // Renewed first (renewable), then logged in again because the last renewal was capped
+    // by token_max_ttl (granted less than the 2 s asked).
+    const kinds = events.map((e) => e.kind);
+    assert.equal(kinds[0], "login");
+    assert.equal(kinds[1], "renew", kinds.join(","));
+    assert.equal(kinds.at(-1), "login");
+    const lastRenew = events.filter((e) => e.kind === "renew").at(-1)!;
+    assert.ok(
+      lastRenew.leaseSeconds < 2,
+      `the renewal before the login was capped: ${lastRenew.leaseSeconds}s`,
+    );
     assert.notEqual(await v.tokens.token(), first);
     assert.equal((await readKv(v.client, "vault:secret/data/app/db"))?.data["user"], "app");
     v.close();
@@ -623,36 +615,6 @@ describe("token lifecycle", () => {
     assert.equal(v.tokens.info().logins, 2);
     assert.notEqual(v.tokens.info().accessor, info.accessor);
     v.close();
-  });
-
-  test("an expired token (non-renewable) is replaced before use", async () => {
-    const creds = await approleCreds("batch", {
-      token_policies: ["app-reader"],
-      token_ttl: "1s",
-      token_type: "batch",
-    });
-    const v = connectVault(
-      conn({ auth: { method: "approle", roleIdFile: creds.roleIdFile, secretIdFile: creds.secretIdFile } }),
-      { retry: FAST },
-    );
-    const info = await v.tokens.start();
-    assert.equal(info.renewable, false);
-    // Background off: the next request must notice the expiry by itself.
-    const v2 = connectVault(
-      conn({ auth: { method: "approle", roleIdFile: creds.roleIdFile, secretIdFile: creds.secretIdFile } }),
-      { retry: FAST, tokens: { background: false } },
-    );
-    await v2.tokens.start();
-    await new Promise((r) => setTimeout(r, 1300));
-    assert.equal((await readKv(v2.client, "vault:secret/data/app/db"))?.data["user"], "app");
-    assert.equal(v2.tokens.info().logins, 2);
-    // Background on: a 1 s non-renewable lease is replaced periodically, not in a loop.
-    const at = v.tokens.info().logins;
-    await new Promise((r) => setTimeout(r, 1200));
-    const logins = v.tokens.info().logins - at;
-    assert.ok(logins >= 1 && logins <= 4, `background re-logins for a 1 s lease in 1.2 s: ${logins}`);
-    v.close();
-    v2.close();
   });
 });
 
