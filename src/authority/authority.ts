@@ -1,11 +1,15 @@
 // One interface for every signing backend (local, files, vault-*): the server
 // validates and authenticates, the authority only signs and names its roots.
-import type { Csr } from "../pki/csr.js";
+import type { Csr, DecodedCsr } from "../pki/csr.js";
 import type { SpiffeId } from "../pki/spiffe.js";
 
 export interface SignRequest {
-  /** The parsed, signature-checked CSR; its key is what gets certified. */
-  csr: Csr;
+  /**
+   * The CSR whose key gets certified: already verified (Csr), or decoded with its signature
+   * still to check (DecodedCsr), which every authority does (verifyCsr) before it signs or
+   * forwards anything; the server's issuance workers check it in the signing job.
+   */
+  csr: Csr | DecodedCsr;
   /** Requested lifetime in seconds, already bounded by the server's policy. */
   ttlSeconds: number;
   /** Common name to carry over from the CSR, when the server's policy allows it. */

@@ -4,6 +4,7 @@
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import { verifyChain } from "../pki/chain.js";
 import { describeCertificate, parseCertificates, type Certificate } from "../pki/certificate.js";
+import { verifyCsr } from "../pki/csr.js";
 import { createSigner, issueLeaf, type LeafOptions, type Signer } from "../pki/issue.js";
 import type { SpiffeId } from "../pki/spiffe.js";
 import type { IssuedChain, Readiness, SignRequest } from "./authority.js";
@@ -117,6 +118,7 @@ export function leafOptions(request: SignRequest, identity: SpiffeId): LeafOptio
 
 /** Signs a workload leaf with `material` for `identity`. */
 export function signLeaf(material: CaMaterial, request: SignRequest, identity: SpiffeId): IssuedChain {
+  verifyCsr(request.csr);
   const leaf = issueLeaf(material.signer, leafOptions(request, identity));
   return { leafPem: leaf.pem, intermediatesPem: material.intermediatesPem, rootsPem: material.rootsPem };
 }

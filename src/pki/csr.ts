@@ -40,7 +40,7 @@ import { commonNameOf, decodeName, encodeName, type NameAttribute, type NameFiel
 import { OID } from "./oids.js";
 import { decodePem, encodePem } from "./pem.js";
 import { canonicalSpki, type CanonicalSpki } from "./spki.js";
-import { importRequestKey, type ImportedKey } from "./spki-import.js";
+import { importRequestKey, requestKeyAlgorithm } from "./spki-import.js";
 
 /** Inputs larger than this are refused before parsing: no CSR needs more. */
 export const MAX_CSR_BYTES = 64 * 1024;
@@ -124,10 +124,45 @@ function signatureAlgorithmOf(node: Node | undefined): string {
   return id;
 }
 
-/** Parses and verifies a PKCS#10 CSR from PEM text or DER bytes. */
-export function parseCsr(input: string | Uint8Array): Csr {
-  const der = toDer(input);
+/**
+ * What proves the requester holds the CSR's key: the signed CertificationRequestInfo, its
+ * signature and the key. Plain data, so it can travel to an issuance worker with the leaf to
+ * sign and be checked there (verifyCsr) in the same job.
+ */
+export interface CsrProof {
+  signatureAlgorithm: string;
+  /** DER CertificationRequestInfo, as signed. */
+  signed: Uint8Array;
+  signature: Uint8Array;
+  spki: CanonicalSpki;
+}
+
+/**
+ * A CSR whose structure and fields were checked (decodeCsr) but whose signature was not yet:
+ * everything a policy decision needs, and the proof that verifyCsr checks before signing.
+ */
+export interface DecodedCsr extends Omit<Csr, "publicKey"> {
+  proof: CsrProof;
+}
+
+/** Runs a CSR step, turning key and DER errors into a CsrError that names the CSR. */
+function asCsrError<T>(f: () => T): T {
   try {
+    return f();
+  } catch (err) {
+    if (err instanceof CsrError) throw err;
+    if (err instanceof KeyError) throw new CsrError(`CSR key: ${err.message}`);
+    throw new CsrError(`malformed CSR: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Decodes a PKCS#10 CSR from PEM text or DER bytes and checks every field, without importing
+ * the key or checking the signature (verifyCsr does that). Cheap: no public-key cryptography.
+ */
+export function decodeCsr(input: string | Uint8Array): DecodedCsr {
+  const der = toDer(input);
+  return asCsrError(() => {
     const top = children(expectTag(decodeOne(der), Tag.SEQUENCE, "CertificationRequest"));
     if (top.length !== 3) throw new DerError("CertificationRequest must have 3 parts");
     const info = expectTag(top[0], Tag.SEQUENCE, "CertificationRequestInfo");
@@ -158,18 +193,7 @@ export function parseCsr(input: string | Uint8Array): Csr {
     } catch (err) {
       throw new CsrError(`CSR public key: ${(err as Error).message}`);
     }
-    let imported: ImportedKey;
-    try {
-      imported = importRequestKey(spki);
-    } catch (err) {
-      if (err instanceof KeyError) throw err;
-      throw new CsrError("CSR public key cannot be decoded: use RSA 2048-4096, ECDSA P-256/P-384 or Ed25519");
-    }
-    const { publicKey, keyAlgorithm } = imported;
-    if (!verifySignature(sigAlg, publicKey, info.raw, sigBits.subarray(1)))
-      throw new CsrError(
-        "CSR signature does not verify: the request was altered or not signed by its own key",
-      );
+    const keyAlgorithm = requestKeyAlgorithm(spki);
 
     const subject = decodeName(subjectNode);
     const sans: SubjectAltNames = { uris: [], dnsNames: [], ipAddresses: [], emails: [], other: 0 };
@@ -178,24 +202,50 @@ export function parseCsr(input: string | Uint8Array): Csr {
       if (ext.oid === OID.subjectAltName) decodeSubjectAltNames(ext.value, sans);
       if (ext.oid === OID.basicConstraints) requestsCa = decodeBasicConstraints(ext.value).ca;
     }
-    const csr: Csr = {
+    const csr: DecodedCsr = {
       der,
       subject,
       spki: spki.der,
-      publicKey,
       keyAlgorithm,
       extensions,
       sans,
       requestsCa,
+      proof: { signatureAlgorithm: sigAlg, signed: info.raw, signature: sigBits.subarray(1), spki },
     };
     const cn = commonNameOf(subject);
     if (cn !== undefined) csr.commonName = cn;
     return csr;
-  } catch (err) {
-    if (err instanceof CsrError) throw err;
-    if (err instanceof KeyError) throw new CsrError(`CSR key: ${err.message}`);
-    throw new CsrError(`malformed CSR: ${(err as Error).message}`);
-  }
+  });
+}
+
+/** Imports the key of a decoded CSR and checks the CSR's signature with it: proof of possession. */
+export function verifyCsrProof(proof: CsrProof): KeyObject {
+  return asCsrError(() => {
+    let publicKey: KeyObject;
+    try {
+      publicKey = importRequestKey(proof.spki).publicKey;
+    } catch (err) {
+      if (err instanceof KeyError) throw err;
+      throw new CsrError("CSR public key cannot be decoded: use RSA 2048-4096, ECDSA P-256/P-384 or Ed25519");
+    }
+    if (!verifySignature(proof.signatureAlgorithm, publicKey, proof.signed, proof.signature))
+      throw new CsrError(
+        "CSR signature does not verify: the request was altered or not signed by its own key",
+      );
+    return publicKey;
+  });
+}
+
+/** A decoded CSR whose signature verifies, as a Csr; a Csr as it is (already verified). */
+export function verifyCsr(csr: Csr | DecodedCsr): Csr {
+  if (!("proof" in csr)) return csr;
+  const { proof, ...fields } = csr;
+  return { ...fields, publicKey: verifyCsrProof(proof) };
+}
+
+/** Parses and verifies a PKCS#10 CSR from PEM text or DER bytes. */
+export function parseCsr(input: string | Uint8Array): Csr {
+  return verifyCsr(decodeCsr(input));
 }
 
 export interface CsrTemplate {

@@ -29,6 +29,7 @@ function modulusBits(rsaPublicKey: Uint8Array): number {
  * bad, e.g. an EC point that is not on the curve; a KeyError for an RSA size we refuse.
  */
 export function importRequestKey(spki: CanonicalSpki): ImportedKey {
+  const keyAlgorithm = requestKeyAlgorithm(spki);
   switch (spki.kind) {
     case "ec-p256":
     case "ec-p384": {
@@ -39,17 +40,21 @@ export function importRequestKey(spki: CanonicalSpki): ImportedKey {
         key: { kty: "EC", crv: JWK_CURVES[spki.kind], x: b64(1), y: b64(1 + half) },
         format: "jwk",
       });
-      return { publicKey, keyAlgorithm: spki.kind };
+      return { publicKey, keyAlgorithm };
     }
     case "rsa": {
-      const keyAlgorithm = rsaKeyAlgorithm(modulusBits(spki.key));
       const publicKey = createPublicKey({ key: Buffer.from(spki.key), format: "der", type: "pkcs1" });
       return { publicKey, keyAlgorithm };
     }
     case "ed25519":
       return {
         publicKey: createPublicKey({ key: Buffer.from(spki.der), format: "der", type: "spki" }),
-        keyAlgorithm: "ed25519",
+        keyAlgorithm,
       };
   }
+}
+
+/** A checked request key's algorithm, from its fields (no import); a KeyError for an RSA size we refuse. */
+export function requestKeyAlgorithm(spki: CanonicalSpki): KeyAlgorithm {
+  return spki.kind === "rsa" ? rsaKeyAlgorithm(modulusBits(spki.key)) : spki.kind;
 }

@@ -1,7 +1,7 @@
 // CreateCertificate as policy: who is calling, what may they have, for how long.
 // Transport-free so it can be tested and benchmarked without gRPC.
 import { AuthorityDeniedError, AuthorityUnavailableError, type Authority } from "../authority/authority.js";
-import { CsrError, parseCsr, type Csr } from "../pki/csr.js";
+import { CsrError, decodeCsr, type Csr, type DecodedCsr } from "../pki/csr.js";
 import { MAX_NAME_ATTRIBUTE_LENGTH } from "../pki/name.js";
 import { parseSpiffeId, parseWorkloadId, SpiffeIdError, type SpiffeId } from "../pki/spiffe.js";
 import { formatDuration } from "../config/duration.js";
@@ -70,8 +70,6 @@ export interface CaServiceDeps {
   authority: Authority;
   authenticate(creds: CallerCredentials): Promise<AuthenticatedCaller>;
   policy: CaPolicy;
-  /** Parses and verifies a CSR (the server's issuance workers); default parseCsr here. */
-  parseCsr?: (csr: string) => Csr | Promise<Csr>;
 }
 
 export interface IssueResult {
@@ -135,7 +133,7 @@ function resolveIdentity(
 }
 
 /** Rejects a CSR that asks for anything other than the caller's own identity. */
-export function checkCsrAgainstIdentity(csr: Csr, identity: SpiffeId): void {
+export function checkCsrAgainstIdentity(csr: Csr | DecodedCsr, identity: SpiffeId): void {
   const { uris, dnsNames, ipAddresses, emails, other } = csr.sans;
   if (uris.length > 1)
     throw new CaServiceError(
@@ -194,9 +192,11 @@ export async function createCertificate(
     throw label(err, "authn");
   });
   const identity = at("authn", () => resolveIdentity(deps, caller, req.metadata));
-  let csr: Csr;
+  // Decoded and checked here; its signature is verified where it is signed (the authority,
+  // on an issuance worker when the server has them), so a certificate costs one hand-off.
+  let csr: DecodedCsr;
   try {
-    csr = await (deps.parseCsr ?? parseCsr)(req.csr);
+    csr = decodeCsr(req.csr);
   } catch (err) {
     if (err instanceof CsrError)
       throw label(new CaServiceError(Code.INVALID_ARGUMENT, err.message), "csr-parse");
@@ -218,6 +218,8 @@ export async function createCertificate(
     const chain = [issued.leafPem, ...issued.intermediatesPem, issued.rootsPem.join("")];
     return { chain, identity, caller };
   } catch (err) {
+    if (err instanceof CsrError)
+      throw label(new CaServiceError(Code.INVALID_ARGUMENT, err.message), "csr-parse");
     const e =
       err instanceof AuthorityUnavailableError
         ? new CaServiceError(Code.UNAVAILABLE, err.message)

@@ -1,4 +1,5 @@
-// Issuance on every core: worker threads that verify CSRs and sign leaves, so one
+// Issuance on every core: worker threads that verify CSRs and sign leaves (one job, one
+// hand-off per certificate), so one
 // `meshvault server` uses all cores for the work that dominates a certificate's CPU (the
 // event loop keeps gRPC, TLS and caller authentication). Each worker loads a CA key once,
 // when the first certificate under that key is signed after start or a reload/rotation;
@@ -8,7 +9,7 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "../log/logger.js";
-import { CsrError, parseCsr, type Csr } from "../pki/csr.js";
+import { CsrError } from "../pki/csr.js";
 import { IssueError } from "../pki/issue.js";
 import type { SpiffeId } from "../pki/spiffe.js";
 import type { SignRequest } from "../authority/authority.js";
@@ -73,17 +74,10 @@ export class IssuancePool {
     }
   }
 
-  /** parseCsr (decode, key import, signature check) on a worker. */
-  readonly parseCsr = (csr: string): Promise<Csr> | Csr => {
-    const slot = this.pick();
-    if (!slot) {
-      this.done.inline++;
-      return parseCsr(csr);
-    }
-    return this.send(slot, { op: "parse", id: 0, csr }, () => parseCsr(csr)) as Promise<Csr>;
-  };
-
-  /** A LeafSigner for the authorities that hold CA material: signLeaf on a worker. */
+  /**
+   * A LeafSigner for the authorities that hold CA material: signLeaf on a worker, the CSR's
+   * signature check (when still due) in the same job.
+   */
   readonly signLeaf: LeafSigner = (material: CaMaterial, request: SignRequest, identity: SpiffeId) => {
     const slot = this.pick();
     if (!slot) {
@@ -92,10 +86,11 @@ export class IssuancePool {
     }
     const id = this.materialId(material);
     const leaf = leafOptions(request, identity);
+    const proof = "proof" in request.csr ? { proof: request.csr.proof } : {};
     return (
       this.send(
         slot,
-        { op: "sign", id: 0, material: id, leaf },
+        { op: "sign", id: 0, material: id, leaf, ...proof },
         () => signLeaf(material, request, identity).leafPem,
       ) as Promise<string>
     ).then((leafPem) => ({

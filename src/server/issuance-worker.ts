@@ -1,17 +1,16 @@
-// One issuance worker thread (see issuance-pool.ts): parses and verifies CSRs, and signs
-// leaves with the CA material the pool sent it (each CA key is loaded here once, on the
-// first message that carries it). Pure CPU work, no I/O.
+// One issuance worker thread (see issuance-pool.ts): checks a CSR's signature and signs its
+// leaf in one job, with the CA material the pool sent it (each CA key is loaded here once,
+// on the first message that carries it). Pure CPU work, no I/O.
 import { parentPort, type MessagePort } from "node:worker_threads";
 import type { KeyObject } from "node:crypto";
 import { parseCertificateDer } from "../pki/certificate.js";
-import { parseCsr } from "../pki/csr.js";
+import { verifyCsrProof, type CsrProof } from "../pki/csr.js";
 import { createSigner, issueLeaf, type LeafOptions, type Signer } from "../pki/issue.js";
 
 export type WorkerRequest =
   | { op: "material"; material: number; certDer: Uint8Array; key: KeyObject }
   | { op: "forget"; material: number }
-  | { op: "parse"; id: number; csr: string }
-  | { op: "sign"; id: number; material: number; leaf: LeafOptions };
+  | { op: "sign"; id: number; material: number; leaf: LeafOptions; proof?: CsrProof };
 
 export type WorkerReply =
   { id: number; ok: true; value: unknown } | { id: number; ok: false; name: string; message: string };
@@ -33,13 +32,10 @@ function serve(port: MessagePort): void {
     }
     let reply: WorkerReply;
     try {
-      if (m.op === "parse") {
-        reply = { id: m.id, ok: true, value: parseCsr(m.csr) };
-      } else {
-        const signer = signers.get(m.material);
-        if (!signer) throw new Error(`issuance worker has no CA material #${m.material}`);
-        reply = { id: m.id, ok: true, value: issueLeaf(signer, m.leaf).pem };
-      }
+      const signer = signers.get(m.material);
+      if (!signer) throw new Error(`issuance worker has no CA material #${m.material}`);
+      if (m.proof) verifyCsrProof(m.proof);
+      reply = { id: m.id, ok: true, value: issueLeaf(signer, m.leaf).pem };
     } catch (err) {
       const e = err as Error;
       reply = { id: m.id, ok: false, name: e.name, message: e.message };

@@ -284,7 +284,6 @@ async function startLocked(
       authority,
       policy,
       authenticate: (creds) => authenticateCaller(authenticators, creds),
-      ...(pool ? { parseCsr: pool.parseCsr } : {}),
     },
     credentials,
     address: config.listen.grpc,

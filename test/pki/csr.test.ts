@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { buildCsr, CsrError, MAX_CSR_BYTES, parseCsr } from "../../src/pki/csr.js";
+import { buildCsr, CsrError, decodeCsr, MAX_CSR_BYTES, parseCsr, verifyCsr } from "../../src/pki/csr.js";
 import { decodePem, encodePem } from "../../src/pki/pem.js";
 import { createPublicKey } from "node:crypto";
 import { generateKeyPairFor } from "../../src/pki/keys.js";
@@ -68,6 +68,31 @@ test("rejects a tampered CSR: bad signature", () => {
   der[at] = "b".charCodeAt(0);
   rejects(der, /signature does not verify/);
   rejects(encodePem("CERTIFICATE REQUEST", der), /signature does not verify/);
+});
+
+test("decodeCsr reads every field without the signature; verifyCsr then gives what parseCsr gives", () => {
+  for (const alg of ["ec-p256", "ec-p384", "rsa-2048", "ed25519"] as const) {
+    const pem = buildCsr(generateKeyPairFor(alg).privateKey, { uris: ["spiffe://td/ns/a/sa/b"] });
+    const decoded = decodeCsr(pem);
+    const parsed = parseCsr(pem);
+    assert.equal(decoded.keyAlgorithm, parsed.keyAlgorithm);
+    assert.deepEqual(decoded.spki, parsed.spki);
+    assert.deepEqual(decoded.sans, parsed.sans);
+    const verified = verifyCsr(decoded);
+    assert.ok(verified.publicKey.equals(parsed.publicKey));
+    assert.equal("proof" in verified, false);
+    assert.equal(verifyCsr(parsed), parsed, "an already verified CSR is returned as is");
+  }
+  // A bad signature decodes (the policy can look at it) but never verifies.
+  const der = decodePem(buildCsr(generateKeyPairFor("ec-p256").privateKey, {}))[0]!.der;
+  der[der.length - 1]! ^= 1;
+  const decoded = decodeCsr(der);
+  assert.throws(
+    () => verifyCsr(decoded),
+    (e: Error) => e instanceof CsrError && /signature does not verify/.test(e.message),
+  );
+  // Key-size refusals happen while decoding, before any signature work.
+  assert.throws(() => decodeCsr(opensslCsr(["-newkey", "rsa:1024"]).csrPem), /1024 bits is too small/);
 });
 
 test("rejects trailing garbage, oversize input, wrong PEM type, junk", () => {

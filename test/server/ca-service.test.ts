@@ -18,7 +18,8 @@ import {
   type AuthenticatedCaller,
   type CallerCredentials,
 } from "../../src/identity/authenticator.js";
-import { buildCsr, type CsrTemplate } from "../../src/pki/csr.js";
+import { buildCsr, verifyCsr, type CsrTemplate } from "../../src/pki/csr.js";
+import { decodePem, encodePem } from "../../src/pki/pem.js";
 import { generateKeyPairFor } from "../../src/pki/keys.js";
 import { workloadId, type SpiffeId } from "../../src/pki/spiffe.js";
 import {
@@ -37,6 +38,13 @@ const ZTUNNEL = workloadId(TD, "istio-system", "ztunnel");
 const KEY = generateKeyPairFor("ec-p256").privateKey;
 const csr = (t: CsrTemplate = { uris: [SLEEP.uri] }): string => buildCsr(KEY, t);
 
+/** A CSR for SLEEP whose structure is fine but whose signature does not verify. */
+const badSignature = (): string => {
+  const der = decodePem(csr())[0]!.der;
+  der[der.length - 1]! ^= 1;
+  return encodePem("CERTIFICATE REQUEST", der);
+};
+
 const CHAIN: IssuedChain = {
   leafPem: "LEAF\n",
   intermediatesPem: ["INTER\n"],
@@ -53,6 +61,8 @@ class FakeAuthority implements Authority {
   ) {}
   async start(): Promise<void> {}
   async sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain> {
+    // What every authority does first: the CSR's proof of possession (SignRequest.csr).
+    verifyCsr(request.csr);
     this.calls.push({ request, identity });
     if (this.outcome instanceof Error) throw this.outcome;
     return this.outcome;
@@ -160,6 +170,13 @@ const cases: Case[] = [
     request: { csr: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n" },
     code: Code.INVALID_ARGUMENT,
     stage: "csr-parse",
+  },
+  {
+    name: "CSR whose signature does not verify (checked where it is signed)",
+    request: { csr: badSignature() },
+    code: Code.INVALID_ARGUMENT,
+    stage: "csr-parse",
+    message: /CSR signature does not verify/,
   },
   {
     name: "impersonation by a workload that is not a trusted node account",

@@ -9,6 +9,7 @@
 //                       request with DNS/IP SANs) still uses meshvault's login.
 import type { Certificate } from "../../pki/certificate.js";
 import { verifyChain } from "../../pki/chain.js";
+import { verifyCsr } from "../../pki/csr.js";
 import { encodePem } from "../../pki/pem.js";
 import type { SpiffeId } from "../../pki/spiffe.js";
 import {
@@ -314,6 +315,7 @@ export class VaultSignAuthority implements Authority {
   }
 
   async sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain> {
+    verifyCsr(request.csr);
     const body: Record<string, unknown> = {
       csr: encodePem("CERTIFICATE REQUEST", request.csr.der),
       uri_sans: identity.uri,
