@@ -64,14 +64,8 @@ export async function startRootPublisher(o: RootPublisherServiceOptions): Promis
   }
   bundle.update(o.roots());
 
-  const publisher = new RootPublisher({
-    kubeConfig: o.kubeConfig,
-    bundle: () => bundle.pem(),
-    configMapName: name,
-    namespaceSelector: o.namespaceSelector,
-    resyncSeconds: o.resyncSeconds,
-    log: o.log,
-  });
+  // Callbacks run only after elector.start(), when the publisher exists.
+  let publisher!: RootPublisher;
   const elector = new LeaderElector({
     kubeConfig: o.kubeConfig,
     namespace: o.namespace,
@@ -81,6 +75,15 @@ export async function startRootPublisher(o: RootPublisherServiceOptions): Promis
     renewPeriodMs: o.renewPeriodMs,
     onStartedLeading: () => publisher.start(),
     onStoppedLeading: () => publisher.stop(),
+    log: o.log,
+  });
+  publisher = new RootPublisher({
+    kubeConfig: o.kubeConfig,
+    bundle: () => bundle.pem(),
+    configMapName: name,
+    namespaceSelector: o.namespaceSelector,
+    resyncSeconds: o.resyncSeconds,
+    writer: elector.identity,
     log: o.log,
   });
   let last = bundle.pem();

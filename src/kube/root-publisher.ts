@@ -14,6 +14,8 @@ export const ROOT_CONFIGMAP_NAME = "istio-ca-root-cert";
 export const ROOT_CONFIGMAP_KEY = "root-cert.pem";
 export const ISTIO_CONFIG_LABEL = "istio.io/config";
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
+/** Which replica (its Lease identity) last wrote the ConfigMap: shows that one writer at a time did. */
+export const WRITTEN_BY_ANNOTATION = "meshvault.io/written-by";
 
 export interface PublisherLog {
   info(msg: string): void;
@@ -30,6 +32,8 @@ export interface RootPublisherOptions {
   namespaceSelector?: string;
   /** Watch timeout = full resync period, seconds (default 300). */
   resyncSeconds?: number;
+  /** This replica's Lease identity, recorded in the WRITTEN_BY_ANNOTATION of what it writes. */
+  writer?: string;
   log?: PublisherLog;
 }
 
@@ -171,7 +175,9 @@ export class RootPublisher {
         namespace: existing?.metadata?.namespace,
         resourceVersion: existing?.metadata?.resourceVersion,
         labels: { ...labels, [ISTIO_CONFIG_LABEL]: "true", [MANAGED_BY_LABEL]: "meshvault" },
-        annotations: existing?.metadata?.annotations,
+        annotations: this.opts.writer
+          ? { ...existing?.metadata?.annotations, [WRITTEN_BY_ANNOTATION]: this.opts.writer }
+          : existing?.metadata?.annotations,
       },
       // Keys someone else added are kept; ours is what we own.
       data: { ...existing?.data, [ROOT_CONFIGMAP_KEY]: bundle },

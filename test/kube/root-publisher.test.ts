@@ -23,7 +23,11 @@ function root(cn: string): string {
 }
 
 interface Cm {
-  metadata: { resourceVersion: string; labels?: Record<string, string> };
+  metadata: {
+    resourceVersion: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
   data?: Record<string, string>;
 }
 
@@ -87,6 +91,8 @@ test("publishes, repairs, never rewrites when equal, rotates with overlap; two r
   await kube.createNamespace("app-new");
   await waitFor("configmap in a new namespace", hasBundle("app-new", rootA));
 
+  assert.equal((await getCm("app-a"))!.metadata.annotations?.["meshvault.io/written-by"], "replica-1");
+
   // Not rewritten when equal: resourceVersions stay put across several renew periods.
   const rv = (await getCm("app-a"))!.metadata.resourceVersion;
   const rvB = (await getCm("app-b"))!.metadata.resourceVersion;
@@ -126,7 +132,8 @@ test("publishes, repairs, never rewrites when equal, rotates with overlap; two r
     metadata: { name: "istio-ca-root-cert", namespace: "app-b" },
     data: { "root-cert.pem": "tampered again" },
   });
-  await waitFor("repair by the new leader", hasBundle("app-b", rootB));
+  const byNewLeader = await waitFor("repair by the new leader", hasBundle("app-b", rootB));
+  assert.equal(byNewLeader.metadata.annotations?.["meshvault.io/written-by"], "replica-2");
   assert.ok(p2.stats().updated + p2.stats().created > 0);
 });
 

@@ -71,12 +71,12 @@ export async function serversApply(servers: ServerProcess[], phase: Phase): Prom
   });
 }
 
-/** A root at `pki` on `bao` (the one a vault-intermediate mesh rotates away from). */
-export async function mountRoot(bao: OpenBao, commonName: string): Promise<void> {
+/** A root at `mount` (default `pki`) on `bao` (the one a vault-intermediate mesh rotates away from). */
+export async function mountRoot(bao: OpenBao, commonName: string, mount = "pki"): Promise<void> {
   const admin = new VaultClient({ address: bao.addr, skipVerify: false }, { token: bao.rootToken });
   try {
-    await admin.write("sys/mounts/pki", { type: "pki", config: { max_lease_ttl: "87600h" } });
-    await admin.write("pki/root/generate/internal", {
+    await admin.write(`sys/mounts/${mount}`, { type: "pki", config: { max_lease_ttl: "87600h" } });
+    await admin.write(`${mount}/root/generate/internal`, {
       common_name: commonName,
       key_type: "ec",
       ttl: "8760h",
