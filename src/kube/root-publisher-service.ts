@@ -64,9 +64,8 @@ export async function startRootPublisher(o: RootPublisherServiceOptions): Promis
   }
   bundle.update(o.roots());
 
-  // Callbacks run only after elector.start(), when the publisher exists.
-  let publisher!: RootPublisher;
-  const elector = new LeaderElector({
+  // The callbacks run only after elector.start(), when `publisher` below exists.
+  const elector: LeaderElector = new LeaderElector({
     kubeConfig: o.kubeConfig,
     namespace: o.namespace,
     name: o.leaseName ?? DEFAULT_LEASE_NAME,
@@ -77,7 +76,7 @@ export async function startRootPublisher(o: RootPublisherServiceOptions): Promis
     onStoppedLeading: () => publisher.stop(),
     log: o.log,
   });
-  publisher = new RootPublisher({
+  const publisher: RootPublisher = new RootPublisher({
     kubeConfig: o.kubeConfig,
     bundle: () => bundle.pem(),
     configMapName: name,
