@@ -26,8 +26,10 @@ import {
 } from "./ca-material.js";
 import { ReloadListeners } from "./reload-listeners.js";
 import { fsReason } from "../fs/errors.js";
+import { isAbortError, sleep, systemClock, type CancelTimer, type Clock } from "../timing/clock.js";
 
 export interface FilesAuthorityLog {
+  debug?(msg: string): void;
   info(msg: string): void;
   warn(msg: string): void;
   error(msg: string): void;
@@ -43,6 +45,8 @@ export interface FilesAuthorityOptions {
   /** Quiet time after the last change before the files are read. Default 200 ms. */
   debounceMs?: number;
   log?: FilesAuthorityLog;
+  /** Time for the poll, the debounce and the quiet periods (tests drive a fake one). */
+  clock?: Clock;
 }
 
 /** Which file names a directory uses. */
@@ -102,8 +106,6 @@ interface FileSet {
   fingerprint: string;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 function certKey(c: Certificate): string {
   return Buffer.from(c.der).toString("base64");
 }
@@ -121,14 +123,19 @@ export class FilesAuthority implements Authority {
     this.opts.log?.warn(m),
   );
   private watcher: FSWatcher | undefined;
-  private pollTimer: NodeJS.Timeout | undefined;
-  private debounceTimer: NodeJS.Timeout | undefined;
+  private cancelPoll: CancelTimer | undefined;
+  private cancelDebounce: CancelTimer | undefined;
+  /** Aborted by close(): ends a quiet-period wait at once. */
+  private readonly closing = new AbortController();
+  private readonly clock: Clock;
   /** Reloads run one at a time; a change during a reload queues exactly one more. */
   private running: Promise<void> | undefined;
   private again = false;
   private closed = false;
 
-  constructor(private readonly opts: FilesAuthorityOptions) {}
+  constructor(private readonly opts: FilesAuthorityOptions) {
+    this.clock = opts.clock ?? systemClock;
+  }
 
   private get debounceMs(): number {
     return this.opts.debounceMs ?? DEFAULT_DEBOUNCE_MS;
@@ -317,20 +324,35 @@ export class FilesAuthority implements Authority {
     }
     const poll = this.opts.pollIntervalMs ?? DEFAULT_POLL_MS;
     if (poll > 0) {
-      this.pollTimer = setInterval(() => this.schedule(0), poll);
-      this.pollTimer.unref();
+      const every = (): void => {
+        this.cancelPoll = this.clock.setTimer(() => {
+          this.schedule(0);
+          every();
+        }, poll);
+      };
+      every();
     }
   }
 
   /** Debounces bursts: files of one update are written one after another. */
   private schedule(delay = this.debounceMs): void {
     if (this.closed) return;
-    if (this.debounceTimer) clearTimeout(this.debounceTimer);
-    this.debounceTimer = setTimeout(() => {
-      this.debounceTimer = undefined;
+    this.cancelDebounce?.();
+    this.cancelDebounce = this.clock.setTimer(() => {
+      this.cancelDebounce = undefined;
       void this.reload();
     }, delay);
-    this.debounceTimer.unref();
+  }
+
+  /** One quiet period; false when close() ended it. */
+  private async quietPeriod(): Promise<boolean> {
+    try {
+      await sleep(this.debounceMs, this.closing.signal, this.clock);
+      return true;
+    } catch (err) {
+      if (isAbortError(err)) return false;
+      throw err;
+    }
   }
 
   /**
@@ -383,40 +405,41 @@ export class FilesAuthority implements Authority {
       // The same bad set twice, one quiet period apart: the writer is done and it is bad.
       if (fingerprint === refused) break;
       refused = fingerprint;
-      if (!set) {
-        await sleep(this.debounceMs);
-        continue;
-      }
-      try {
-        const material = await this.validate(set);
-        const previous = this.material;
-        this.install(set, material);
-        this.counts.succeeded++;
-        const rootsChanged =
-          !previous ||
-          previous.roots.map(certKey).sort().join() !== material.roots.map(certKey).sort().join();
-        this.opts.log?.info(
-          `files authority: reloaded CA from ${this.opts.dir}; signing CA ${describeCertificate(material.signer.cert)}, valid until ${material.signer.cert.notAfter.toISOString()}`,
-        );
-        if (rootsChanged)
-          this.opts.log?.warn(
-            `files authority: the root certificate in ${this.opts.dir} changed; workloads trusting only the old root reject certificates signed from now on until they receive the new trust bundle`,
+      if (set) {
+        try {
+          const material = await this.validate(set);
+          const previous = this.material;
+          this.install(set, material);
+          this.counts.succeeded++;
+          const rootsChanged =
+            !previous ||
+            previous.roots.map(certKey).sort().join() !== material.roots.map(certKey).sort().join();
+          this.opts.log?.info(
+            `files authority: reloaded CA from ${this.opts.dir}; signing CA ${describeCertificate(material.signer.cert)}, valid until ${material.signer.cert.notAfter.toISOString()}`,
           );
-        this.listeners.emit({
-          ok: true,
-          at: new Date(),
-          layout: set.layout.name,
-          fingerprint: set.fingerprint,
-          signingCa: describeCertificate(material.signer.cert),
-          notAfter: material.signer.cert.notAfter,
-          rootsChanged,
-        });
-        return;
-      } catch (err) {
-        lastMessage = (err as Error).message;
+          if (rootsChanged)
+            this.opts.log?.warn(
+              `files authority: the root certificate in ${this.opts.dir} changed; workloads trusting only the old root reject certificates signed from now on until they receive the new trust bundle`,
+            );
+          this.listeners.emit({
+            ok: true,
+            at: new Date(),
+            layout: set.layout.name,
+            fingerprint: set.fingerprint,
+            signingCa: describeCertificate(material.signer.cert),
+            notAfter: material.signer.cert.notAfter,
+            rootsChanged,
+          });
+          return;
+        } catch (err) {
+          lastMessage = (err as Error).message;
+        }
       }
       // Possibly a half-written update (files land one by one): give the writer time, look again.
-      await sleep(this.debounceMs);
+      this.opts.log?.debug?.(
+        `files authority: CA files in ${this.opts.dir} are not a valid set yet (${lastMessage}); reading them again after ${this.debounceMs} ms`,
+      );
+      if (!(await this.quietPeriod())) return;
     }
     if (this.closed) return;
     this.failedFingerprint = refused;
@@ -481,8 +504,9 @@ export class FilesAuthority implements Authority {
     this.closed = true;
     this.watcher?.close();
     this.watcher = undefined;
-    if (this.pollTimer) clearInterval(this.pollTimer);
-    if (this.debounceTimer) clearTimeout(this.debounceTimer);
+    this.closing.abort();
+    this.cancelPoll?.();
+    this.cancelDebounce?.();
     await this.running;
   }
 }

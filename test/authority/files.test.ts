@@ -13,6 +13,7 @@ import type { SignRequest } from "../../src/authority/authority.js";
 import { makeTestCa, type TestCa } from "../helpers/pki-fixtures.js";
 import { opensslVerify } from "../helpers/openssl.js";
 import { waitFor } from "../helpers/wait.js";
+import { FakeClock } from "../helpers/fake-clock.js";
 
 const ID = workloadId("cluster.local", "default", "sleep");
 const request: SignRequest = {
@@ -22,6 +23,9 @@ const request: SignRequest = {
 
 class TestLog implements FilesAuthorityLog {
   lines: { level: string; msg: string }[] = [];
+  debug(msg: string): void {
+    this.lines.push({ level: "debug", msg });
+  }
   info(msg: string): void {
     this.lines.push({ level: "info", msg });
   }
@@ -293,26 +297,53 @@ test("a half-written update is not reported once the writer finishes", async () 
   const next = makeTestCa();
   writeFiles(dir, pluginFiles(ca));
   const log = new TestLog();
-  // A fast poll reads the directory mid-update (no debounce on that path), so incomplete sets
-  // are validated and refused internally; they are never reported because each re-read one
-  // quiet period (200 ms) later finds the files changed again, until the last one lands.
-  const a = new FilesAuthority({ dir, log, pollIntervalMs: 25, debounceMs: 200 });
+  // The quiet periods run on a fake clock, so "the writer is slower than the debounce" cannot
+  // happen by accident: each file lands while the authority waits, and time moves on only after.
+  const clock = new FakeClock();
+  const a = new FilesAuthority({ dir, log, pollIntervalMs: 0, debounceMs: 200, clock });
   try {
     await a.start();
     const event = nextEvent(a);
     const files = pluginFiles(next);
-    for (const name of ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]) {
-      writeFileSync(join(dir, name), files[name]!, { mode: 0o600 });
-      await new Promise((r) => setTimeout(r, 60));
+    const [firstName, ...rest] = ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"];
+    const write = (name: string): void => writeFileSync(join(dir, name), files[name]!, { mode: 0o600 });
+    write(firstName!);
+    // Read mid-update, as a poll would (no debounce on that path).
+    const round = a.reload();
+    for (const [i, name] of rest.entries()) {
+      // The incomplete set was read and refused internally (a debug line); a quiet period is pending.
+      await waitFor(`incomplete set #${i + 1} read`, async () => log.at("debug").length >= i + 1);
+      write(name);
+      await clock.advance(200);
     }
     const e = await event;
+    await round;
     assert.equal(e.ok, true);
+    assert.equal(log.at("debug").length, 3, "three incomplete sets were read on the way");
     assert.deepEqual(log.at("error"), []);
+    assert.deepEqual(a.reloadCounts(), { succeeded: 1, failed: 0 });
     assert.deepEqual(a.trustBundle(), [next.root.pem]);
   } finally {
     await a.close();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("the poll runs on the injected clock and close() cancels it", async () => {
+  const dir = tempDir();
+  writeFiles(dir, pluginFiles(makeTestCa()));
+  const clock = new FakeClock();
+  const a = new FilesAuthority({ dir, pollIntervalMs: 10_000, clock });
+  try {
+    await a.start();
+    assert.deepEqual(clock.pending(), [10_000]);
+    await clock.advance(10_000);
+    assert.deepEqual(clock.pending(), [10_000], "polled (nothing changed) and re-armed");
+  } finally {
+    await a.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  assert.deepEqual(clock.pending(), []);
 });
 
 async function startError(files: Files, pre?: (dir: string) => void): Promise<string> {
