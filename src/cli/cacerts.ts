@@ -8,7 +8,9 @@ import { vaultConnectionFromConfig } from "../config/vault-schema.js";
 import { parseDuration } from "../config/duration.js";
 import { createLogger } from "../log/logger.js";
 import { KEY_ALGORITHMS, type KeyAlgorithm } from "../pki/keys.js";
-import { connectVault } from "../vault/index.js";
+import { connectVault, type VaultClient } from "../vault/index.js";
+import { cacertsRotation } from "../rotation/cacerts-plan.js";
+import { rotationStateRef, rotationStore } from "../rotation/server-hook.js";
 import { loadKubeConfig } from "../kube/client.js";
 import { runCaCerts, syncCaCerts, type CaCertsOptions } from "../kube/cacerts.js";
 import { followKvCaCerts, syncKvCaCerts } from "../kube/cacerts-kv.js";
@@ -181,6 +183,8 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
   }
 
   let source: IntermediateSource;
+  let vaultClient: VaultClient | undefined;
+  const closers: (() => void)[] = [];
   if (flags.source === "local") {
     source = new LocalIntermediateSource({
       dataDir: config.dataDir,
@@ -193,6 +197,7 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
     const mode = flags.mode ?? vi?.mode ?? "csr";
     if (mode !== "csr" && mode !== "exported") fail(`--mode ${mode} must be csr or exported`);
     const vault = connectVault(vaultConnectionFromConfig(config.vault));
+    vaultClient = vault.client;
     source = new VaultIntermediateSource({
       client: vault.client,
       trustDomain: config.trustDomain,
@@ -206,7 +211,32 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
     });
   } else fail(`--source ${flags.source} must be vault, vault-kv or local`);
 
-  const opts: CaCertsOptions = { source, sink, tlsLayout: flags.tlsLayout ?? false, renewAt, log: caLog };
+  // Follow `meshvault root rotate` (the state named by the same config as the servers').
+  const store = rotationStore(
+    rotationStateRef(config),
+    () => {
+      if (vaultClient) return vaultClient;
+      const v = connectVault(vaultConnectionFromConfig(config.vault));
+      closers.push(v.close);
+      return v.client;
+    },
+    () => loadKubeConfig({ kubeconfig: flags.kubeconfig ?? config.kubernetes?.kubeconfig }),
+  );
+  const rotation = cacertsRotation(
+    store,
+    flags.source === "local" ? "local" : "vault-intermediate",
+    config.rotation.pollInterval * 1000,
+    caLog,
+  );
+  const close = (): Promise<void> => source.close().then(() => closers.forEach((c) => c()));
+  const opts: CaCertsOptions = {
+    source,
+    sink,
+    tlsLayout: flags.tlsLayout ?? false,
+    renewAt,
+    log: caLog,
+    rotation,
+  };
 
   if (flags.once) {
     try {
@@ -218,16 +248,17 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
           write: r.write,
           notAfter: r.notAfter.toISOString(),
           renewAt: r.renewAt.toISOString(),
+          ...(r.plan ? { rotation: r.plan } : {}),
         },
         r.action === "issued" ? "new intermediate written" : "current intermediate kept",
       );
     } finally {
-      await source.close();
+      await close();
     }
     return;
   }
   const runner = runCaCerts(opts);
-  await untilClosed(log, () => runner.stop().then(() => source.close()));
+  await untilClosed(log, () => runner.stop().then(close));
 }
 
 /** Runs until SIGINT/SIGTERM, then closes (within the shutdown deadline) and returns. */

@@ -73,7 +73,12 @@ function setup(f: CommonFlags & Partial<RotateFlags>): {
     return admin;
   };
   const store = rotationStore(ref, adminClient, stateKubeConfig(config));
-  const servers = f.server.length ? f.server : [`http://${config.listen.http}`];
+  // `none`: no meshvault server (stock istiod fed by `meshvault cacerts`): only the channels.
+  const servers = f.server.includes("none")
+    ? []
+    : f.server.length
+      ? f.server
+      : [`http://${config.listen.http}`];
   const op = new RotationOperator({
     config,
     store,
@@ -147,7 +152,7 @@ export function registerRootCommands(program: Command): void {
       )
       .option(
         "--server <url>",
-        "a replica's HTTP side port (/rotation, /roots); repeatable (default the config's listen.http)",
+        "a replica's HTTP side port (/rotation, /roots); repeatable (default the config's listen.http); none: no meshvault servers (stock istiod with meshvault cacerts)",
         collect,
         [],
       )

@@ -5,12 +5,35 @@
 // restarted sidecar or a re-run job does not churn istiod's CA.
 import { loadCaMaterial } from "../authority/ca-material.js";
 import { layoutFiles, type CaCertsFiles, type CaCertsSink, type WriteResult } from "./cacerts-sinks.js";
-import type { IntermediateSource } from "./intermediate-source.js";
+import type { IntermediateSource, IssuerChoice } from "./intermediate-source.js";
 import { RenewalLoop } from "../timing/renewal-loop.js";
 import type { Log } from "../log/logger.js";
+import { joinPem } from "../pki/pem.js";
+
+/**
+ * What a root rotation asks of istiod's plug-in CA now (rotation/cacerts-plan.ts maps the
+ * rotation state to it): stock istiod reads root-cert.pem as its trust bundle.
+ */
+export interface CaCertsRootPlan {
+  /** Changes whenever the plan does (rotation id and phase): the runner syncs again on a change. */
+  key: string;
+  /** root-cert.pem (and ca.crt) hold exactly these roots (PEM each); undefined: the source's own. */
+  bundle?: string[] | undefined;
+  /** The intermediate must chain to this root; the source is asked for one under it. */
+  under?: (IssuerChoice & { rootPem: string }) | undefined;
+}
+
+export interface CaCertsRotation {
+  /** The plan now; the provider keeps its last answer when it cannot read the rotation state. */
+  plan(): Promise<CaCertsRootPlan>;
+  /** How often the long-running form checks for a new plan. */
+  pollMs: number;
+}
 
 export interface CaCertsOptions {
   source: IntermediateSource;
+  /** Follow a root rotation (`meshvault root rotate`): bundle old + new, then the new root's intermediate. */
+  rotation?: CaCertsRotation;
   sink: CaCertsSink;
   /** Also write tls.crt / tls.key / ca.crt. */
   tlsLayout?: boolean;
@@ -34,6 +57,8 @@ export interface CaCertsState {
 
 export interface SyncResult {
   action: "issued" | "kept";
+  /** The rotation plan applied (CaCertsRootPlan.key), when following one. */
+  plan?: string;
   write: WriteResult;
   notAfter: Date;
   renewAt: Date;
@@ -68,31 +93,66 @@ function dueAt(p: Present, renewAt: number): Date {
   return new Date(nb + renewAt * (p.notAfter.getTime() - nb));
 }
 
-/** One pass: keep what is there if valid and not due, else issue and write. */
+/** Whether `files`' CA certificate chains to `rootPem` (through cert-chain.pem). */
+function chainsTo(files: CaCertsFiles, rootPem: string): boolean {
+  try {
+    loadCaMaterial({
+      certPem: files["ca-cert.pem"]!,
+      keyPem: files["ca-key.pem"]!,
+      chainPem: files["cert-chain.pem"],
+      rootPem,
+      source: "existing cacerts",
+    });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** One pass: keep what is there if valid, not due and under the planned root, else issue and write. */
 export async function syncCaCerts(o: CaCertsOptions, signal?: AbortSignal): Promise<SyncResult> {
   const renewAt = o.renewAt ?? 0.5;
   const tls = o.tlsLayout ?? false;
+  const plan = await o.rotation?.plan();
+  const bundle = plan?.bundle ? joinPem(plan.bundle) : undefined;
   const existing = await o.sink.read();
   const present = validPresent(existing);
-  if (existing && present && Date.now() < dueAt(present, renewAt).getTime()) {
-    // Same material; only the layout may need fixing (e.g. --tls-layout added).
+  const underPlan = !plan?.under || (existing !== undefined && chainsTo(existing, plan.under.rootPem));
+  if (existing && present && underPlan && Date.now() < dueAt(present, renewAt).getTime()) {
+    // Same material; only the layout (e.g. --tls-layout added) or a rotation's bundle may change.
     const same = {
       caCertPem: existing["ca-cert.pem"]!,
       caKeyPem: existing["ca-key.pem"]!,
       certChainPem: existing["cert-chain.pem"] ?? existing["ca-cert.pem"]!,
-      rootCertPem: existing["root-cert.pem"] ?? "",
+      rootCertPem: bundle ?? existing["root-cert.pem"] ?? "",
       ...present,
     };
     const write = same.rootCertPem ? await o.sink.write(layoutFiles(same, tls)) : "unchanged";
-    return { action: "kept", write, notAfter: present.notAfter, renewAt: dueAt(present, renewAt) };
+    return {
+      action: "kept",
+      write,
+      notAfter: present.notAfter,
+      renewAt: dueAt(present, renewAt),
+      ...(plan ? { plan: plan.key } : {}),
+    };
   }
   if (existing && !present)
     o.log?.warn(
       { sink: o.sink.description },
       "the plug-in CA holds an incomplete or inconsistent CA: replacing it",
     );
+  else if (existing && !underPlan)
+    o.log?.info(
+      { sink: o.sink.description, rotation: plan?.key },
+      "root rotation: replacing the intermediate with one under the new root",
+    );
   const issuedAt = new Date();
-  const issued = await o.source.issueIntermediate(signal);
+  let issued = await o.source.issueIntermediate(signal, plan?.under);
+  if (bundle) issued = { ...issued, rootCertPem: bundle };
+  if (plan?.under && !chainsTo(layoutFiles(issued, false), plan.under.rootPem))
+    throw new Error(
+      `${o.source.description} gave an intermediate that does not chain to root rotation ${plan.key}'s new root: check the rotation state (meshvault root status)`,
+    );
   const write = await o.sink.write(layoutFiles(issued, tls));
   // Count the lifetime from now, not from notBefore: CAs backdate notBefore (Vault 30 s,
   // meshvault 2 min), which for a short TTL would make the new intermediate due at once.
@@ -100,7 +160,13 @@ export async function syncCaCerts(o: CaCertsOptions, signal?: AbortSignal): Prom
     notBefore: issued.notBefore > issuedAt ? issued.notBefore : issuedAt,
     notAfter: issued.notAfter,
   };
-  return { action: "issued", write, notAfter: issued.notAfter, renewAt: dueAt(p, renewAt) };
+  return {
+    action: "issued",
+    write,
+    notAfter: issued.notAfter,
+    renewAt: dueAt(p, renewAt),
+    ...(plan ? { plan: plan.key } : {}),
+  };
 }
 
 export interface CaCertsRunner {
@@ -128,6 +194,7 @@ export function runCaCerts(o: CaCertsOptions): CaCertsRunner {
           sink: o.sink.description,
           ...(r.action === "issued" ? { source: o.source.description } : {}),
           write: r.write,
+          ...(r.plan ? { rotation: r.plan } : {}),
           notAfter: r.notAfter.toISOString(),
           renewAt: r.renewAt.toISOString(),
         },
@@ -138,6 +205,24 @@ export function runCaCerts(o: CaCertsOptions): CaCertsRunner {
   const ready = loop.ready();
   ready.catch(() => {});
   loop.start();
+  // A rotation moves on between renewals: sync again as soon as its plan changes.
+  const poll = o.rotation
+    ? setInterval(() => {
+        void o.rotation!.plan().then(
+          (p) => {
+            const cur = loop.current;
+            if (!cur || p.key === cur.plan) return;
+            o.log?.info(
+              { sink: o.sink.description, rotation: p.key },
+              "root rotation moved on: syncing the plug-in CA",
+            );
+            void loop.renewNow().catch(() => undefined);
+          },
+          () => undefined,
+        );
+      }, o.rotation.pollMs)
+    : undefined;
+  poll?.unref();
   return {
     state: () => {
       const r = loop.current;
@@ -152,6 +237,9 @@ export function runCaCerts(o: CaCertsOptions): CaCertsRunner {
       };
     },
     ready,
-    stop: () => loop.stop(),
+    stop: () => {
+      if (poll) clearInterval(poll);
+      return loop.stop();
+    },
   };
 }

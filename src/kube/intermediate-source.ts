@@ -2,7 +2,7 @@
 // vault-intermediate authority (key kept in memory), here the key is the product:
 // it goes into the `cacerts` Secret or the memory-backed directory next to istiod.
 import { createPrivateKey, type KeyObject } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadCaMaterial, type CaMaterial } from "../authority/ca-material.js";
 import { LocalAuthority } from "../authority/local.js";
@@ -25,10 +25,18 @@ export interface IssuedIntermediate {
   notAfter: Date;
 }
 
+/** Which root signs (a root rotation's new one); default the source's own. */
+export interface IssuerChoice {
+  /** Vault: this issuer of the root mount. */
+  vaultIssuer?: string | undefined;
+  /** Local: this CA directory under the data directory (while it exists; promoted to local-ca at retire). */
+  localDir?: string | undefined;
+}
+
 export interface IntermediateSource {
   readonly description: string;
   /** `signal` cancels the requests of a source that talks to Vault. */
-  issueIntermediate(signal?: AbortSignal): Promise<IssuedIntermediate>;
+  issueIntermediate(signal?: AbortSignal, issuer?: IssuerChoice): Promise<IssuedIntermediate>;
   close(): Promise<void>;
 }
 
@@ -88,11 +96,14 @@ export class LocalIntermediateSource implements IntermediateSource {
     this.description = `local root CA in ${join(o.dataDir, "local-ca")}`;
   }
 
-  async issueIntermediate(): Promise<IssuedIntermediate> {
-    const local = new LocalAuthority({ dataDir: this.o.dataDir, trustDomain: this.o.trustDomain });
+  async issueIntermediate(_signal?: AbortSignal, issuer?: IssuerChoice): Promise<IssuedIntermediate> {
+    // A rotation's new CA directory, until the retire step promotes it to local-ca.
+    const dirName =
+      issuer?.localDir && existsSync(join(this.o.dataDir, issuer.localDir)) ? issuer.localDir : "local-ca";
+    const local = new LocalAuthority({ dataDir: this.o.dataDir, trustDomain: this.o.trustDomain, dirName });
     await local.start(); // creates the root on first use
     await local.close();
-    const dir = join(this.o.dataDir, "local-ca");
+    const dir = join(this.o.dataDir, dirName);
     const root = parseCertificate(readFileSync(join(dir, "root-cert.pem"), "utf8"), "local root certificate");
     const signer = createSigner(root, createPrivateKey(readFileSync(join(dir, "root-key.pem"), "utf8")));
     const pair = await generateKeyPairAsync(this.o.keyAlgorithm ?? "ec-p256");
@@ -143,7 +154,7 @@ export class VaultIntermediateSource implements IntermediateSource {
    * mintIntermediate without set-signed: here the key is handed to istiod, which is the
    * issuer (see mint-intermediate.ts for why the mount is not told).
    */
-  async issueIntermediate(signal?: AbortSignal): Promise<IssuedIntermediate> {
+  async issueIntermediate(signal?: AbortSignal, issuer?: IssuerChoice): Promise<IssuedIntermediate> {
     const { client, mode } = this.o;
     try {
       const m = await mintIntermediate(
@@ -153,6 +164,7 @@ export class VaultIntermediateSource implements IntermediateSource {
           commonName: this.commonName,
           setSigned: false,
           label: `cacerts (${mode}) from Vault at ${client.address}`,
+          rootIssuer: issuer?.vaultIssuer,
         },
         signal,
       );

@@ -205,6 +205,12 @@ export class RotationOperator {
             b.push(`${url} does not send the cross-certificate ${s.cross.fingerprint} yet`);
         let at = enteredAt(s, "switched")?.getTime() ?? this.now();
         let basis = "the switch itself";
+        if (!obs.servers.length) {
+          // No server to ask what it signed (stock istiod signs): bound it by the policy.
+          const ttl = this.o.config.certificates.maxTtl;
+          at += ttl * 1000;
+          basis = `no meshvault server to ask (--server none): the switch + certificates.maxTtl (${ttl}s; set it to the longest workload certificate istiod issues)`;
+        }
         for (const { url, v } of views)
           if (v.oldLeavesValidUntil && new Date(v.oldLeavesValidUntil).getTime() > at) {
             at = new Date(v.oldLeavesValidUntil).getTime();
