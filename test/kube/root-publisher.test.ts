@@ -5,7 +5,9 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { issueCa } from "../../src/pki/issue.js";
 import { generateKeyPairFor } from "../../src/pki/keys.js";
+import { CoreV1Api, type V1ConfigMap } from "@kubernetes/client-node";
 import { loadKubeConfig } from "../../src/kube/client.js";
+import { listAndWatch } from "../../src/kube/list-watch.js";
 import { startRootPublisher, type RootPublisherHandle } from "../../src/kube/root-publisher-service.js";
 import { startKube, type KubeEnv } from "../helpers/kube.js";
 import { waitFor } from "../helpers/wait.js";
@@ -44,6 +46,36 @@ const hasBundle = (ns: string, pem: string, name?: string) => async () => {
     ? cm
     : undefined;
 };
+
+/** Changes a label on namespace `ns` (a MODIFIED event for the publisher's namespace watch). */
+async function relabel(ns: string): Promise<void> {
+  const cur = (await kube.request("GET", `/api/v1/namespaces/${ns}`)).body as {
+    metadata: { labels?: Record<string, string> };
+  };
+  cur.metadata.labels = { ...cur.metadata.labels, "meshvault.test/relabelled": String(Date.now()) };
+  await kube.request("PUT", `/api/v1/namespaces/${ns}`, cur);
+}
+
+/** Every distinct root-cert.pem the ConfigMap in `ns` holds from now on, in order, from a watch. */
+function recordBundles(ns: string): { values: string[]; stop(): void } {
+  const kubeConfig = loadKubeConfig({ kubeconfig: kube.kubeconfigPath });
+  const api = kubeConfig.makeApiClient(CoreV1Api);
+  const fieldSelector = "metadata.name=istio-ca-root-cert";
+  const values: string[] = [];
+  const push = (cm: V1ConfigMap): void => {
+    const v = cm.data?.["root-cert.pem"];
+    if (v !== undefined && values.at(-1) !== v) values.push(v);
+  };
+  const h = listAndWatch<V1ConfigMap>({
+    kubeConfig,
+    path: `/api/v1/namespaces/${ns}/configmaps`,
+    selectors: { fieldSelector },
+    list: () => api.listNamespacedConfigMap({ namespace: ns, fieldSelector }),
+    onList: (items) => items.forEach(push),
+    onEvent: (_type, cm) => push(cm),
+  });
+  return { values, stop: () => h.stop() };
+}
 
 let roots: string[];
 const rootA = root("root A");
@@ -93,10 +125,16 @@ test("publishes, repairs, never rewrites when equal, rotates with overlap; two r
 
   assert.equal((await getCm("app-a"))!.metadata.annotations?.["meshvault.io/written-by"], "replica-1");
 
-  // Not rewritten when equal: resourceVersions stay put across several renew periods.
+  // Not rewritten when equal. Relabelling app-a and app-b makes the leader compare their
+  // ConfigMaps again; a namespace created after that is served after them (one queue, in
+  // order), so once its ConfigMap exists the comparisons are done and must have written nothing.
   const rv = (await getCm("app-a"))!.metadata.resourceVersion;
   const rvB = (await getCm("app-b"))!.metadata.resourceVersion;
-  await new Promise((r) => setTimeout(r, 3000));
+  const compared = p1.stats().unchanged;
+  for (const ns of ["app-a", "app-b"]) await relabel(ns);
+  await kube.createNamespace("app-later");
+  await waitFor("configmap in a namespace created after the relabels", hasBundle("app-later", rootA));
+  assert.ok(p1.stats().unchanged >= compared + 2, "the leader compared app-a and app-b again");
   assert.equal((await getCm("app-a"))!.metadata.resourceVersion, rv);
   assert.equal((await getCm("app-b"))!.metadata.resourceVersion, rvB);
   assert.equal(p2.stats().created + p2.stats().updated, 0, "the standby wrote nothing");
@@ -115,11 +153,23 @@ test("publishes, repairs, never rewrites when equal, rotates with overlap; two r
   await kube.request("DELETE", "/api/v1/namespaces/app-b/configmaps/istio-ca-root-cert");
   await waitFor("recreation of a deleted configmap", hasBundle("app-b", rootA));
 
-  // Root rotation: old + new while the overlap lasts, then only the new one.
+  // Root rotation: old + new while the overlap lasts, then only the new one. A watch records
+  // every bundle app-a held, so the overlap is seen however briefly the test gets to look.
   const rootB = root("root B");
-  roots = [rootB];
-  await waitFor("old + new roots during the overlap", hasBundle("app-a", rootB + rootA), 5000);
-  await waitFor("new root only after the overlap", hasBundle("app-a", rootB), 10_000);
+  const published = recordBundles("app-a");
+  try {
+    await waitFor("the recorder sees the current bundle", async () => published.values.at(-1) === rootA);
+    roots = [rootB];
+    await waitFor("new root only after the overlap", hasBundle("app-a", rootB), 15_000);
+    await waitFor("the recorder sees the new root", async () => published.values.at(-1) === rootB);
+    assert.deepEqual(
+      published.values,
+      [rootA, rootB + rootA, rootB],
+      "old + new during the overlap, then new",
+    );
+  } finally {
+    published.stop();
+  }
 
   // The leader stops (releases the Lease): the standby takes over and keeps repairing.
   const written = p1.stats().created + p1.stats().updated;
