@@ -312,6 +312,8 @@ export interface IstiodCertHandle {
   stats(): IstiodCertStats;
   /** The last successful pass of this replica while leading. */
   last(): IstiodCertPass | undefined;
+  /** Lease acquire/renew attempts finished (a standby's too). */
+  leaseAttempts(): number;
   close(): Promise<void>;
 }
 
@@ -334,6 +336,7 @@ export async function startIstiodCertWriter(o: IstiodCertServiceOptions): Promis
     isLeader: () => elector.isLeader(),
     stats: () => ({ ...writer.stats }),
     last: () => loop.last,
+    leaseAttempts: () => elector.attempts,
     close: async () => {
       await elector.stop();
       await loop.stop();

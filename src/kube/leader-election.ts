@@ -53,6 +53,7 @@ export class LeaderElector {
   private running = false;
   private tick: Promise<void> = Promise.resolve();
   private lastError = "";
+  private completed = 0;
 
   constructor(private readonly opts: LeaderElectorOptions) {
     this.identity = opts.identity ?? `${hostname()}_${randomBytes(4).toString("hex")}`;
@@ -68,6 +69,11 @@ export class LeaderElector {
 
   isLeader(): boolean {
     return this.leading;
+  }
+
+  /** Acquire/renew attempts finished so far (one per renew period): something to wait for. */
+  get attempts(): number {
+    return this.completed;
   }
 
   /** Starts campaigning; resolves after the first attempt. */
@@ -90,6 +96,7 @@ export class LeaderElector {
   }
 
   private schedule(): void {
+    this.completed++;
     if (!this.running) return;
     this.timer = setTimeout(() => void this.runOnce(), this.renewMs);
     this.timer.unref();

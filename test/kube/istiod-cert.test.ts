@@ -47,8 +47,6 @@ const decode = (s: SecretBody): Record<string, string> =>
     Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
   );
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 async function writer(
   identity: string,
   extra: Partial<IstiodCertServiceOptions> = {},
@@ -165,7 +163,9 @@ test("a replica that does not hold the Lease writes nothing", async () => {
   };
   await kube.request("POST", `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases`, lease);
   const h = await writer("standby");
-  await sleep(2000);
+  // Each lease attempt was a chance to take over and write: let a few pass, then look.
+  const attempts = h.leaseAttempts();
+  await waitFor("three more lease attempts by the standby", async () => h.leaseAttempts() >= attempts + 3);
   assert.equal(h.isLeader(), false);
   assert.equal(h.stats().issued, 0);
   assert.equal(await secret(), undefined, "a standby replica created istiod-tls");
@@ -181,12 +181,12 @@ test("Secret istiod-tls: valid, kept while fresh, repaired after edit and deleti
   const s1 = await waitFor("istiod-tls", () => secret());
   assertValidIstiodTls(s1, DEFAULT_ISTIOD_DNS_NAMES);
 
-  // Fresh: many check periods pass and nothing is rewritten.
-  await sleep(2000);
+  // Fresh: several check passes find it so and rewrite nothing.
+  const checked = leader.stats().unchanged;
+  await waitFor("three more check passes", async () => leader.stats().unchanged >= checked + 3);
   const s2 = (await secret())!;
   assert.equal(s2.metadata.resourceVersion, s1.metadata.resourceVersion, "rewritten while fresh");
   assert.equal(leader.stats().issued, 1);
-  assert.ok(leader.stats().unchanged >= 2, "the leader kept checking");
   assert.equal(standby.stats().issued + standby.stats().created + standby.stats().updated, 0);
 
   // Edited (a wrong key): replaced by a new, valid certificate.
