@@ -346,7 +346,7 @@ test("hot reload: new certificates for new connections, open connections keep go
     s.on("data", (b) => lines.push(b.toString()));
     await new Promise((r) => s.on("connect", r));
     s.write("a");
-    while (lines.join("") !== "a") await new Promise((r) => setTimeout(r, 10));
+    await waitFor('"a" echoed', async () => lines.join("") === "a");
 
     // Rotate both sides, under a new CA root too: connections opened before keep working.
     const newCa = makeTestCa();
@@ -357,7 +357,10 @@ test("hot reload: new certificates for new connections, open connections keep go
     assert.equal(client.stats().reloads, 1);
 
     s.write("b");
-    while (lines.join("") !== "ab") await new Promise((r) => setTimeout(r, 10));
+    await waitFor(
+      '"b" echoed on the connection opened before the rotation',
+      async () => lines.join("") === "ab",
+    );
     assert.equal(server.stats().open, 1);
 
     // A new connection uses the new certificates.
@@ -403,9 +406,10 @@ test("credentials from the agent's files and SDS socket; /_status and /_metrics 
     const nextServer = issue(HTTPBIN);
     sdsSource.set(nextServer);
     await writeCredentialFiles(certDir, issue(SLEEP));
-    const deadline = Date.now() + 5000;
-    while ((server.stats().reloads < 1 || client.stats().reloads < 1) && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 20));
+    await waitFor(
+      "both tunnels reloaded",
+      async () => server.stats().reloads >= 1 && client.stats().reloads >= 1,
+    );
     assert.equal(server.stats().reloads, 1, "server reloaded from SDS push");
     assert.equal(client.stats().reloads, 1, "client reloaded from files");
     assert.equal(await roundTrip(client.port), "ping");
