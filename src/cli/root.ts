@@ -1,5 +1,6 @@
 // `meshvault root rotate` and `meshvault root status`: the staged root rotation.
 import type { Command } from "commander";
+import { readFileSync } from "node:fs";
 import { loadServerConfig } from "../config/load.js";
 import type { ServerConfig } from "../config/schema.js";
 import { parseDuration } from "../config/duration.js";
@@ -26,6 +27,7 @@ interface RotateFlags extends CommonFlags {
   rootTtl?: string;
   commonName?: string;
   crossSign?: boolean;
+  importRoot?: string;
 }
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
@@ -33,6 +35,16 @@ const collect = (v: string, prev: string[]): string[] => [...prev, v];
 function usage(msg: string): never {
   process.stderr.write(`meshvault root: ${msg}\n`);
   process.exit(2);
+}
+
+function readBundle(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (err) {
+    return usage(
+      `--import-root ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give a PEM file with the root certificate and its private key`,
+    );
+  }
 }
 
 function setup(f: CommonFlags & Partial<RotateFlags>): {
@@ -88,6 +100,7 @@ function setup(f: CommonFlags & Partial<RotateFlags>): {
     ...(f.rootTtl ? { rootTtlSeconds: parseDuration(f.rootTtl) } : {}),
     ...(f.commonName ? { commonName: f.commonName } : {}),
     ...(f.crossSign ? { crossSign: true } : {}),
+    ...(f.importRoot ? { importRoot: { pem: readBundle(f.importRoot), source: f.importRoot } } : {}),
   });
   return { op, config, close: () => closers.forEach((c) => c()) };
 }
@@ -200,6 +213,10 @@ export function registerRootCommands(program: Command): void {
     )
     .option("--common-name <cn>", "prepare: the new root's common name")
     .option(
+      "--import-root <file>",
+      "prepare: import this root (PEM certificate + its private key, made outside Vault) as the new root instead of generating one",
+    )
+    .option(
       "--cross-sign",
       "prepare: also certify the new root with the old one; in switched servers send it after the new intermediate, so peers holding only the old root verify new leaves",
     )
@@ -227,6 +244,10 @@ export function registerRootCommands(program: Command): void {
         if (f.crossSign && cur && cur.phase !== "retired" && !cur.cross)
           process.stderr.write(
             `meshvault root: --cross-sign applies to the prepare step; rotation ${cur.id} was prepared without it and continues without a cross-certificate\n`,
+          );
+        if (f.importRoot && cur && cur.phase !== "retired")
+          process.stderr.write(
+            `meshvault root: --import-root applies to the prepare step; rotation ${cur.id} is at ${cur.phase} and continues with its new root ${cur.next.fingerprint}\n`,
           );
         const deadline = Date.now() + parseDuration(f.wait) * 1000;
         const target = f.until as Phase | undefined;

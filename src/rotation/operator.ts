@@ -2,7 +2,10 @@
 // step, and take it. Each step is checked against what the channels really show, never
 // assumed; the state is written only after a step's actions succeeded, so a crash between
 // steps resumes from the last phase written.
-import { existsSync, readFileSync, renameSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
+import { writeFileAtomicSync } from "../fs/atomic-write.js";
+import { decodePem, encodePem } from "../pki/pem.js";
+import { checkRootBundle, importRoot, ImportRootError } from "./import-root.js";
 import { join, resolve } from "node:path";
 import { X509Certificate } from "node:crypto";
 import type { ServerConfig } from "../config/schema.js";
@@ -42,6 +45,8 @@ export interface OperatorOptions {
   commonName?: string;
   /** prepare: certify the new root with the old one (sent after the new intermediate in switched). */
   crossSign?: boolean;
+  /** prepare: import this root (PEM certificate + private key, made outside Vault) instead of generating one. */
+  importRoot?: { pem: string; source: string };
 }
 
 export type Holds = "old" | "new" | "old+new" | "other" | "unreadable";
@@ -253,10 +258,11 @@ export class RotationOperator {
         startedAt: at,
         history: [{ phase: "prepared", at }],
         ...(cross ? { cross } : {}),
+        ...(this.o.importRoot ? { imported: true } : {}),
       };
       await this.o.store.write(st);
       did.push(
-        `prepared rotation ${id}: new root ${nextRoot.fingerprint} (${nextRoot.subject}, expires ${nextRoot.notAfter}) next to ${old.fingerprint}`,
+        `prepared rotation ${id}: new root ${nextRoot.fingerprint} (${nextRoot.subject}, expires ${nextRoot.notAfter})${this.o.importRoot ? ` imported from ${this.o.importRoot.source}${nextRoot.issuer ? ` as issuer ${nextRoot.issuer}` : ""}` : ""} next to ${old.fingerprint}`,
       );
       if (cross)
         did.push(
@@ -288,6 +294,10 @@ export class RotationOperator {
 
   private describeNewRoot(id: string): string {
     const c = this.o.config.authority;
+    if (this.o.importRoot)
+      return c.type === "vault-intermediate"
+        ? `import ${this.o.importRoot.source} as a new issuer of ${c.rootMount} via ${c.rootMount}/issuers/import/bundle`
+        : `copy ${this.o.importRoot.source} into ${join(resolve(this.o.config.dataDir), localNextDir(id))}`;
     if (c.type === "vault-intermediate")
       return `issuer meshvault-${id} in ${c.rootMount} via ${c.rootMount}/root/generate/internal`;
     return `${join(resolve(this.o.config.dataDir), localNextDir(id))}/root-cert.pem`;
@@ -352,9 +362,25 @@ export class RotationOperator {
       };
     };
     const td = this.o.config.trustDomain;
+    const imported = this.o.importRoot
+      ? { ...this.o.importRoot, cert: checkRootBundle(this.o.importRoot.pem, this.o.importRoot.source) }
+      : undefined;
+    const notOld = (oldPem: string): void => {
+      if (imported && fpOf(oldPem) === fpOf(imported.cert.pem))
+        throw new ImportRootError(`--import-root ${imported.source}: that is the current root already`);
+    };
     if (c.type === "local") {
       const dir = resolve(this.o.config.dataDir);
       const oldPem = readFileSync(join(dir, "local-ca", "root-cert.pem"), "utf8");
+      if (imported) {
+        notOld(oldPem);
+        // The local CA then makes its intermediate under it, as for a root it generated.
+        const next = join(dir, localNextDir(id));
+        mkdirSync(next, { recursive: true, mode: 0o700 });
+        const key = decodePem(imported.pem).find((b) => b.type.endsWith("PRIVATE KEY"))!;
+        writeFileAtomicSync(join(next, "root-key.pem"), encodePem(key.type, key.der), 0o600);
+        writeFileAtomicSync(join(next, "root-cert.pem"), imported.cert.pem, 0o644);
+      }
       const a = new LocalAuthority({
         dataDir: dir,
         dirName: localNextDir(id),
@@ -383,6 +409,11 @@ export class RotationOperator {
       throw new Error(
         `${c.rootMount} on Vault at ${admin.address} has no default issuer: set it up first (meshvault vault setup)`,
       );
+    if (imported) {
+      notOld(cur.data.certificate);
+      const issuer = await importRoot(admin, c.rootMount, imported.pem, imported.cert);
+      return { old: ref(cur.data.certificate, cur.data.issuer_id), next: ref(imported.cert.pem, issuer) };
+    }
     const oldX = new X509Certificate(cur.data.certificate);
     const ttl = this.o.rootTtlSeconds ?? 10 * 365 * 86400;
     const alg = c.keyAlgorithm as KeyAlgorithm;

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalAuthority } from "../../src/authority/local.js";
@@ -17,7 +17,7 @@ import { localNextDir } from "../../src/rotation/server-hook.js";
 import { loadServerConfig } from "../../src/config/load.js";
 import { checkIssuedChain } from "../../src/agent/issued.js";
 import { RotationOperator } from "../../src/rotation/operator.js";
-import { openssl, withTempDir } from "../helpers/openssl.js";
+import { EC_P256_KEY, openssl, opensslSelfSigned, opensslVerify, withTempDir } from "../helpers/openssl.js";
 import { fileRotationStore, type Phase, type RotationState } from "../../src/rotation/state.js";
 
 const fp = (pem: string): string => new X509Certificate(pem).fingerprint256;
@@ -188,6 +188,46 @@ test("cross-signed (local): prepare certifies the new root with the old; in swit
     assert.equal(after.intermediatesPem.length, 1, "retired: no cross-certificate");
     assert.ok(verifies(after.leafPem, after.intermediatesPem, prepared.next.pem));
     await a.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("--import-root (local): an openssl-made root becomes the next CA (key 0600), its intermediate under it; a bundle without the key is refused", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "meshvault-import-"));
+  try {
+    const config = loadServerConfig({ env: {}, overrides: { dataDir: dir, "authority.type": "local" } });
+    const base = new LocalAuthority({ dataDir: dir, trustDomain: "cluster.local" });
+    await base.start();
+    await base.close();
+    const cert = join(dir, "ext-cert.pem");
+    const key = join(dir, "ext-key.pem");
+    opensslSelfSigned({ keyArgs: EC_P256_KEY, days: 3650, subj: "/O=my-org", cert, key });
+    const store = fileRotationStore(join(dir, "root-rotation.json"));
+    const op = (pem: string) =>
+      new RotationOperator({
+        config,
+        store,
+        servers: [],
+        checks: [],
+        importRoot: { pem, source: "ext.pem" },
+      });
+    const certPem = readFileSync(cert, "utf8");
+    const keyless = op(certPem);
+    await assert.rejects(
+      async () => keyless.step(await keyless.observe(), false),
+      /--import-root ext\.pem: no private key in the file/,
+    );
+    assert.equal(await store.read(), undefined);
+    const o = op(certPem + readFileSync(key, "utf8"));
+    await o.step(await o.observe(), false);
+    const s = (await store.read())!;
+    assert.equal(s.imported, true);
+    assert.equal(s.next.pem.trim(), certPem.trim());
+    const next = join(dir, localNextDir(s.id));
+    assert.equal(statSync(join(next, "root-key.pem")).mode & 0o777, 0o600);
+    const [ok, out] = opensslVerify(certPem, "", readFileSync(join(next, "ca-cert.pem"), "utf8"), "any");
+    assert.ok(ok, out);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
