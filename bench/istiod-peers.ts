@@ -141,7 +141,9 @@ export async function startMeshvault(
       ...config,
     }),
   );
-  const node = [process.execPath, join(REPO, "bin", "meshvault.js"), "server", "-c", file];
+  // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof": profile the servers under load.
+  const nodeArgs = (process.env["BENCH_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
+  const node = [process.execPath, ...nodeArgs, join(REPO, "bin", "meshvault.js"), "server", "-c", file];
   const [cmd, ...args] = cpus ? ["taskset", "-c", cpus, ...node] : node;
   const { child, port } = await startProcess(
     cmd!,
