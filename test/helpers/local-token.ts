@@ -6,15 +6,26 @@ import { mintLocalToken } from "../../src/identity/local-issuer.js";
 
 /** Mints default/sleep's token from the CA in `dataDir` into `<dir>/token`; returns the path. */
 export async function writeSleepToken(dir: string, dataDir: string): Promise<string> {
-  const tokenFile = join(dir, "token");
+  return writeLocalToken(join(dir, "token"), dataDir, { serviceAccount: "sleep" });
+}
+
+/** Mints a default/<serviceAccount> token (audience istio-ca) from the CA in `dataDir` into `file` (0600). */
+export async function writeLocalToken(
+  file: string,
+  dataDir: string,
+  o: { serviceAccount: string; ttlSeconds?: number },
+): Promise<string> {
   writeFileSync(
-    tokenFile,
+    file,
     await mintLocalToken({
       dataDir,
       trustDomain: "cluster.local",
       namespace: "default",
-      serviceAccount: "sleep",
+      serviceAccount: o.serviceAccount,
+      audiences: ["istio-ca"],
+      ...(o.ttlSeconds ? { ttlSeconds: o.ttlSeconds } : {}),
     }),
+    { mode: 0o600 },
   );
-  return tokenFile;
+  return file;
 }

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import type { Observation } from "../../src/rotation/operator.js";
 import type { RotationView } from "../../src/rotation/rotating-authority.js";
 import type { Phase } from "../../src/rotation/state.js";
-import { VaultClient } from "../../src/vault/index.js";
+import { VaultClient, writeKv } from "../../src/vault/index.js";
 import { cli, type CliResult } from "../helpers/cli.js";
 import type { OpenBao } from "../helpers/openbao.js";
 import type { ServerProcess } from "../helpers/server-process.js";
@@ -84,4 +84,32 @@ export async function mountRoot(bao: OpenBao, commonName: string, mount = "pki")
   } finally {
     admin.close();
   }
+}
+
+/**
+ * A vault-kv CA (seed 001) at KV v2 `ref` (`vault:<mount>/data/<path>`, fields certificate,
+ * privateKey, root): a key Vault exported at `keyMount` (a fresh PKI mount), signed by the root at `rootMount`.
+ */
+export async function storeKvCa(
+  admin: VaultClient,
+  ref: string,
+  o: { rootMount: string; keyMount: string; commonName: string },
+): Promise<void> {
+  await admin.write(`sys/mounts/${o.keyMount}`, { type: "pki", config: { max_lease_ttl: "8760h" } });
+  const g = await admin.write<{ csr: string; private_key: string }>(
+    `${o.keyMount}/intermediate/generate/exported`,
+    { common_name: o.commonName, key_type: "ec", key_bits: 256 },
+  );
+  const signed = await admin.write<{ certificate: string }>(`${o.rootMount}/root/sign-intermediate`, {
+    csr: g!.data!.csr,
+    common_name: o.commonName,
+    ttl: "720h",
+    format: "pem",
+  });
+  const root = await admin.read<{ certificate: string }>(`${o.rootMount}/cert/ca`);
+  await writeKv(admin, ref, {
+    certificate: `${signed!.data!.certificate.trim()}\n`,
+    privateKey: g!.data!.private_key,
+    root: `${root!.data!.certificate.trim()}\n`,
+  });
 }

@@ -8,19 +8,19 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { mintLocalToken } from "../../src/identity/local-issuer.js";
 import { parseCertificates } from "../../src/pki/certificate.js";
 import type { Overview } from "../../src/server/overview.js";
-import { VaultClient, writeKv } from "../../src/vault/index.js";
+import { VaultClient } from "../../src/vault/index.js";
 import { cli } from "../helpers/cli.js";
+import { writeLocalToken } from "../helpers/local-token.js";
 import { startKube, type KubeEnv } from "../helpers/kube.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 import { startServerProcess, type ServerProcess } from "../helpers/server-process.js";
 import { waitFor } from "../helpers/wait.js";
-import { CLI_MS, mountRoot, rootStatus, serversApply } from "./drive.js";
+import { CLI_MS, mountRoot, rootStatus, serversApply, storeKvCa } from "./drive.js";
 
 let dir: string;
 let bao: OpenBao;
@@ -56,19 +56,10 @@ async function replicas(
 
 /** `meshvault verify` source for a replica: its /roots, and a test leaf issued through its gRPC API. */
 async function caSource(s: ServerProcess): Promise<string> {
-  const token = join(dir, `${s.name}.token`);
-  writeFileSync(
-    token,
-    await mintLocalToken({
-      dataDir: s.dataDir,
-      trustDomain: "cluster.local",
-      namespace: "default",
-      serviceAccount: "verify",
-      audiences: ["istio-ca"],
-      ttlSeconds: 600,
-    }),
-    { mode: 0o600 },
-  );
+  const token = await writeLocalToken(join(dir, `${s.name}.token`), s.dataDir, {
+    serviceAccount: "verify",
+    ttlSeconds: 600,
+  });
   return `${s.name}=ca:http://${s.http},grpc=${s.grpc},token=${token}`;
 }
 
@@ -110,23 +101,10 @@ test("vault-intermediate exported, two replicas on one OpenBao: identical bundle
 });
 
 test("vault-kv, two replicas on one OpenBao: the same CA, identical bundles, meshvault verify passes", async () => {
-  await admin.write("sys/mounts/pki_kv", { type: "pki", config: { max_lease_ttl: "8760h" } });
-  const g = await admin.write<{ csr: string; private_key: string }>("pki_kv/intermediate/generate/exported", {
-    common_name: "replicas kv CA",
-    key_type: "ec",
-    key_bits: 256,
-  });
-  const signed = await admin.write<{ certificate: string }>("pki/root/sign-intermediate", {
-    csr: g!.data!.csr,
-    common_name: "replicas kv CA",
-    ttl: "720h",
-    format: "pem",
-  });
-  const root = await admin.read<{ certificate: string }>("pki/cert/ca");
-  await writeKv(admin, "vault:secret/data/replicas/ca", {
-    certificate: `${signed!.data!.certificate.trim()}\n`,
-    privateKey: g!.data!.private_key,
-    root: `${root!.data!.certificate.trim()}\n`,
+  await storeKvCa(admin, "vault:secret/data/replicas/ca", {
+    rootMount: "pki",
+    keyMount: "pki_kv",
+    commonName: "replicas kv CA",
   });
   const servers = await replicas(["kv-a", "kv-b"], {
     authority: {

@@ -24,6 +24,8 @@ export interface PairsOptions {
   cas: { grpc: string; dataDir: string; rootCertFile: string }[];
   certTtl: string;
   rootsPollMs: number;
+  /** Agents renew when this fraction of the lifetime is left (istio-agent's default 0.5). */
+  graceRatio?: number;
 }
 
 export interface PhaseCount {
@@ -44,6 +46,8 @@ export interface Pairs {
   progress(n: number, ms?: number): Promise<void>;
   report(): string;
   totals(): { attempted: number; failed: number };
+  /** The agents' certificates: issued and failed CSRs so far, and the least time any has left. */
+  certs(): { issued: number; failures: number; minSecondsLeft: number };
   stop(): Promise<void>;
 }
 
@@ -110,6 +114,7 @@ export async function startPairs(o: PairsOptions): Promise<Pairs> {
           ca: { address: ca.grpc, rootCertFile: ca.rootCertFile },
           keyAlgorithm: "ec-p256",
           certTtl: o.certTtl,
+          ...(o.graceRatio ? { graceRatio: o.graceRatio } : {}),
           backoff: { initial: "200ms", max: "2s" },
           identities: [
             {
@@ -203,6 +208,15 @@ export async function startPairs(o: PairsOptions): Promise<Pairs> {
         failed += c.failed;
       }
       return { attempted, failed };
+    },
+    certs() {
+      const sum = (vs: { value: number }[]): number => vs.reduce((n, v) => n + v.value, 0);
+      const left = agents.flatMap((a) => a.status().identities.map((i) => i.secondsToExpiry ?? 0));
+      return {
+        issued: sum(agents.flatMap((a) => a.metrics.issued.values())),
+        failures: sum(agents.flatMap((a) => a.metrics.failures.values())),
+        minSecondsLeft: Math.min(...left),
+      };
     },
     async stop() {
       running = false;

@@ -3,14 +3,14 @@
 // OpenBao, and a third server with its own local root. The CLI runs as a process.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { mintLocalToken } from "../../src/identity/local-issuer.js";
 import { VaultClient } from "../../src/vault/index.js";
 import type { VerifyReport } from "../../src/verify/matrix.js";
 import { parseSourceSpec } from "../../src/verify/sources.js";
 import { cliSync } from "../helpers/cli.js";
+import { writeLocalToken } from "../helpers/local-token.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 import { startServerProcess, type ServerProcess } from "../helpers/server-process.js";
 
@@ -41,19 +41,10 @@ function vaultCluster(name: string, intermediateMount: string): Promise<ServerPr
 }
 
 async function tokenFor(s: ServerProcess): Promise<string> {
-  const file = join(dir, `${s.name}.token`);
-  writeFileSync(
-    file,
-    await mintLocalToken({
-      dataDir: s.dataDir,
-      trustDomain: "cluster.local",
-      namespace: "default",
-      serviceAccount: "verify",
-      audiences: ["istio-ca"],
-      ttlSeconds: 600,
-    }),
-    { mode: 0o600 },
-  );
+  const file = await writeLocalToken(join(dir, `${s.name}.token`), s.dataDir, {
+    serviceAccount: "verify",
+    ttlSeconds: 600,
+  });
   tokens.set(s.name, file);
   return file;
 }
