@@ -71,6 +71,11 @@ export function parseCertificateDer(der: Uint8Array): Certificate {
       const n = tbs[i]!;
       if (n.tag === 0xa3) extensions = decodeExtensions(decodeOne(n.value));
     }
+    // The key is imported when first used (a chain check uses its CA's; an agent compares the
+    // leaf's SPKI bytes and never needs the leaf's): OpenSSL's DER SPKI import is the most
+    // expensive step of parsing a certificate.
+    const spki = spkiNode.raw;
+    let publicKey: KeyObject | undefined;
     const cert: Certificate = {
       der,
       pem: encodePem("CERTIFICATE", der),
@@ -86,8 +91,10 @@ export function parseCertificateDer(der: Uint8Array): Certificate {
       subject: decodeName(subjectNode),
       notBefore: parseTime(validity[0]!),
       notAfter: parseTime(validity[1]!),
-      spki: spkiNode.raw,
-      publicKey: createPublicKey({ key: Buffer.from(spkiNode.raw), format: "der", type: "spki" }),
+      spki,
+      get publicKey(): KeyObject {
+        return (publicKey ??= createPublicKey({ key: Buffer.from(spki), format: "der", type: "spki" }));
+      },
       extensions,
       isCa: false,
       sans: { uris: [], dnsNames: [], ipAddresses: [], emails: [], other: 0 },

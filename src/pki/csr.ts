@@ -1,6 +1,6 @@
 // PKCS#10 certificate signing requests (RFC 2986): strict parsing, self-signature
 // check, and building CSRs for the agent and the intermediate-CA modes.
-import { createPublicKey, type KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import {
   bitString,
   children,
@@ -258,7 +258,7 @@ export interface CsrTemplate {
 
 /** Builds a CSR signed by `privateKey`; returns PEM. */
 export function buildCsr(privateKey: KeyObject, template: CsrTemplate): string {
-  const alg = describeKey(createPublicKey(privateKey));
+  const alg = describeKey(privateKey);
   const exts: Uint8Array[] = [];
   const uris = template.uris ?? [];
   const dns = template.dnsNames ?? [];

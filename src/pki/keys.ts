@@ -8,7 +8,7 @@ import {
   type KeyObject,
 } from "node:crypto";
 import { promisify } from "node:util";
-import { bytesEqual, nullValue, oid, seq } from "./der.js";
+import { bitString, bytesEqual, nullValue, oid, seq } from "./der.js";
 import { OID } from "./oids.js";
 
 export type KeyAlgorithm = "ec-p256" | "ec-p384" | "rsa-2048" | "rsa-3072" | "rsa-4096" | "ed25519";
@@ -155,8 +155,21 @@ export function verifySignature(
   }
 }
 
+const EC_JWK = { "P-256": { curve: OID.p256, size: 32 }, "P-384": { curve: OID.p384, size: 48 } } as const;
+
 export function spkiDer(key: KeyObject): Uint8Array {
   const pub = key.type === "private" ? createPublicKey(key) : key;
+  // OpenSSL 3 encodes a DER SPKI through its generic encoder (~150 us for an EC key, on every
+  // agent CSR); the JWK export gives the same point in ~7 us and the SPKI around it is fixed
+  // (RFC 5480). test/pki/spki-import.test.ts checks both give the same bytes.
+  if (pub.asymmetricKeyType === "ec") {
+    const jwk = pub.export({ format: "jwk" });
+    const ec = EC_JWK[jwk.crv as keyof typeof EC_JWK];
+    const x = Buffer.from(jwk.x ?? "", "base64url");
+    const y = Buffer.from(jwk.y ?? "", "base64url");
+    if (ec && x.length === ec.size && y.length === ec.size)
+      return seq(seq(oid(OID.ecPublicKey), oid(ec.curve)), bitString(Buffer.concat([Buffer.of(4), x, y])));
+  }
   return new Uint8Array(pub.export({ type: "spki", format: "der" }));
 }
 

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createPublicKey, generateKeyPairSync } from "node:crypto";
 import { decodeOne } from "../../src/pki/der.js";
-import { describeKey, generateKeyPairFor, KeyError, type KeyAlgorithm } from "../../src/pki/keys.js";
+import { describeKey, generateKeyPairFor, KeyError, spkiDer, type KeyAlgorithm } from "../../src/pki/keys.js";
 import { canonicalSpki } from "../../src/pki/spki.js";
 import { importRequestKey } from "../../src/pki/spki-import.js";
 import { buildCsr, parseCsr } from "../../src/pki/csr.js";
@@ -26,6 +26,16 @@ test("every accepted key type imports to the key and algorithm the library path 
       assert.deepEqual(spkiOf(fast.publicKey), der, `${alg}: exports the same SPKI`);
     }
   }
+});
+
+test("spkiDer (EC keys through their JWK) exports exactly what OpenSSL's SPKI encoder does", () => {
+  const algs: KeyAlgorithm[] = ["ec-p256", "ec-p384", "rsa-2048", "ed25519"];
+  for (const alg of algs)
+    for (let i = 0; i < (alg.startsWith("ec") ? 64 : 2); i++) {
+      const { publicKey, privateKey } = generateKeyPairFor(alg);
+      assert.deepEqual(spkiDer(publicKey), spkiOf(publicKey), `${alg}: public key`);
+      assert.deepEqual(spkiDer(privateKey), spkiOf(publicKey), `${alg}: from the private key`);
+    }
 });
 
 test("RSA sizes the library path refuses are refused with the same KeyError", () => {
