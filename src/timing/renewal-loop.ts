@@ -107,6 +107,8 @@ export class RenewalLoop<T> {
   /**
    * Starts the loop: with `initial` (obtained by the caller, e.g. at startup so its error
    * reaches the user) the first renewal is scheduled from it; without, one is attempted now.
+   * Called again with a value the caller obtained on demand, that value becomes current and
+   * the schedule (and backoff) starts over from it.
    */
   start(initial?: T): void {
     if (this.stopped) return;
@@ -115,6 +117,8 @@ export class RenewalLoop<T> {
       return;
     }
     this.value = initial;
+    this.backoff.reset();
+    this.lastError = undefined;
     this.settleWaiters(initial);
     this.schedule(this.delayAfterSuccess(initial));
   }

@@ -97,9 +97,8 @@ const MIN_DELAY_MS = 500;
 
 export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implements TokenSource {
   private current: Current | undefined;
-  /** A login before the loop runs (start(), or the first request), shared by concurrent callers. */
-  private firstLogin: Promise<Current> | undefined;
-  private looping = false;
+  /** The login in flight, shared by requests, start() and the loop. */
+  private pendingLogin: Promise<Current> | undefined;
   /** The token Vault rejected (invalidate()): never handed out again. */
   private rejected: string | undefined;
   /** What the loop's attempt in flight is doing, for the failure event. */
@@ -136,10 +135,10 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
     });
   }
 
-  /** Log in now (fail fast at startup) and start the renewal timer; later calls check the token with Vault now. */
+  /** Log in now (fail fast at startup) and start the renewal timer. */
   async start(): Promise<TokenInfo> {
     if (this.closed) throw new Error("VaultTokenManager is closed");
-    await (this.looping ? this.loop.renewNow() : this.loginFirst());
+    await this.loginNow();
     return this.info();
   }
 
@@ -148,7 +147,7 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
     if (this.closed) throw new Error("VaultTokenManager is closed");
     const c = this.current;
     if (c && this.usable(c)) return c.token;
-    return (await (this.looping ? this.loop.renewNow() : this.loginFirst())).token;
+    return (await this.loginNow()).token;
   }
 
   invalidate(token: string): boolean {
@@ -194,18 +193,21 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
     return c.token !== this.rejected && c.expiresAt - this.clock.now() > EXPIRY_MARGIN_MS;
   }
 
-  private loginFirst(): Promise<Current> {
-    this.firstLogin ??= this.login(this.loop.signal)
-      .then((c) => {
-        // From now on every renewal and re-login goes through the loop.
-        if (this.background && !this.looping) {
-          this.looping = true;
-          this.loop.start(c);
-        }
-        return c;
-      })
-      .finally(() => (this.firstLogin = undefined));
-    return this.firstLogin;
+  /**
+   * A login for a caller (start(), a request finding no usable token): its failure goes back
+   * to the caller and schedules no background retry, since a retry with credentials Vault
+   * refuses only hastens an approle lockout; the caller asks again when it needs a token.
+   */
+  private async loginNow(): Promise<Current> {
+    const c = await this.loginShared(this.loop.signal);
+    // The renewal schedule follows the new token.
+    if (this.background) this.loop.start(c);
+    return c;
+  }
+
+  private loginShared(signal: AbortSignal): Promise<Current> {
+    this.pendingLogin ??= this.login(signal).finally(() => (this.pendingLogin = undefined));
+    return this.pendingLogin;
   }
 
   private validity(c: Current): Validity {
@@ -235,7 +237,7 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
       }
     }
     this.action = "login";
-    return this.login(signal);
+    return this.loginShared(signal);
   }
 
   /** Whether renew-self failed for good: the token is invalid, the request cannot succeed, or the token has run out. */

@@ -111,6 +111,21 @@ test("a value that never needs renewing (renewAt Infinity) leaves no timer; a fa
   await l.stop();
 });
 
+test("start() again with a value obtained on demand: it becomes current, the schedule and backoff start over", async () => {
+  const clock = new FakeClock();
+  const s = scripted(clock, [new Error("down"), new Error("down")]);
+  const l = loop(clock, { renew: s.renew });
+  l.start({ n: 0, from: clock.now(), until: clock.now() + 2000 });
+  await clock.next(); // renewal at 1 s fails: retry in 500 ms (clamped to half the 1 s left)
+  assert.equal(l.status().failures, 1);
+  l.start({ n: 7, from: clock.now(), until: clock.now() + 100_000 });
+  assert.equal(l.current?.n, 7);
+  assert.deepEqual(clock.pending(), [50_000]);
+  assert.equal(l.status().failures, 0);
+  assert.equal(l.status().lastError, undefined);
+  await l.stop();
+});
+
 test("failures back off; the retry is clamped so a valid value gets more tries before it expires", async () => {
   const clock = new FakeClock();
   const boom = new Error("vault sealed");

@@ -21,7 +21,7 @@ import {
   type TokenManagerOptions,
   type VaultConnection,
 } from "../../src/vault/index.js";
-import { FakeClock } from "../helpers/fake-clock.js";
+import { FakeClock, settle } from "../helpers/fake-clock.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 import { waitFor, within } from "../helpers/wait.js";
 import { approleCreds, type ApproleCreds as Creds } from "../helpers/approle.js";
@@ -82,7 +82,7 @@ function record(v: ConnectedVault): string[] {
   return events;
 }
 
-/** Moves the clock by `ms` and waits for the manager's `event` that the move sets off. */
+/** Moves the clock by `ms`, waits for the manager's `event` that the move sets off, then for the loop's bookkeeping. */
 async function advanceUntil(
   clock: FakeClock,
   v: ConnectedVault,
@@ -91,7 +91,9 @@ async function advanceUntil(
 ) {
   const seen = once(v.tokens, event);
   await clock.advance(ms);
-  return within(`the token manager's ${event} event`, seen);
+  const args = await within(`the token manager's ${event} event`, seen);
+  await settle(); // the event fires inside the attempt; the next timer is set just after
+  return args;
 }
 
 test("what a renewal is: renew-self while Vault grants the full lease, then a login; a fixed token only renews", () => {
@@ -296,4 +298,22 @@ test("requests share one login; a token Vault rejected is never handed out again
   assert.notEqual(fresh, tokens[0]);
   assert.equal(v.tokens.info().logins, 2);
   assert.deepEqual(clock.pending(), [RENEW_AT]);
+});
+
+test("a request's login that Vault refuses fails that request only: no background retries to lock the role out", async () => {
+  const clock = new FakeClock();
+  const creds = await approle("refused-on-demand", { token_ttl: "1h" });
+  const v = connect(creds, clock);
+  const events = record(v);
+  const first = await v.tokens.token();
+  await writeFile(creds.secretIdFile, "00000000-0000-0000-0000-000000000000\n");
+  v.tokens.invalidate(first);
+  await assert.rejects(v.tokens.token(), /secret_id/);
+  assert.deepEqual(clock.pending(), [RENEW_AT], "only the renewal already scheduled; no retry added");
+  assert.deepEqual(events, ["login"]);
+  await writeFile(creds.secretIdFile, `${creds.secretId}\n`);
+  await clock.advance(1000);
+  assert.notEqual(await v.tokens.token(), first);
+  assert.deepEqual(clock.pending(), [RENEW_AT], "the schedule follows the new token");
+  assert.deepEqual(events, ["login", "login"]);
 });
