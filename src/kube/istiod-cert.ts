@@ -21,17 +21,13 @@ import { describeKubeError, forbiddenHint, statusOf } from "./client.js";
 import { LeaderElector } from "./leader-election.js";
 import { MANAGED_BY_LABEL } from "./root-publisher.js";
 import { RenewalLoop } from "../timing/renewal-loop.js";
+import type { Log } from "../log/logger.js";
 
 export const ISTIOD_TLS_SECRET = "istiod-tls";
 export const TLS_SECRET_TYPE = "kubernetes.io/tls";
 export { DEFAULT_ISTIOD_DNS_NAMES };
 export const DEFAULT_ISTIOD_LEASE = "meshvault-istiod-cert";
 const KEYS = ["tls.crt", "tls.key", "ca.crt"] as const;
-
-export interface IstiodCertLog {
-  info(msg: string): void;
-  warn(msg: string): void;
-}
 
 export interface IstiodCertOptions {
   kubeConfig: KubeConfig;
@@ -49,7 +45,8 @@ export interface IstiodCertOptions {
   /** Backoff between failed passes (default 1 s .. 5 min). */
   retryMinMs?: number;
   retryMaxMs?: number;
-  log?: IstiodCertLog;
+  /** `log.child({ component })` from the server's logger. */
+  log?: Log;
 }
 
 export interface IstiodCertStats {
@@ -102,6 +99,8 @@ function dueAt(leaf: Certificate, ttlSeconds: number): Date {
 export class IstiodCertWriter {
   readonly stats: IstiodCertStats = { issued: 0, created: 0, updated: 0, unchanged: 0, errors: 0 };
   readonly description: string;
+  /** `namespace/name`, the field logs carry. */
+  readonly secret: string;
   private readonly api: CoreV1Api;
   private readonly name: string;
   private readonly spiffe: string;
@@ -109,7 +108,8 @@ export class IstiodCertWriter {
   constructor(private readonly o: IstiodCertOptions) {
     this.api = o.kubeConfig.makeApiClient(CoreV1Api);
     this.name = o.secretName ?? ISTIOD_TLS_SECRET;
-    this.description = `secret ${o.namespace}/${this.name}`;
+    this.secret = `${o.namespace}/${this.name}`;
+    this.description = `secret ${this.secret}`;
     this.spiffe = workloadId(o.trustDomain, o.namespace, o.serviceAccount).uri;
     if (o.dnsNames.length === 0)
       throw new IstiodCertError(
@@ -195,7 +195,8 @@ export class IstiodCertWriter {
     } else {
       if (existing && !kept)
         this.o.log?.warn(
-          `${this.description} holds no usable certificate for ${this.spiffe} (missing, edited, wrong names, or not chaining to the trust bundle): replacing it`,
+          { secret: this.secret, spiffeId: this.spiffe },
+          "istiod's Secret holds no usable certificate (missing, edited, wrong names, or not chaining to the trust bundle): replacing it",
         );
       const fresh = await this.issue();
       action = "issued";
@@ -273,18 +274,18 @@ export class IstiodCertLoop {
       validity: (r) => ({ until: r.notAfter.getTime(), renewAt: r.renewAt.getTime() }),
       maxIntervalMs: this.o.checkPeriodMs ?? 30_000,
       backoff: { initialMs: this.o.retryMinMs ?? 1000, maxMs: this.o.retryMaxMs ?? 300_000 },
+      ...(this.o.log ? { log: this.o.log } : {}),
       onRenewed: (r) => {
         this.last = r;
         if (r.write !== "unchanged" || r.action === "issued")
           this.o.log?.info(
-            `${this.writer.description}: ${r.action === "issued" ? "new istiod certificate" : "istiod certificate kept"} (${r.write}), valid until ${r.notAfter.toISOString()}, renewal at ${r.renewAt.toISOString()}`,
-          );
-      },
-      onFailure: (err, f) => {
-        // Repeating the same error every backoff step would drown the log.
-        if (!f.repeated)
-          this.o.log?.warn(
-            `istiod certificate: ${err.message}; retrying in ${Math.round(f.retryInMs / 1000)}s`,
+            {
+              secret: this.writer.secret,
+              write: r.write,
+              notAfter: r.notAfter.toISOString(),
+              renewAt: r.renewAt.toISOString(),
+            },
+            r.action === "issued" ? "new istiod certificate" : "istiod certificate kept",
           );
       },
     });

@@ -16,11 +16,7 @@ import {
   type V1LeaseSpec,
 } from "@kubernetes/client-node";
 import { describeKubeError, forbiddenHint, statusOf } from "./client.js";
-
-export interface LeaderLog {
-  info(msg: string): void;
-  warn(msg: string): void;
-}
+import type { Log } from "../log/logger.js";
 
 export interface LeaderElectorOptions {
   kubeConfig: KubeConfig;
@@ -36,7 +32,8 @@ export interface LeaderElectorOptions {
   renewDeadlineMs?: number;
   onStartedLeading: () => void | Promise<void>;
   onStoppedLeading: () => void | Promise<void>;
-  log?: LeaderLog;
+  /** `log.child({ component })` from the server's logger. */
+  log?: Log;
 }
 
 export class LeaderElector {
@@ -110,7 +107,8 @@ export class LeaderElector {
         this.lastError = "";
       } catch (err) {
         const msg = this.describe(err);
-        if (msg !== this.lastError) this.opts.log?.warn(msg);
+        if (msg !== this.lastError)
+          this.opts.log?.warn({ ...this.fields(), err: msg }, "leader election failed");
         this.lastError = msg;
         held = false;
         // An API error is not a loss: keep leading until the renew deadline passes.
@@ -124,13 +122,14 @@ export class LeaderElector {
         this.lastRenew = Date.now();
         if (!this.leading) {
           this.leading = true;
-          this.opts.log?.info(
-            `became leader of lease ${this.opts.namespace}/${this.opts.name} as ${this.identity}`,
-          );
+          this.opts.log?.info(this.fields(), "became leader");
           try {
             await this.opts.onStartedLeading();
           } catch (err) {
-            this.opts.log?.warn(`leader start callback failed: ${(err as Error).message}`);
+            this.opts.log?.warn(
+              { ...this.fields(), err: (err as Error).message },
+              "leader start callback failed",
+            );
           }
         }
       } else if (this.leading) {
@@ -144,21 +143,25 @@ export class LeaderElector {
   private async stepDown(why: string): Promise<void> {
     if (!this.leading) return;
     this.leading = false;
-    this.opts.log?.info(`no longer leader of lease ${this.opts.namespace}/${this.opts.name} (${why})`);
+    this.opts.log?.info({ ...this.fields(), reason: why }, "no longer leader");
     try {
       await this.opts.onStoppedLeading();
     } catch (err) {
-      this.opts.log?.warn(`leader stop callback failed: ${(err as Error).message}`);
+      this.opts.log?.warn({ ...this.fields(), err: (err as Error).message }, "leader stop callback failed");
     }
   }
 
+  private fields(): { lease: string; identity: string } {
+    return { lease: `${this.opts.namespace}/${this.opts.name}`, identity: this.identity };
+  }
+
+  /** The API error and, for a 403, the RBAC the lease needs. */
   private describe(err: unknown): string {
-    const where = `lease ${this.opts.namespace}/${this.opts.name}`;
     const hint =
       statusOf(err) === 403
         ? `; ${forbiddenHint("get, create, update", "leases.coordination.k8s.io", this.opts.namespace)}`
         : "";
-    return `leader election on ${where}: ${describeKubeError(err)}${hint}`;
+    return `${describeKubeError(err)}${hint}`;
   }
 
   /** True when we hold the lease after this call. Conflicts (someone else won a race) are false. */
@@ -253,7 +256,10 @@ export class LeaderElector {
         ),
       });
     } catch (err) {
-      this.opts.log?.warn(`releasing ${this.describe(err)}; the next leader takes over when it expires`);
+      this.opts.log?.warn(
+        { ...this.fields(), err: this.describe(err) },
+        "cannot release the lease; the next leader takes over when it expires",
+      );
     }
   }
 }

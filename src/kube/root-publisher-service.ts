@@ -6,11 +6,11 @@ import { CoreV1Api } from "@kubernetes/client-node";
 import { statusOf } from "./client.js";
 import { LeaderElector } from "./leader-election.js";
 import { RootBundle } from "./root-bundle.js";
+import type { Log } from "../log/logger.js";
 import {
   ROOT_CONFIGMAP_KEY,
   ROOT_CONFIGMAP_NAME,
   RootPublisher,
-  type PublisherLog,
   type PublisherStats,
 } from "./root-publisher.js";
 
@@ -31,7 +31,8 @@ export interface RootPublisherServiceOptions {
   /** How often the authority's bundle is checked for changes (default 5 s). */
   rootsPollMs?: number;
   resyncSeconds?: number;
-  log?: PublisherLog;
+  /** `log.child({ component })` from the server's logger. */
+  log?: Log;
 }
 
 export interface RootPublisherHandle {
@@ -59,7 +60,8 @@ export async function startRootPublisher(o: RootPublisherServiceOptions): Promis
   } catch (err) {
     if (statusOf(err) !== 404)
       o.log?.warn(
-        `root publisher: cannot read ${o.namespace}/${name} to learn previously published roots: ${(err as Error).message}`,
+        { configMap: `${o.namespace}/${name}`, err: (err as Error).message },
+        "root publisher: cannot read the ConfigMap to learn previously published roots",
       );
   }
   bundle.update(o.roots());
@@ -92,7 +94,7 @@ export async function startRootPublisher(o: RootPublisherServiceOptions): Promis
     const now = bundle.pem();
     if (now === last) return;
     last = now;
-    o.log?.info("trust bundle changed: republishing root ConfigMaps");
+    o.log?.info({}, "trust bundle changed: republishing root ConfigMaps");
     publisher.enqueueAll();
   }, o.rootsPollMs ?? 5000);
   poll.unref();

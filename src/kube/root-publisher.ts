@@ -9,6 +9,7 @@
 import { CoreV1Api, type KubeConfig, type V1ConfigMap, type V1Namespace } from "@kubernetes/client-node";
 import { describeKubeError, forbiddenHint, statusOf } from "./client.js";
 import { listAndWatch, type ListWatchHandle } from "./list-watch.js";
+import type { Log } from "../log/logger.js";
 
 export const ROOT_CONFIGMAP_NAME = "istio-ca-root-cert";
 export const ROOT_CONFIGMAP_KEY = "root-cert.pem";
@@ -16,12 +17,6 @@ export const ISTIO_CONFIG_LABEL = "istio.io/config";
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 /** Which replica (its Lease identity) last wrote the ConfigMap: shows that one writer at a time did. */
 export const WRITTEN_BY_ANNOTATION = "meshvault.io/written-by";
-
-export interface PublisherLog {
-  info(msg: string): void;
-  warn(msg: string): void;
-  debug?(msg: string): void;
-}
 
 export interface RootPublisherOptions {
   kubeConfig: KubeConfig;
@@ -34,7 +29,8 @@ export interface RootPublisherOptions {
   resyncSeconds?: number;
   /** This replica's Lease identity, recorded in the WRITTEN_BY_ANNOTATION of what it writes. */
   writer?: string;
-  log?: PublisherLog;
+  /** `log.child({ component })` from the server's logger. */
+  log?: Log;
 }
 
 /** Counts of what the publisher did, for tests and metrics. */
@@ -202,12 +198,12 @@ export class RootPublisher {
           const made = await this.api.createNamespacedConfigMap({ namespace: ns, body });
           this.configMaps.set(ns, made);
           this.stats.created++;
-          this.opts.log?.info(`created configmap ${ns}/${this.name}`);
+          this.opts.log?.info({ configMap: `${ns}/${this.name}` }, "created the root ConfigMap");
         } else {
           const made = await this.api.replaceNamespacedConfigMap({ name: this.name, namespace: ns, body });
           this.configMaps.set(ns, made);
           this.stats.updated++;
-          this.opts.log?.info(`corrected configmap ${ns}/${this.name}`);
+          this.opts.log?.info({ configMap: `${ns}/${this.name}` }, "corrected the root ConfigMap");
         }
         this.warned.delete(ns);
         return;
@@ -232,11 +228,11 @@ export class RootPublisher {
       status === 403
         ? `; ${forbiddenHint(what.startsWith("namespaces") ? "get, list, watch" : "get, list, watch, create, update", what.startsWith("namespaces") ? "namespaces" : "configmaps")}`
         : "";
-    const msg = `root publisher: ${verb} ${what}: ${describeKubeError(err)}${hint}`;
+    const msg = `${describeKubeError(err)}${hint}`;
     // Say it once per namespace until it works again: a forbidden namespace must not flood the log.
     const key = ns ?? what;
-    if (this.warned.get(key) === msg) return;
-    this.warned.set(key, msg);
-    this.opts.log?.warn(msg);
+    if (this.warned.get(key) === `${verb} ${what}: ${msg}`) return;
+    this.warned.set(key, `${verb} ${what}: ${msg}`);
+    this.opts.log?.warn({ verb, resource: what, err: msg }, "root publisher: a Kubernetes API call failed");
   }
 }

@@ -40,7 +40,6 @@ export function kubernetesIntegration(
   ctx: { trustDomain: string; log: Logger },
 ): KubernetesIntegration {
   const kc = loadKubeConfig({ kubeconfig: section.kubeconfig, context: section.context });
-  const log = ctx.log.child({ component: "kubernetes" });
   const authenticators: Authenticator[] = [];
   const tr = section.tokenReview;
   if (tr.enabled)
@@ -58,11 +57,6 @@ export function kubernetesIntegration(
   let handle: RootPublisherHandle | undefined;
   let istiod: IstiodCertHandle | undefined;
   const identity = process.env.POD_NAME ? `${process.env.POD_NAME}_${process.pid}` : undefined;
-  const logger = {
-    info: (m: string) => log.info(m),
-    warn: (m: string) => log.warn(m),
-    debug: (m: string) => log.debug(m),
-  };
   return {
     authenticators,
     async start(roots, authority) {
@@ -88,7 +82,7 @@ export function kubernetesIntegration(
           identity,
           leaseDurationSeconds: rp.leaseDuration,
           renewPeriodMs: rp.renewPeriod * 1000,
-          log: logger,
+          log: ctx.log.child({ component: "istiod-cert" }),
         });
       }
       if (!rp.enabled || handle) return;
@@ -104,7 +98,7 @@ export function kubernetesIntegration(
         namespaceSelector: rp.namespaceSelector,
         overlapSeconds: rp.overlap,
         resyncSeconds: rp.resync,
-        log: logger,
+        log: ctx.log.child({ component: "root-publisher" }),
       });
     },
     publisher: () => handle,

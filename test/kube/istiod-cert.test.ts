@@ -20,6 +20,7 @@ import {
 import { parseCertificates } from "../../src/pki/certificate.js";
 import { openssl, opensslVerify } from "../helpers/openssl.js";
 import { startKube, type KubeEnv } from "../helpers/kube.js";
+import { recordingLog } from "../helpers/recording-log.js";
 import { waitFor } from "../helpers/wait.js";
 
 const NS = "istio-system";
@@ -27,7 +28,7 @@ let kube: KubeEnv;
 let dir: string;
 let authority: LocalAuthority;
 const handles: IstiodCertHandle[] = [];
-const quiet = { info: () => {}, warn: (m: string) => process.env.DEBUG_KUBE && console.error(m) };
+const quiet = recordingLog({ echo: !!process.env.DEBUG_KUBE });
 
 interface SecretBody {
   metadata: { resourceVersion: string; labels?: Record<string, string> };
@@ -268,16 +269,15 @@ test("a Secret of another type is reported, not fought over", async () => {
     type: "Opaque",
     stringData: { x: "y" },
   });
-  const warnings: string[] = [];
+  const log = recordingLog();
+  // The failure's reason, from the renewal loop's log record.
+  const warnings = (): string[] => log.records.map((r) => String(r.obj.err ?? ""));
   try {
-    const h = await writer("typed", {
-      secretName: "istiod-tls-opaque",
-      log: { info: () => {}, warn: (m) => warnings.push(m) },
-    });
-    await waitFor("a warning", async () => warnings.some((w) => w.includes("type Opaque")));
+    const h = await writer("typed", { secretName: "istiod-tls-opaque", log });
+    await waitFor("a warning", async () => warnings().some((w) => w.includes("type Opaque")));
     assert.equal(h.stats().issued, 0);
     assert.match(
-      warnings.find((w) => w.includes("type Opaque"))!,
+      warnings().find((w) => w.includes("type Opaque"))!,
       /delete secret istiod-tls-opaque/,
     );
   } finally {

@@ -10,11 +10,12 @@ import { loadKubeConfig } from "../../src/kube/client.js";
 import { listAndWatch } from "../../src/kube/list-watch.js";
 import { startRootPublisher, type RootPublisherHandle } from "../../src/kube/root-publisher-service.js";
 import { startKube, type KubeEnv } from "../helpers/kube.js";
+import { recordingLog } from "../helpers/recording-log.js";
 import { waitFor } from "../helpers/wait.js";
 
 let kube: KubeEnv;
 const handles: RootPublisherHandle[] = [];
-const quiet = { info: () => {}, warn: (m: string) => process.env.DEBUG_KUBE && console.error(m) };
+const quiet = recordingLog({ echo: !!process.env.DEBUG_KUBE });
 
 function root(cn: string): string {
   return issueCa({
