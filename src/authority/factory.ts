@@ -28,9 +28,7 @@ function vaultFor(ctx: AuthorityContext, log: Logger): ConnectedVault {
   const connection = vaultConnectionFromConfig(ctx.vault, ctx.env ?? process.env, {
     warn: (m) => vlog.warn(m),
   });
-  return connectVault(connection, {
-    logger: { warn: (m) => vlog.warn(m), debug: (m) => vlog.debug(m) },
-  });
+  return connectVault(connection, { logger: vlog });
 }
 
 const signerOf = (ctx: AuthorityContext): { leafSigner?: LeafSigner } =>

@@ -77,7 +77,7 @@ export function withRootRotation(
       connected = connectVault(
         vaultConnectionFromConfig(config.vault, ctx.env ?? process.env, { warn: (m) => vlog.warn({}, m) }),
         {
-          logger: { warn: (m) => vlog.warn({}, m), debug: (m) => vlog.debug({}, m) },
+          logger: vlog,
         },
       );
       return connected.client;

@@ -42,6 +42,7 @@ import {
   transportError,
 } from "./errors.js";
 import { fsReason } from "../fs/errors.js";
+import type { Log } from "../log/logger.js";
 
 /** The `auth` block of a login / token response. */
 export interface VaultAuthBlock {
@@ -91,18 +92,14 @@ export interface RetryPolicy {
 export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 4, baseDelayMs: 100, maxDelayMs: 5_000 };
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
-export interface VaultLogger {
-  warn(message: string): void;
-  debug?(message: string): void;
-}
-
 export interface VaultClientOptions {
   /** Static token (used when no tokenSource); the `token` auth method's usual source. */
   token?: string | undefined;
   tokenSource?: TokenSource | undefined;
   retry?: Partial<RetryPolicy> | undefined;
   timeoutMs?: number | undefined;
-  logger?: VaultLogger | undefined;
+  /** `log.child({ component: "vault" })` from the server's logger. */
+  logger?: Log | undefined;
   /** Max sockets to Vault (keep-alive pool). Default 64. */
   maxSockets?: number | undefined;
   /** Injected for tests of the backoff arithmetic. */
@@ -160,7 +157,7 @@ export class VaultClient {
   private readonly agent: HttpAgent | HttpsAgent;
   private readonly retry: RetryPolicy;
   private readonly timeoutMs: number;
-  private readonly logger: VaultLogger | undefined;
+  private readonly logger: Log | undefined;
   private readonly random: () => number;
   private tokenSource: TokenSource | undefined;
   private staticToken: string | undefined;
@@ -300,7 +297,7 @@ export class VaultClient {
         (await this.tokenSource.invalidate(token))
       ) {
         const fresh = await abortable(this.tokenSource.token(), opts.signal);
-        this.logger?.warn(`Vault rejected the token on ${method} ${p}; logged in again and retrying once`);
+        this.logger?.warn({ method, path: p }, "Vault rejected the token; logged in again and retrying once");
         return this.attempts(method, p, body, fresh, opts, this.secretsFor(fresh, body, opts.secrets));
       }
       throw e;
@@ -371,8 +368,9 @@ export class VaultClient {
         throw err;
       }
       const delay = retryAfterMs ?? this.backoffMs(attempt);
-      this.logger?.debug?.(
-        `Vault ${method} ${path} attempt ${attempt}/${max} failed (${err.status ?? "no response"}); retrying in ${delay} ms`,
+      this.logger?.debug(
+        { method, path, attempt, of: max, status: err.status ?? "no response", retryInMs: delay },
+        "Vault request failed; retrying",
       );
       await sleep(delay, opts.signal);
     }

@@ -9,7 +9,8 @@ import { EventEmitter } from "node:events";
 import { abortable, isAbortError, systemClock, type Clock } from "../timing/clock.js";
 import { RenewalLoop, type RenewalFailure, type Validity } from "../timing/renewal-loop.js";
 import type { AuthMethod, LoginResult } from "./auth.js";
-import type { TokenSource, VaultClient, VaultLogger } from "./client.js";
+import type { TokenSource, VaultClient } from "./client.js";
+import type { Log } from "../log/logger.js";
 import { VaultError, VaultPermissionDeniedError } from "./errors.js";
 
 export interface TokenManagerOptions {
@@ -18,7 +19,7 @@ export interface TokenManagerOptions {
   /** Backoff bounds for failed renewals/logins in the background. */
   retryMinMs?: number;
   retryMaxMs?: number;
-  logger?: VaultLogger | undefined;
+  logger?: Log | undefined;
   /**
    * Renew / log in again in the background (default true). With false the
    * token is only replaced when a request finds it expired or rejected, which
@@ -108,7 +109,7 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
   private renewals = 0;
   private readonly fraction: number;
   private readonly clock: Clock;
-  private readonly logger: VaultLogger | undefined;
+  private readonly logger: Log | undefined;
   private readonly background: boolean;
   private readonly loop: RenewalLoop<Current>;
 
@@ -154,7 +155,8 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
     if (!this.auth.canRelogin) return false;
     if (this.current?.token === token && this.rejected !== token) {
       this.logger?.warn(
-        `Vault token (accessor ${this.current.accessor ?? "?"}) was rejected; logging in again (${this.auth.description})`,
+        { accessor: this.current.accessor ?? "?", auth: this.auth.description },
+        "Vault rejected the token; logging in again",
       );
       this.rejected = token;
     }
@@ -232,7 +234,7 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
         if (isAbortError(e) || !this.auth.canRelogin || !this.hopeless(e, c)) throw e;
         // Retrying renew-self cannot help: tell the listeners, then log in in this same attempt.
         this.emit("failure", e as Error, "renew");
-        this.logger?.warn(`Vault token renewal failed (${(e as Error).message}); logging in again`);
+        this.logger?.warn({ err: (e as Error).message }, "Vault token renewal failed; logging in again");
         this.rejected = c.token;
       }
     }
@@ -291,7 +293,10 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
     };
     this.current = next;
     this.renewals++;
-    this.logger?.debug?.(`renewed Vault token (accessor ${c.accessor ?? "?"}) for ${a.lease_duration}s`);
+    this.logger?.debug(
+      { accessor: c.accessor ?? "?", leaseSeconds: a.lease_duration },
+      "renewed the Vault token",
+    );
     this.emit("renew", this.info());
     return next;
   }
@@ -299,13 +304,15 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
   private failed(err: Error, f: RenewalFailure<Current>): void {
     if (this.closed) return;
     this.emit("failure", err, this.action);
-    const retry = `retrying in ${Math.round(f.retryInMs / 100) / 10}s`;
+    const fields = {
+      err: err.message,
+      retryInMs: f.retryInMs,
+      ...(this.action === "login" ? { auth: this.auth.description } : {}),
+    };
     const msg =
-      this.action === "renew"
-        ? `Vault token renewal failed (${err.message}); ${retry}`
-        : `Vault login (${this.auth.description}) failed: ${err.message}; ${retry}`;
+      this.action === "renew" ? "Vault token renewal failed; retrying" : "Vault login failed; retrying";
     // The same error at every backoff step would drown the log.
-    if (f.repeated) this.logger?.debug?.(msg);
-    else this.logger?.warn(msg);
+    if (f.repeated) this.logger?.debug(fields, msg);
+    else this.logger?.warn(fields, msg);
   }
 }

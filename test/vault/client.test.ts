@@ -33,6 +33,7 @@ import {
   writeKv,
   type VaultConnection,
 } from "../../src/vault/index.js";
+import { recordingLog } from "../helpers/recording-log.js";
 
 const FAST = { baseDelayMs: 10, maxDelayMs: 50 };
 
@@ -463,13 +464,13 @@ describe("errors turned into actions", () => {
   });
 
   test("connection refused -> unavailable, retried, and tells to check VAULT_ADDR", async () => {
-    let attempts = 0;
+    const log = recordingLog();
     const c = new VaultClient(
       { address: "http://127.0.0.1:1", skipVerify: false },
       {
         token: "t",
         retry: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 5 },
-        logger: { warn: () => {}, debug: () => attempts++ },
+        logger: log,
       },
     );
     await assert.rejects(c.read("sys/health"), (e: unknown) => {
@@ -480,7 +481,15 @@ describe("errors turned into actions", () => {
       assert.match(e.message, /gave up after 3 attempts/);
       return true;
     });
-    assert.equal(attempts, 2, "two retries logged");
+    const retries = log.records.filter((r) => r.level === "debug");
+    assert.deepEqual(
+      retries.map((r) => [r.obj.path, r.obj.attempt, r.obj.status]),
+      [
+        ["sys/health", 1, "no response"],
+        ["sys/health", 2, "no response"],
+      ],
+      "two retries logged, with the path and attempt as fields",
+    );
     c.close();
   });
 
