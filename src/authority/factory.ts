@@ -56,7 +56,7 @@ export function createAuthority(
         keyAlgorithm: cfg.keyAlgorithm as KeyAlgorithm,
         rootTtlSeconds: cfg.rootTtl,
         intermediateTtlSeconds: cfg.intermediateTtl,
-        log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
+        log,
         ...signerOf(ctx),
         ...(variant.localDir ? { dirName: variant.localDir } : {}),
       });
@@ -64,11 +64,7 @@ export function createAuthority(
       return new FilesAuthority({
         dir: cfg.dir,
         pollIntervalMs: cfg.pollInterval * 1000,
-        log: {
-          info: (m: string) => log.info(m),
-          warn: (m: string) => log.warn(m),
-          error: (m: string) => log.error(m),
-        },
+        log,
         ...signerOf(ctx),
       });
     case "vault-sign":

@@ -27,13 +27,7 @@ import {
 import { ReloadListeners } from "./reload-listeners.js";
 import { fsReason } from "../fs/errors.js";
 import { isAbortError, sleep, systemClock, type CancelTimer, type Clock } from "../timing/clock.js";
-
-export interface FilesAuthorityLog {
-  debug?(msg: string): void;
-  info(msg: string): void;
-  warn(msg: string): void;
-  error(msg: string): void;
-}
+import { silentLog, type Log } from "../log/logger.js";
 
 export interface FilesAuthorityOptions {
   /** Signs leaves somewhere else (the server's issuance workers); default signLeaf here. */
@@ -44,7 +38,8 @@ export interface FilesAuthorityOptions {
   pollIntervalMs?: number;
   /** Quiet time after the last change before the files are read. Default 200 ms. */
   debounceMs?: number;
-  log?: FilesAuthorityLog;
+  /** `log.child({ component: "authority" })` from the server's logger. */
+  log?: Log;
   /** Time for the poll, the debounce and the quiet periods (tests drive a fake one). */
   clock?: Clock;
 }
@@ -119,9 +114,11 @@ export class FilesAuthority implements Authority {
   private failedFingerprint: string | undefined;
   private lastError: ReloadFailure | undefined;
   private counts = { succeeded: 0, failed: 0 };
-  private readonly listeners = new ReloadListeners<ReloadEvent>("files authority: reload listener", (m) =>
-    this.opts.log?.warn(m),
+  private readonly listeners = new ReloadListeners<ReloadEvent>(
+    "files authority: reload listener",
+    () => this.log,
   );
+  private readonly log: Log;
   private watcher: FSWatcher | undefined;
   private cancelPoll: CancelTimer | undefined;
   private cancelDebounce: CancelTimer | undefined;
@@ -135,6 +132,7 @@ export class FilesAuthority implements Authority {
 
   constructor(private readonly opts: FilesAuthorityOptions) {
     this.clock = opts.clock ?? systemClock;
+    this.log = opts.log ?? silentLog;
   }
 
   private get debounceMs(): number {
@@ -145,8 +143,9 @@ export class FilesAuthority implements Authority {
     const set = await this.readSet();
     const material = await this.validate(set);
     this.install(set, material);
-    this.opts.log?.info(
-      `files authority: loaded ${this.layoutDescription(set.layout)} from ${this.opts.dir}; signing CA ${describeCertificate(material.signer.cert)}, valid until ${material.signer.cert.notAfter.toISOString()}`,
+    this.log.info(
+      { dir: this.opts.dir, layout: this.layoutDescription(set.layout), ...signingFields(material) },
+      "files authority: loaded the CA files",
     );
     this.startWatching();
   }
@@ -286,8 +285,9 @@ export class FilesAuthority implements Authority {
     try {
       const mode = (await stat(path)).mode;
       if ((mode & 0o077) !== 0)
-        this.opts.log?.warn(
-          `${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}): chmod 600 it, or set defaultMode: 0400 on the Secret volume`,
+        this.log.warn(
+          { path, mode: (mode & 0o777).toString(8) },
+          "the CA key is readable by group or others: chmod 600 it, or set defaultMode: 0400 on the Secret volume",
         );
     } catch {
       // Already read successfully; a vanished file shows up on the next reload.
@@ -311,15 +311,17 @@ export class FilesAuthority implements Authority {
       // symlink, so the files themselves never change in place.
       this.watcher = watch(this.opts.dir, { persistent: false }, () => this.schedule());
       this.watcher.on("error", (err) => {
-        this.opts.log?.warn(
-          `files authority: watching ${this.opts.dir} failed (${err.message}); relying on polling`,
+        this.log.warn(
+          { dir: this.opts.dir, err: err.message },
+          "files authority: watching the directory failed; relying on polling",
         );
         this.watcher?.close();
         this.watcher = undefined;
       });
     } catch (err) {
-      this.opts.log?.warn(
-        `files authority: cannot watch ${this.opts.dir} (${(err as Error).message}); relying on polling`,
+      this.log.warn(
+        { dir: this.opts.dir, err: (err as Error).message },
+        "files authority: cannot watch the directory; relying on polling",
       );
     }
     const poll = this.opts.pollIntervalMs ?? DEFAULT_POLL_MS;
@@ -397,7 +399,7 @@ export class FilesAuthority implements Authority {
       if (fingerprint === this.fingerprint) {
         // Back to the set in use (a refused update was reverted): the old error no longer applies.
         if (this.lastError)
-          this.opts.log?.info(`files authority: CA files in ${this.opts.dir} are back to the loaded set`);
+          this.log.info({ dir: this.opts.dir }, "files authority: the CA files are back to the loaded set");
         this.failedFingerprint = undefined;
         this.lastError = undefined;
         return;
@@ -414,12 +416,14 @@ export class FilesAuthority implements Authority {
           const rootsChanged =
             !previous ||
             previous.roots.map(certKey).sort().join() !== material.roots.map(certKey).sort().join();
-          this.opts.log?.info(
-            `files authority: reloaded CA from ${this.opts.dir}; signing CA ${describeCertificate(material.signer.cert)}, valid until ${material.signer.cert.notAfter.toISOString()}`,
+          this.log.info(
+            { dir: this.opts.dir, ...signingFields(material) },
+            "files authority: reloaded the CA files",
           );
           if (rootsChanged)
-            this.opts.log?.warn(
-              `files authority: the root certificate in ${this.opts.dir} changed; workloads trusting only the old root reject certificates signed from now on until they receive the new trust bundle`,
+            this.log.warn(
+              { dir: this.opts.dir },
+              "files authority: the root certificate changed; workloads trusting only the old root reject certificates signed from now on until they receive the new trust bundle",
             );
           this.listeners.emit({
             ok: true,
@@ -436,8 +440,9 @@ export class FilesAuthority implements Authority {
         }
       }
       // Possibly a half-written update (files land one by one): give the writer time, look again.
-      this.opts.log?.debug?.(
-        `files authority: CA files in ${this.opts.dir} are not a valid set yet (${lastMessage}); reading them again after ${this.debounceMs} ms`,
+      this.log.debug(
+        { dir: this.opts.dir, reason: lastMessage, retryInMs: this.debounceMs },
+        "files authority: the CA files are not a valid set yet; reading them again",
       );
       if (!(await this.quietPeriod())) return;
     }
@@ -445,8 +450,9 @@ export class FilesAuthority implements Authority {
     this.failedFingerprint = refused;
     this.counts.failed++;
     this.lastError = { at: new Date(), message: lastMessage };
-    this.opts.log?.error(
-      `files authority: refused the new CA files in ${this.opts.dir} and kept signing with the previous CA: ${lastMessage}`,
+    this.log.error(
+      { dir: this.opts.dir, reason: lastMessage },
+      "files authority: refused the new CA files and kept signing with the previous CA",
     );
     this.listeners.emit({ ok: false, at: this.lastError.at, error: lastMessage });
   }
@@ -509,4 +515,9 @@ export class FilesAuthority implements Authority {
     this.cancelDebounce?.();
     await this.running;
   }
+}
+
+/** The signing CA as log fields. */
+function signingFields(m: CaMaterial): { signingCa: string; notAfter: string } {
+  return { signingCa: describeCertificate(m.signer.cert), notAfter: m.signer.cert.notAfter.toISOString() };
 }

@@ -4,6 +4,7 @@ import { createPrivateKey } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomicSync } from "../fs/atomic-write.js";
+import type { Log } from "../log/logger.js";
 import { issueCa, parseIssued, createSigner } from "../pki/issue.js";
 import { fitCommonName } from "../pki/name.js";
 import { generateKeyPairFor, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
@@ -37,7 +38,8 @@ export interface LocalAuthorityOptions {
   organization?: string;
   /** Re-issue the intermediate from the root when less than this fraction of its life is left. */
   renewFraction?: number;
-  log?: { info(msg: string): void; warn(msg: string): void };
+  /** `log.child({ component: "authority" })` from the server's logger. */
+  log?: Log;
   /** How often to check whether the intermediate needs renewal (default 1 h). */
   checkIntervalMs?: number;
   /** Directory under dataDir (default `local-ca`; a root rotation prepares `local-ca-next-<id>`). */
@@ -83,7 +85,10 @@ export class LocalAuthority implements Authority {
       try {
         this.renewIfDue();
       } catch (err) {
-        this.opts.log?.warn(`cannot renew the local intermediate CA: ${(err as Error).message}`);
+        this.opts.log?.warn(
+          { dir: this.dir, err: (err as Error).message },
+          "cannot renew the local intermediate CA",
+        );
       }
     }, this.opts.checkIntervalMs ?? 3600_000);
     this.timer.unref();
@@ -92,7 +97,10 @@ export class LocalAuthority implements Authority {
   /** Re-issues the intermediate from the root when little of its life is left; swaps atomically. */
   renewIfDue(): boolean {
     if (!this.material || !this.needsRenewal(this.material)) return false;
-    this.opts.log?.info("local CA intermediate is close to expiry: issuing a new one from the root");
+    this.opts.log?.info(
+      { dir: this.dir },
+      "local CA intermediate is close to expiry: issuing a new one from the root",
+    );
     this.createIntermediate();
     this.material = this.load();
     return true;
@@ -102,7 +110,7 @@ export class LocalAuthority implements Authority {
     const path = join(this.dir, name);
     try {
       if (name.endsWith("key.pem") && (statSync(path).mode & 0o077) !== 0)
-        this.opts.log?.warn(`${path} is readable by group or others: chmod 600 it`);
+        this.opts.log?.warn({ path }, "the CA key is readable by group or others: chmod 600 it");
       return readFileSync(path, "utf8");
     } catch (err) {
       throw new LocalAuthorityError(
@@ -147,7 +155,7 @@ export class LocalAuthority implements Authority {
     });
     writeFileAtomicSync(join(this.dir, FILES.rootKey), privateKeyPem(key.privateKey), 0o600);
     writeFileAtomicSync(join(this.dir, FILES.rootCert), root.pem, 0o644);
-    this.opts.log?.info(`created local root CA in ${this.dir}`);
+    this.opts.log?.info({ dir: this.dir }, "created the local root CA");
   }
 
   private createIntermediate(): void {
@@ -177,7 +185,10 @@ export class LocalAuthority implements Authority {
     parseIssued(cert);
     writeFileAtomicSync(join(this.dir, FILES.caKey), privateKeyPem(key.privateKey), 0o600);
     writeFileAtomicSync(join(this.dir, FILES.caCert), cert.pem, 0o644);
-    this.opts.log?.info(`issued local intermediate CA valid until ${cert.notAfter.toISOString()}`);
+    this.opts.log?.info(
+      { dir: this.dir, notAfter: cert.notAfter.toISOString() },
+      "issued the local intermediate CA",
+    );
   }
 
   async sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain> {

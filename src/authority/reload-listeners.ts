@@ -1,14 +1,15 @@
 // Subscribers to an authority's reload (or renewal) events: the files, vault-kv and
 // vault-intermediate authorities report every attempt to them. A listener that throws is
 // logged and does not keep the others from hearing about it.
+import type { Log } from "../log/logger.js";
 
 export class ReloadListeners<E> {
   private readonly listeners = new Set<(e: E) => void>();
 
-  /** `warn` gets "<what> threw: <message>" for a listener that throws. */
+  /** A listener that throws is logged at warn on `log()` (a function: the owner's logger may be set later). */
   constructor(
     private readonly what: string,
-    private readonly warn: (message: string) => void,
+    private readonly log: () => Log,
   ) {}
 
   /** Returns an unsubscribe function. */
@@ -22,7 +23,7 @@ export class ReloadListeners<E> {
       try {
         l(e);
       } catch (err) {
-        this.warn(`${this.what} threw: ${(err as Error).message}`);
+        this.log().warn({ err: (err as Error).message }, `${this.what} threw`);
       }
     }
   }

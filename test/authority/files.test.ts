@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { chmodSync, mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FilesAuthority, type FilesAuthorityLog, type ReloadEvent } from "../../src/authority/files.js";
+import { FilesAuthority, type ReloadEvent } from "../../src/authority/files.js";
+import { recordingLog } from "../helpers/recording-log.js";
 import { generateKeyPairFor, privateKeyPem } from "../../src/pki/keys.js";
 import { buildCsr, parseCsr } from "../../src/pki/csr.js";
 import { issueCa, parseIssued, createSigner } from "../../src/pki/issue.js";
@@ -20,25 +21,6 @@ const request: SignRequest = {
   csr: parseCsr(buildCsr(generateKeyPairFor("ec-p256").privateKey, {})),
   ttlSeconds: 3600,
 };
-
-class TestLog implements FilesAuthorityLog {
-  lines: { level: string; msg: string }[] = [];
-  debug(msg: string): void {
-    this.lines.push({ level: "debug", msg });
-  }
-  info(msg: string): void {
-    this.lines.push({ level: "info", msg });
-  }
-  warn(msg: string): void {
-    this.lines.push({ level: "warn", msg });
-  }
-  error(msg: string): void {
-    this.lines.push({ level: "error", msg });
-  }
-  at(level: string): string[] {
-    return this.lines.filter((l) => l.level === level).map((l) => l.msg);
-  }
-}
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), "meshvault-files-"));
@@ -122,7 +104,7 @@ for (const [layout, make] of [
     const dir = tempDir();
     const ca = makeTestCa();
     writeFiles(dir, make(ca));
-    const a = new FilesAuthority({ dir, log: new TestLog(), pollIntervalMs: 0 });
+    const a = new FilesAuthority({ dir, log: recordingLog(), pollIntervalMs: 0 });
     try {
       await a.start();
       assert.equal(a.ready().ready, true);
@@ -160,7 +142,7 @@ test("a Secret-volume swap to a new CA and root is picked up without restart; in
   const oldCa = makeTestCa();
   const newCa = makeTestCa("ec-p384");
   writeSecretVolume(dir, pluginFiles(oldCa), "v1");
-  const log = new TestLog();
+  const log = recordingLog();
   const a = new FilesAuthority({ dir, log, pollIntervalMs: 60_000, debounceMs: 50 });
   try {
     await a.start();
@@ -202,7 +184,7 @@ test("a Secret-volume swap to a new CA and root is picked up without restart; in
     verifyWithOpenssl(newCa.root.pem, after);
     assert.deepEqual(after.intermediatesPem, [newCa.intermediate.pem]);
     assert.deepEqual(a.reloadCounts(), { succeeded: 1, failed: 0 });
-    assert.ok(log.at("warn").some((m) => /root certificate .* changed/.test(m)));
+    assert.ok(log.at("warn").some((m) => /root certificate changed/.test(m)));
   } finally {
     await a.close();
     rmSync(dir, { recursive: true, force: true });
@@ -232,7 +214,7 @@ test("a bad new set is refused, reported loudly, and the old CA keeps signing", 
   const ca = makeTestCa();
   const other = makeTestCa();
   writeFiles(dir, pluginFiles(ca));
-  const log = new TestLog();
+  const log = recordingLog();
   const a = new FilesAuthority({ dir, log, pollIntervalMs: 0, debounceMs: 30 });
   try {
     await a.start();
@@ -272,7 +254,13 @@ test("a bad new set is refused, reported loudly, and the old CA keeps signing", 
       assert.match(a.lastReloadError()?.message ?? "", reason, name);
       assert.equal(a.reloadCounts().failed, failed, name);
       assert.ok(
-        log.at("error").some((m) => /refused the new CA files/.test(m) && reason.test(m)),
+        log.records.some(
+          (r) =>
+            r.level === "error" &&
+            /refused the new CA files/.test(r.msg) &&
+            r.obj.dir === dir &&
+            reason.test(String(r.obj.reason)),
+        ),
         `${name}: error logged`,
       );
       const chain = await a.sign(request, ID);
@@ -280,7 +268,7 @@ test("a bad new set is refused, reported loudly, and the old CA keeps signing", 
       verifyWithOpenssl(ca.root.pem, chain);
       assert.equal(a.ready().ready, true);
     }
-    for (const { msg } of log.lines) assert.doesNotMatch(msg, /BEGIN|PRIVATE KEY-----/);
+    for (const r of log.records) assert.doesNotMatch(JSON.stringify(r), /BEGIN|PRIVATE KEY-----/);
     // Restoring the loaded set clears the error.
     writeFiles(dir, pluginFiles(ca));
     await a.reload();
@@ -296,7 +284,7 @@ test("a half-written update is not reported once the writer finishes", async () 
   const ca = makeTestCa();
   const next = makeTestCa();
   writeFiles(dir, pluginFiles(ca));
-  const log = new TestLog();
+  const log = recordingLog();
   // The quiet periods run on a fake clock, so "the writer is slower than the debounce" cannot
   // happen by accident: each file lands while the authority waits, and time moves on only after.
   const clock = new FakeClock();
@@ -432,11 +420,16 @@ test("a CA key readable by group or others warns; 0600 does not", async () => {
     const dir = tempDir();
     writeFiles(dir, tlsFiles(makeTestCa()));
     chmodSync(join(dir, "tls.key"), mode);
-    const log = new TestLog();
+    const log = recordingLog();
     const a = new FilesAuthority({ dir, log, pollIntervalMs: 0 });
     try {
       await a.start();
-      const warned = log.at("warn").some((m) => /tls\.key is readable by group or others.*chmod 600/.test(m));
+      const warned = log.records.some(
+        (r) =>
+          r.level === "warn" &&
+          /readable by group or others.*chmod 600/.test(r.msg) &&
+          String(r.obj.path).endsWith("tls.key"),
+      );
       assert.equal(warned, warns, `mode ${mode.toString(8)}`);
     } finally {
       await a.close();

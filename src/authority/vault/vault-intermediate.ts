@@ -79,7 +79,7 @@ export class VaultIntermediateAuthority implements Authority {
   readonly kind = "vault-intermediate";
   private readonly listeners = new ReloadListeners<RenewalEvent>(
     "vault-intermediate: renewal listener",
-    (m) => this.log.warn({ listener: "renewal" }, m),
+    () => this.log,
   );
   private readonly loop: RenewalLoop<Current>;
   private readonly client: VaultClient;

@@ -93,8 +93,9 @@ export class VaultKvAuthority implements Authority {
   private metadataDenied = false;
   private closed = false;
   private counts = { succeeded: 0, failed: 0 };
-  private readonly listeners = new ReloadListeners<KvReloadEvent>("vault-kv: reload listener", (m) =>
-    this.log.warn({}, m),
+  private readonly listeners = new ReloadListeners<KvReloadEvent>(
+    "vault-kv: reload listener",
+    () => this.log,
   );
 
   constructor(private readonly opts: VaultKvAuthorityOptions) {
