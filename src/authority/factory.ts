@@ -38,7 +38,7 @@ const signerOf = (ctx: AuthorityContext): { leafSigner?: LeafSigner } =>
 export interface AuthorityVariant {
   /** local: the CA directory under dataDir. */
   localDir?: string;
-  /** vault-intermediate: the root mount's issuer that signs the intermediate. */
+  /** vault-intermediate: the root mount's issuer that signs the intermediate; vault-sign: the mount's issuer that signs leaves. */
   rootIssuer?: string;
 }
 
@@ -76,6 +76,7 @@ export function createAuthority(
         workloadAuth: cfg.workloadAuth,
         excludeCnFromSans: cfg.excludeCnFromSans,
         log,
+        issuer: variant.rootIssuer,
       });
     case "vault-kv":
       return new VaultKvAuthority({

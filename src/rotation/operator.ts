@@ -170,7 +170,7 @@ export class RotationOperator {
     const kind = this.o.config.authority.type;
     const b = obs.blockers;
     obs.next = s?.phase === "retired" ? "done" : stepAfter(s?.phase);
-    if (kind !== "local" && kind !== "vault-intermediate")
+    if (kind !== "local" && kind !== "vault-intermediate" && kind !== "vault-sign")
       b.push(
         `the ${kind} authority does not rotate its root by itself: follow the README's "Rotating the root" steps for ${kind}`,
       );
@@ -293,31 +293,40 @@ export class RotationOperator {
   }
 
   private describeNewRoot(id: string): string {
-    const c = this.o.config.authority;
+    const mount = this.vaultMount();
     if (this.o.importRoot)
-      return c.type === "vault-intermediate"
-        ? `import ${this.o.importRoot.source} as a new issuer of ${c.rootMount} via ${c.rootMount}/issuers/import/bundle`
+      return mount
+        ? `import ${this.o.importRoot.source} as a new issuer of ${mount} via ${mount}/issuers/import/bundle`
         : `copy ${this.o.importRoot.source} into ${join(resolve(this.o.config.dataDir), localNextDir(id))}`;
-    if (c.type === "vault-intermediate")
-      return `issuer meshvault-${id} in ${c.rootMount} via ${c.rootMount}/root/generate/internal`;
+    if (mount) return `issuer meshvault-${id} in ${mount} via ${mount}/root/generate/internal`;
     return `${join(resolve(this.o.config.dataDir), localNextDir(id))}/root-cert.pem`;
   }
 
-  private describeCrossSign(): string {
+  /** The PKI mount holding the roots: vault-intermediate's rootMount, vault-sign's signing mount. */
+  private vaultMount(): string | undefined {
     const c = this.o.config.authority;
-    if (c.type === "vault-intermediate") return `${c.rootMount}/issuer/<old>/sign-self-issued`;
+    return c.type === "vault-intermediate" ? c.rootMount : c.type === "vault-sign" ? c.mount : undefined;
+  }
+
+  private describeCrossSign(): string {
+    const mount = this.vaultMount();
+    if (mount) return `${mount}/issuer/<old>/sign-self-issued`;
     return `with ${join(resolve(this.o.config.dataDir), "local-ca", "root-key.pem")}`;
   }
 
   /** The new root certified by the old one; checked before it is recorded. */
   private async crossSign(old: RootRef, next: RootRef): Promise<NonNullable<RotationState["cross"]>> {
-    const c = this.o.config.authority;
+    const mount = this.vaultMount();
     let pem: string;
-    if (c.type === "vault-intermediate") {
+    if (mount) {
       const admin = this.o.admin?.();
       if (!admin) throw new Error("--cross-sign needs an admin Vault token (VAULT_TOKEN / BAO_TOKEN)");
+      if (!old.issuer)
+        throw new Error(
+          `--cross-sign: the old root is not an issuer of ${mount} (its default issuer is an intermediate), so ${mount} cannot sign with it: rotate without --cross-sign`,
+        );
       // Keeps the new root's subject, key and key identifier; only issuer and signature change.
-      const path = `${c.rootMount}/issuer/${old.issuer}/sign-self-issued`;
+      const path = `${mount}/issuer/${old.issuer}/sign-self-issued`;
       const r = await admin.write<{ certificate?: string }>(path, { certificate: next.pem });
       if (!r?.data?.certificate)
         throw new Error(`${path} answered without data.certificate: does the admin token have sudo on it?`);
@@ -342,9 +351,9 @@ export class RotationOperator {
   }
 
   private describeFinalise(s: RotationState): string {
-    const c = this.o.config.authority;
-    if (c.type === "vault-intermediate")
-      return `make issuer ${s.next.issuer} the default of ${c.rootMount} (${c.rootMount}/config/issuers), so restarted servers start under it`;
+    const mount = this.vaultMount();
+    if (mount)
+      return `make issuer ${s.next.issuer} the default of ${mount} (${mount}/config/issuers), so restarted servers start under it`;
     const dir = resolve(this.o.config.dataDir);
     return `move ${join(dir, "local-ca")} to ${join(dir, `local-ca-retired-${s.id}`)} and ${join(dir, localNextDir(s.id))} to ${join(dir, "local-ca")}`;
   }
@@ -396,34 +405,41 @@ export class RotationOperator {
         next: ref(readFileSync(join(dir, localNextDir(id), "root-cert.pem"), "utf8")),
       };
     }
-    if (c.type !== "vault-intermediate")
-      throw new Error(`the ${c.type} authority does not rotate its root by itself`);
+    const mount = this.vaultMount();
+    if (!mount) throw new Error(`the ${c.type} authority does not rotate its root by itself`);
     const admin = this.o.admin?.();
-    if (!admin)
-      throw new Error("vault-intermediate rotation needs an admin Vault token (VAULT_TOKEN / BAO_TOKEN)");
-    const cur = await admin.read<{ certificate?: string; issuer_id?: string }>(
-      `${c.rootMount}/issuer/default/json`,
+    if (!admin) throw new Error(`${c.type} rotation needs an admin Vault token (VAULT_TOKEN / BAO_TOKEN)`);
+    const cur = await admin.read<{ certificate?: string; issuer_id?: string; ca_chain?: string[] }>(
+      `${mount}/issuer/default/json`,
       { noAuth: true },
     );
     if (!cur?.data?.certificate)
       throw new Error(
-        `${c.rootMount} on Vault at ${admin.address} has no default issuer: set it up first (meshvault vault setup)`,
+        `${mount} on Vault at ${admin.address} has no default issuer: set it up first (meshvault vault setup)`,
       );
+    // vault-sign's mount usually holds an intermediate: the old root is the top of its chain.
+    const chain = [cur.data.certificate, ...(cur.data.ca_chain ?? [])].map((p) => new X509Certificate(p));
+    const top = chain.find((x) => x.subject === x.issuer && x.checkIssued(x));
+    if (!top)
+      throw new Error(
+        `the default issuer of ${mount} on Vault at ${admin.address} has no root in its chain: import the chain up to the root (bao write ${mount}/intermediate/set-signed) first`,
+      );
+    const old = ref(top.toString(), top === chain[0] ? cur.data.issuer_id : undefined);
     if (imported) {
-      notOld(cur.data.certificate);
-      const issuer = await importRoot(admin, c.rootMount, imported.pem, imported.cert);
-      return { old: ref(cur.data.certificate, cur.data.issuer_id), next: ref(imported.cert.pem, issuer) };
+      notOld(old.pem);
+      const issuer = await importRoot(admin, mount, imported.pem, imported.cert);
+      return { old, next: ref(imported.cert.pem, issuer) };
     }
-    const oldX = new X509Certificate(cur.data.certificate);
+    const oldX = top;
     const ttl = this.o.rootTtlSeconds ?? 10 * 365 * 86400;
-    const alg = c.keyAlgorithm as KeyAlgorithm;
+    const alg = c.type === "vault-intermediate" ? (c.keyAlgorithm as KeyAlgorithm) : keyAlgorithmOf(top);
     const key = alg.startsWith("ec-")
       ? { key_type: "ec", key_bits: alg === "ec-p384" ? 384 : 256 }
       : alg.startsWith("rsa-")
         ? { key_type: "rsa", key_bits: Number(alg.slice(4)) }
         : { key_type: "ed25519" };
     const made = await admin.write<{ certificate?: string; issuer_id?: string }>(
-      `${c.rootMount}/root/generate/internal`,
+      `${mount}/root/generate/internal`,
       {
         common_name:
           this.o.commonName ??
@@ -436,20 +452,17 @@ export class RotationOperator {
     );
     if (!made?.data?.certificate || !made.data.issuer_id)
       throw new Error(
-        `${c.rootMount}/root/generate/internal answered without certificate/issuer_id: does this Vault support multiple issuers per mount (Vault >= 1.11, OpenBao)?`,
+        `${mount}/root/generate/internal answered without certificate/issuer_id: does this Vault support multiple issuers per mount (Vault >= 1.11, OpenBao)?`,
       );
-    return {
-      old: ref(cur.data.certificate, cur.data.issuer_id),
-      next: ref(made.data.certificate, made.data.issuer_id),
-    };
+    return { old, next: ref(made.data.certificate, made.data.issuer_id) };
   }
 
   private async finalise(s: RotationState): Promise<void> {
-    const c = this.o.config.authority;
-    if (c.type === "vault-intermediate") {
+    const mount = this.vaultMount();
+    if (mount) {
       const admin = this.o.admin?.();
       if (!admin) throw new Error("retiring needs an admin Vault token (VAULT_TOKEN / BAO_TOKEN)");
-      await admin.write(`${c.rootMount}/config/issuers`, { default: s.next.issuer });
+      await admin.write(`${mount}/config/issuers`, { default: s.next.issuer });
       return;
     }
     const dir = resolve(this.o.config.dataDir);
@@ -458,6 +471,17 @@ export class RotationOperator {
     renameSync(join(dir, "local-ca"), join(dir, `local-ca-retired-${s.id}`));
     renameSync(next, join(dir, "local-ca"));
   }
+}
+
+/** The key algorithm of `cert` (a new root in a mount without one configured takes the old root's). */
+function keyAlgorithmOf(cert: X509Certificate): KeyAlgorithm {
+  const k = cert.publicKey;
+  if (k.asymmetricKeyType === "ed25519") return "ed25519";
+  if (k.asymmetricKeyType === "rsa") {
+    const bits = k.asymmetricKeyDetails?.modulusLength ?? 2048;
+    return bits >= 4096 ? "rsa-4096" : bits >= 3072 ? "rsa-3072" : "rsa-2048";
+  }
+  return k.asymmetricKeyDetails?.namedCurve === "secp384r1" ? "ec-p384" : "ec-p256";
 }
 
 export function describeStep(p: Phase): string {

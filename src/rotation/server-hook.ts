@@ -14,7 +14,7 @@ import { kubeRotationStore } from "./kube-state.js";
 import { fileRotationStore, vaultRotationStore, type RotationState, type RotationStore } from "./state.js";
 
 /** Authorities whose root meshvault can rotate by itself (the others: README, "Rotating the root"). */
-export const AUTOMATIC_ROTATION = ["local", "vault-intermediate"] as const;
+export const AUTOMATIC_ROTATION = ["local", "vault-intermediate", "vault-sign"] as const;
 
 /** `rotation.state`, or the default: Vault KV for Vault-backed authorities, a file in the data dir otherwise. */
 export function rotationStateRef(config: ServerConfig): string {
@@ -47,6 +47,7 @@ export function nextAuthority(config: ServerConfig, ctx: AuthorityContext, s: Ro
     case "local":
       return createAuthority(config.authority, ctx, { localDir: localNextDir(s.id) });
     case "vault-intermediate":
+    case "vault-sign":
       if (!s.next.issuer) throw new Error(`rotation ${s.id} names no Vault issuer for the new root`);
       return createAuthority(config.authority, ctx, { rootIssuer: s.next.issuer });
     default:

@@ -5,83 +5,41 @@
 // (pilot-agent takes the chain and hands it out); retired drops the cross-certificate again.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { mintLocalToken } from "../../src/identity/local-issuer.js";
-import { buildCsr } from "../../src/pki/csr.js";
-import { generateKeyPairFor } from "../../src/pki/keys.js";
 import { splitCertificates } from "../../src/pki/pem.js";
 import type { RotationView } from "../../src/rotation/rotating-authority.js";
-import { caClient } from "../helpers/ca-client.js";
 import { cli } from "../helpers/cli.js";
 import { startIstioAgent } from "../helpers/istio-agent.js";
-import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
-import { openssl, withTempDir } from "../helpers/openssl.js";
-import { startServerProcess, type ServerProcess } from "../helpers/server-process.js";
-import { CLI_MS, mountRoot, rootArgs, rootStatus, rotateTo, serversApply } from "./drive.js";
+import type { OpenBao } from "../helpers/openbao.js";
+import { openssl } from "../helpers/openssl.js";
+import type { ServerProcess } from "../helpers/server-process.js";
+import {
+  createCertificate as createCert,
+  startOneServer,
+  verifiesUnder,
+  type OneServer,
+} from "./one-server.js";
+import { CLI_MS, rootArgs, rootStatus, rotateTo, serversApply } from "./drive.js";
 
-let dir: string;
+let fx: OneServer | undefined;
 let bao: OpenBao;
 let server: ServerProcess;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "meshvault-cross-sign-"));
-  bao = await startOpenBao();
-  await mountRoot(bao, "mesh root 1");
-  server = await startServerProcess(
-    "cross",
-    dir,
-    {
-      authority: { type: "vault-intermediate", mode: "csr", rootMount: "pki", ttl: "1h" },
-      vault: { address: bao.addr, auth: { method: "token" } },
-      certificates: { defaultTtl: "20s", maxTtl: "20s" },
-      rotation: { pollInterval: "1s" },
-    },
-    { VAULT_TOKEN: bao.rootToken },
-  );
-});
-after(async () => {
-  await server?.stop();
-  await bao?.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-/** openssl verify of `leafPem` with `untrusted` as the chain and `rootPem` alone as the trust store. */
-function verifies(leafPem: string, untrusted: string[], rootPem: string): boolean {
-  return withTempDir((tmp) => {
-    const f = (n: string, c: string): string => (writeFileSync(join(tmp, n), c), join(tmp, n));
-    try {
-      openssl([
-        "verify",
-        "-CAfile",
-        f("root.pem", rootPem),
-        "-untrusted",
-        f("chain.pem", untrusted.join("")),
-        f("leaf.pem", leafPem),
-      ]);
-      return true;
-    } catch {
-      return false;
-    }
+  fx = await startOneServer("cross", {
+    type: "vault-intermediate",
+    mode: "csr",
+    rootMount: "pki",
+    ttl: "1h",
   });
-}
+  ({ bao, server } = fx);
+});
+after(() => fx?.stop());
 
-async function createCertificate(): Promise<string[]> {
-  const roots = await (await fetch(`http://${server.http}/roots`)).text();
-  const client = caClient(server.grpc, roots);
-  try {
-    const token = await mintLocalToken({
-      dataDir: server.dataDir,
-      trustDomain: "cluster.local",
-      namespace: "default",
-      serviceAccount: "sleep",
-    });
-    return await client.create(buildCsr(generateKeyPairFor("ec-p256").privateKey, {}), { token });
-  } finally {
-    client.close();
-  }
-}
+const verifies = verifiesUnder;
+const createCertificate = (): Promise<string[]> => createCert(server);
 
 test("vault-intermediate on OpenBao: --cross-sign makes a switched leaf verify under the old root alone and the new root alone, through istio-agent too", async () => {
   const env = { ...process.env, VAULT_TOKEN: bao.rootToken };

@@ -5,45 +5,31 @@
 // A bundle whose key belongs to another certificate is refused before Vault is touched.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { mintLocalToken } from "../../src/identity/local-issuer.js";
-import { buildCsr } from "../../src/pki/csr.js";
-import { generateKeyPairFor } from "../../src/pki/keys.js";
 import { VaultClient } from "../../src/vault/index.js";
-import { caClient } from "../helpers/ca-client.js";
 import { cli } from "../helpers/cli.js";
-import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
+import type { OpenBao } from "../helpers/openbao.js";
 import { openssl, opensslVerify } from "../helpers/openssl.js";
-import { startServerProcess, type ServerProcess } from "../helpers/server-process.js";
-import { CLI_MS, mountRoot, rootArgs, rootStatus, rotateTo, serversApply } from "./drive.js";
+import type { ServerProcess } from "../helpers/server-process.js";
+import { createCertificate, startOneServer, type OneServer } from "./one-server.js";
+import { CLI_MS, rootArgs, rootStatus, rotateTo, serversApply } from "./drive.js";
 
+let fx: OneServer | undefined;
 let dir: string;
 let bao: OpenBao;
 let server: ServerProcess;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "meshvault-import-root-"));
-  bao = await startOpenBao();
-  await mountRoot(bao, "mesh root 1");
-  server = await startServerProcess(
-    "import",
-    dir,
-    {
-      authority: { type: "vault-intermediate", mode: "csr", rootMount: "pki", ttl: "1h" },
-      vault: { address: bao.addr, auth: { method: "token" } },
-      certificates: { defaultTtl: "20s", maxTtl: "20s" },
-      rotation: { pollInterval: "1s" },
-    },
-    { VAULT_TOKEN: bao.rootToken },
-  );
+  fx = await startOneServer("import", {
+    type: "vault-intermediate",
+    mode: "csr",
+    rootMount: "pki",
+    ttl: "1h",
+  });
+  ({ dir, bao, server } = fx);
 });
-after(async () => {
-  await server?.stop();
-  await bao?.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => fx?.stop());
 
 /** Seed 003, step 2: `openssl req -new -newkey rsa:4096 -x509 -sha256 -days 3650 -nodes -subj "/O=my-org"`. */
 function seed003Root(name: string): { cert: string; key: string } {
@@ -112,18 +98,7 @@ test("vault-intermediate on OpenBao: --import-root makes seed 003's openssl root
   await rotateTo("trust-both", args, env);
   await rotateTo("switched", args, env);
   await serversApply([server], "switched");
-  const client = caClient(server.grpc, await (await fetch(`http://${server.http}/roots`)).text());
-  try {
-    const token = await mintLocalToken({
-      dataDir: server.dataDir,
-      trustDomain: "cluster.local",
-      namespace: "default",
-      serviceAccount: "sleep",
-    });
-    const chain = await client.create(buildCsr(generateKeyPairFor("ec-p256").privateKey, {}), { token });
-    const [ok, out] = opensslVerify(root.cert, chain.slice(1, -1).join(""), chain[0]!, "any");
-    assert.ok(ok, `a switched leaf verifies under the openssl-made root alone: ${out}`);
-  } finally {
-    client.close();
-  }
+  const chain = await createCertificate(server);
+  const [ok, out] = opensslVerify(root.cert, chain.slice(1, -1).join(""), chain[0]!, "any");
+  assert.ok(ok, `a switched leaf verifies under the openssl-made root alone: ${out}`);
 });

@@ -35,6 +35,7 @@ import {
   isSelfSigned,
   parseAll,
   readMountChain,
+  readIssuerRoots,
   readMountRoots,
   silentLog,
   toAuthorityError,
@@ -55,6 +56,11 @@ export interface VaultSignAuthorityOptions {
   log?: VaultAuthorityLog;
   /** Re-read the trust bundle this often. Default 5 min. */
   rootsRefreshMs?: number;
+  /**
+   * Sign with this issuer of the mount (`<mount>/issuer/<issuer>/sign/<role>`, a root rotation's
+   * new root) instead of the mount's default; the trust bundle is then that issuer's root.
+   */
+  issuer?: string | undefined;
   /** Bound on cached per-workload Vault tokens. Default 10000. */
   workloadTokenCacheSize?: number;
   /** Close `vault` on close(). Default true. */
@@ -106,9 +112,10 @@ export class VaultSignAuthority implements Authority {
 
   constructor(private readonly opts: VaultSignAuthorityOptions) {
     this.client = opts.vault.client;
-    this.signPath = `${opts.mount}/sign/${opts.role}`;
+    const at = opts.issuer ? `${opts.mount}/issuer/${opts.issuer}` : opts.mount;
+    this.signPath = `${at}/sign/${opts.role}`;
     this.servingSignPath =
-      opts.identity === "workload" ? `${opts.mount}/sign/${servingRoleName(opts.role)}` : this.signPath;
+      opts.identity === "workload" ? `${at}/sign/${servingRoleName(opts.role)}` : this.signPath;
     this.what = `Vault role "${opts.role}" at ${opts.mount} (${this.client.address})`;
     this.log = opts.log ?? silentLog;
     if (opts.identity === "workload") {
@@ -138,8 +145,9 @@ export class VaultSignAuthority implements Authority {
     await this.checkSignCapability();
     try {
       await this.loadRoots();
-      // The mount's own issuing CA must lead to those roots, or every leaf would be useless.
-      const chain = await readMountChain(client, this.opts.mount);
+      // The mount's own issuing CA must lead to those roots, or every leaf would be useless
+      // (a named issuer is a root itself: readIssuerRoots checked that).
+      const chain = this.opts.issuer ? [] : await readMountChain(client, this.opts.mount);
       const below = chain.filter((c) => !isSelfSigned(c));
       if (below.length > 0) verifyChain(below[0]!, below.slice(1), this.roots);
     } catch (err) {
@@ -290,7 +298,9 @@ export class VaultSignAuthority implements Authority {
   }
 
   private async loadRoots(): Promise<void> {
-    const roots = await readMountRoots(this.client, this.opts.mount);
+    const roots = this.opts.issuer
+      ? await readIssuerRoots(this.client, this.opts.mount, this.opts.issuer)
+      : await readMountRoots(this.client, this.opts.mount);
     const changed = roots.map(certKey).join() !== this.roots.map(certKey).join();
     if (changed && this.roots.length > 0)
       this.log.warn(
