@@ -48,7 +48,17 @@ async function replicas(
   env: (name: string) => Record<string, string> = () => ({}),
 ): Promise<ServerProcess[]> {
   const started = await Promise.all(
-    names.map((n) => startServerProcess(n, dir, config, { VAULT_TOKEN: bao.rootToken, ...env(n) })),
+    names.map((n) =>
+      startServerProcess(
+        n,
+        dir,
+        { vault: { address: bao.addr, auth: { method: "token" } }, ...config },
+        {
+          VAULT_TOKEN: bao.rootToken,
+          ...env(n),
+        },
+      ),
+    ),
   );
   running.push(...started);
   return started;
@@ -95,7 +105,6 @@ test("vault-intermediate exported, two replicas on one OpenBao: identical bundle
       intermediateMount: "pki_int",
       ttl: "2h",
     },
-    vault: { address: bao.addr, auth: { method: "token" } },
   });
   await identicalAndVerified(servers, "distinct");
 });
@@ -113,7 +122,6 @@ test("vault-kv, two replicas on one OpenBao: the same CA, identical bundles, mes
       privateKey: "vault:secret/data/replicas/ca#privateKey",
       root: "vault:secret/data/replicas/ca#root",
     },
-    vault: { address: bao.addr, auth: { method: "token" } },
   });
   await identicalAndVerified(servers, "same");
 });
@@ -158,7 +166,6 @@ test("kubernetes section, two replicas, a root rotation: one Lease holder writes
     ["lease-a", "lease-b"],
     {
       authority: { type: "vault-intermediate", mode: "csr", rootMount: "pki_rot", ttl: "1h" },
-      vault: { address: bao.addr, auth: { method: "token" } },
       certificates: { defaultTtl: "10s", maxTtl: "10s" },
       servingCertificate: { ttl: "1h" },
       rotation: { state: "kube:istio-system/meshvault-root-rotation", pollInterval: "1s" },
