@@ -497,7 +497,7 @@ async function main(): Promise<void> {
     );
     if (cli)
       out(
-        "the CLI row is bin/meshvault.js as a sidecar runs it (VmRSS, no forced GC): it also loads every other command's modules (src/cli/main.ts imports them all)",
+        "the CLI row is bin/meshvault.js as a sidecar runs it (VmRSS, no forced GC): only the agent command's modules, V8's optimizing compiler off (src/cli/main.ts)",
       );
     const bare = Number(
       execFileSync(
