@@ -2,7 +2,8 @@
 // root to another through prepare -> trust-both -> switch -> retire while workload pairs keep
 // opening mutual TLS connections through tunnels; then an intermediate rotates. Counted per
 // phase: requests (each a new handshake through both tunnels) attempted and failed. Goal 0.
-// Local authority (one server), and vault-intermediate on a real OpenBao with two replicas.
+// Local authority (one server), and vault-intermediate on a real OpenBao with two replicas,
+// cross-signed (switched chains end in the new root certified by the old one).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -41,6 +42,8 @@ async function runRotation(
   servers: ServerProcess[],
   env: NodeJS.ProcessEnv,
   intermediate: (() => Promise<void>) | undefined,
+  /** More `root rotate` flags for the prepare step (e.g. --cross-sign). */
+  prepareFlags: string[] = [],
 ): Promise<void> {
   const pairs = await startPairs({
     pairs: PAIRS,
@@ -65,7 +68,7 @@ async function runRotation(
   const before = await rootStatus(args, env);
   assert.equal(before.state, undefined);
   for (const phase of PHASES) {
-    const blocked = await rotateTo(phase, args, env);
+    const blocked = await rotateTo(phase, phase === "prepared" ? [...args, ...prepareFlags] : args, env);
     pairs.phase = phase;
     t.diagnostic(
       `${phase}: ${blocked.length} blocked tries${blocked.length ? `, last: ${blocked.at(-1)!.out.split("blocked by:")[1]?.trim().split("\n")[0]}` : ""}`,
@@ -130,7 +133,7 @@ test("local authority: the root rotates under continuous mTLS load with 0 failed
   await runRotation(t, [s], process.env, undefined);
 });
 
-test("vault-intermediate on OpenBao, two replicas: the root rotates, then an intermediate, with 0 failures; replicas agree", async (t) => {
+test("vault-intermediate on OpenBao, two replicas, --cross-sign: the root rotates, then an intermediate, with 0 failures; replicas agree", async (t) => {
   bao = await startOpenBao();
   await mountRoot(bao, "mesh root 1");
   const env = { ...process.env, VAULT_TOKEN: bao.rootToken };
@@ -143,13 +146,19 @@ test("vault-intermediate on OpenBao, two replicas: the root rotates, then an int
     ["vault-a", "vault-b"].map((n) => startServerProcess(n, dir, cfg, { VAULT_TOKEN: bao!.rootToken })),
   );
   for (const r of replicas) cleanups.push(() => r.stop());
-  await runRotation(t, replicas, env, async () => {
-    const renewals = (s: ServerProcess): number => s.output().split("renewed the intermediate").length;
-    const start = replicas.map(renewals);
-    await waitFor(
-      "an intermediate renewal on every replica",
-      async () => replicas.every((s, i) => renewals(s) > start[i]!),
-      90_000,
-    );
-  });
+  await runRotation(
+    t,
+    replicas,
+    env,
+    async () => {
+      const renewals = (s: ServerProcess): number => s.output().split("renewed the intermediate").length;
+      const start = replicas.map(renewals);
+      await waitFor(
+        "an intermediate renewal on every replica",
+        async () => replicas.every((s, i) => renewals(s) > start[i]!),
+        90_000,
+      );
+    },
+    ["--cross-sign"],
+  );
 });
