@@ -12,6 +12,7 @@ const config = loadServerConfig({
   overrides: { dataDir, "listen.grpc": "127.0.0.1:0", "listen.http": "127.0.0.1:0" },
 });
 const server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+await server.firstAttempt;
 process.stdout.write(`READY ${server.grpcPort}\n`);
 process.on("SIGTERM", () => void server.close().then(() => process.exit(0)));
 if (process.send) {

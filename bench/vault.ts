@@ -160,6 +160,7 @@ async function main(): Promise<void> {
       log: silentLogger(),
       defaultMetrics: false,
     });
+    await signServer.firstAttempt;
     servers.push(signServer);
     const signClient = caClient(`127.0.0.1:${signServer.grpcPort}`, signServer.rootsPem());
     const viaMeshvault = (): Promise<unknown> => signClient.create(nextCsr(), { token, validity: 3600 });
@@ -211,11 +212,13 @@ async function main(): Promise<void> {
     const localIn = await measure(inProcess(local), 1);
 
     const intServer = await startCaServer(intCfg, { log: silentLogger(), defaultMetrics: false });
+    await intServer.firstAttempt;
     servers.push(intServer);
     const localServer = await startCaServer(
       serverConfig(fx, "bench-local", { type: "local", keyAlgorithm: "ec-p256" }, vault),
       { log: silentLogger(), defaultMetrics: false },
     );
+    await localServer.firstAttempt;
     servers.push(localServer);
     const grpcRate = async (s: CaServerHandle): Promise<Rate> => {
       const c = caClient(`127.0.0.1:${s.grpcPort}`, s.rootsPem());

@@ -50,8 +50,12 @@ export interface MaterialReloadEvent {
 export interface Authority {
   /** Backend name as used in configuration (`local`, `files`, `vault-sign`, ...). */
   readonly kind: string;
-  /** Loads or creates signing material; rejects with an actionable message when it cannot. */
-  start(): Promise<void>;
+  /**
+   * Loads or creates signing material; rejects with an actionable message when it cannot.
+   * `signal` cancels the start (the server closing): every backend request takes it, and the
+   * rejection is then an AbortError.
+   */
+  start(signal?: AbortSignal): Promise<void>;
   /** Signs `request` for `identity`; the identity is authenticated, never taken from the CSR. */
   sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain>;
   /** Current root certificates (PEM), the bundle peers should trust. */

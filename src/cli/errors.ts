@@ -18,6 +18,7 @@ const USAGE_ERRORS = new Set([
   "KubeConfigError",
   "DurationError",
   "SpiffeIdError",
+  "TunnelFlagError",
 ]);
 
 export function isUsageError(err: unknown): boolean {

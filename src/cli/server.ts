@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { loadServerConfig } from "../config/load.js";
 import { startCaServer } from "../server/run.js";
 import { exitCodeFor } from "./errors.js";
+import { closeOnSignal } from "./shutdown.js";
 
 export interface ServerFlags {
   config?: string;
@@ -63,21 +64,15 @@ export function registerServerCommand(program: Command): void {
         ...(flags.config ? { file: flags.config } : {}),
         overrides: flagOverrides(flags),
       });
-      // Anything Vault or the network can fix later keeps the server up, not ready, retrying
-      // (see /readyz); what only the operator can fix ends it as if found at once.
+      // startCaServer returns once the ports are bound, before any Vault answer: the signal
+      // handlers are in place while the authority starts. Anything Vault or the network can
+      // fix later keeps the server up, not ready, retrying (see /readyz); what only the
+      // operator can fix ends it as if found at once.
       const server = await startCaServer(config);
+      closeOnSignal({ log: server.log, close: () => server.close() });
       server.started.catch((err: unknown) => {
         process.stderr.write(`meshvault: ${(err as Error).message}\n`);
         void server.close().finally(() => process.exit(exitCodeFor(err)));
       });
-      const stop = (signal: string): void => {
-        server.log.info({ signal }, "shutting down");
-        server.close().then(
-          () => process.exit(0),
-          () => process.exit(1),
-        );
-      };
-      process.once("SIGINT", () => stop("SIGINT"));
-      process.once("SIGTERM", () => stop("SIGTERM"));
     });
 }

@@ -121,6 +121,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       },
     });
     const ca: CaServerHandle = await startCaServer(config, { log, defaultMetrics: false });
+    await ca.firstAttempt;
     cleanups.push(() => ca.close());
     const readiness = ca.readiness();
     if (!readiness.ready) throw new Error(`the CA server is not ready: ${readiness.reason}`);

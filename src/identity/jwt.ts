@@ -17,6 +17,7 @@ import {
   type Authenticator,
   type CallerCredentials,
 } from "./authenticator.js";
+import { redactSecrets } from "../log/redact.js";
 import { fastVerify, type FastVerifyPolicy } from "./jwt-fast-verify.js";
 import type { Log } from "../log/logger.js";
 import {
@@ -405,9 +406,9 @@ function safeHeader(token: string): JWSHeaderParameters | undefined {
 /** Last line of defence: whatever produced the message, the token never leaves in it. */
 function scrub(err: unknown, token: string): unknown {
   if (!(err instanceof Error) || !token) return err;
-  const [h = "", p = "", s = ""] = token.split(".");
-  let msg = err.message.split(token).join("<token>");
-  for (const part of [s, p, h]) if (part.length >= 16) msg = msg.split(part).join("<redacted>");
+  // The whole token, and each part long enough to be recognised on its own.
+  const parts = token.split(".").filter((part) => part.length >= 16);
+  const msg = redactSecrets(redactSecrets(err.message, [token], "<token>"), parts, "<redacted>");
   if (msg !== err.message) err.message = msg;
   return err;
 }

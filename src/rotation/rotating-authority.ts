@@ -90,8 +90,8 @@ export class RotatingAuthority implements Authority {
     this.startedAt = this.now();
   }
 
-  async start(): Promise<void> {
-    await this.base.start();
+  async start(signal?: AbortSignal): Promise<void> {
+    await this.base.start(signal);
     await this.poll();
     this.timer = setInterval(() => void this.poll(), this.o.pollMs);
     this.timer.unref();

@@ -8,9 +8,12 @@ import { createLogger, type Logger } from "../log/logger.js";
 import type { Authority, Readiness } from "../authority/authority.js";
 import { backoffDelay, type BackoffPolicy } from "../timing/backoff.js";
 import { ConfigError } from "../config/load.js";
+import { abortable } from "../timing/clock.js";
+import { CloserStack } from "./closer-stack.js";
 import { lockDir, DirLockedError } from "../fs/dir-lock.js";
 import { makeDirSync } from "../fs/make-dir.js";
 import { VaultConfigError } from "../vault/errors.js";
+import { vaultConnectionFromConfig } from "../config/vault-schema.js";
 import { createAuthority } from "../authority/factory.js";
 import type { Authenticator } from "../identity/authenticator.js";
 import { authenticateCaller } from "../identity/chain-of-authenticators.js";
@@ -47,6 +50,12 @@ export interface CaServerHandle {
    * returns, unless the authority could not start yet (then see `readiness()`).
    */
   started: Promise<void>;
+  /**
+   * Settles once the first start attempt is over: resolves whether or not the authority could
+   * start (then see `readiness()`), rejects like `started` for a configuration error. For
+   * in-process callers (tests, the demo) that want the outcome of the first try.
+   */
+  firstAttempt: Promise<void>;
   /** What /readyz says right now. */
   readiness(): Readiness;
   /** The issuance worker threads (config `workers`); undefined with workers: 0. */
@@ -79,7 +88,7 @@ function rememberIntermediates(authority: Authority): {
   const seen: string[] = [];
   const wrapped: Authority = {
     kind: authority.kind,
-    start: () => authority.start(),
+    start: (signal) => authority.start(signal),
     trustBundle: () => authority.trustBundle(),
     ready: () => authority.ready(),
     close: () => authority.close(),
@@ -150,6 +159,8 @@ interface StartState {
   /** Why the last start attempt failed (names the cause and the fix). */
   error: string | undefined;
   nextAttemptAt: Date | undefined;
+  /** When the attempt now in flight (or the last one) began. */
+  attemptStartedAt: Date | undefined;
 }
 
 // Start attempts back off up to 5 s, so the server turns ready within seconds of Vault recovering.
@@ -182,24 +193,28 @@ function claimDataDir(configured: string): { dataDir: string; release: () => voi
 }
 
 /**
- * Starts the server. Ports are bound (and the data directory locked) before any shared file is
- * written. When the authority cannot start (Vault unreachable, sealed, refusing the login or
- * the policy), the server stays up not ready, says why on /readyz, /_status, in the log and in
- * `meshvault_authority_ready`, and retries with backoff; `started` resolves once it serves.
- * Rejects only for what no retry fixes: configuration (ConfigError, VaultConfigError) and
- * ports that cannot be bound.
+ * Starts the server and returns once its ports are bound (and the data directory locked),
+ * before the authority has started: no Vault request is waited for here, so a Vault that
+ * accepts connections and never answers cannot hold up the caller (or a signal handler
+ * installed after this returns). The authority starts in the background; until it serves,
+ * /readyz, /_status, the log and `meshvault_authority_ready` say why (naming Vault while a
+ * Vault-backed authority is waiting for it), and failed attempts are retried with backoff.
+ * `started` resolves once the gRPC API serves. What no retry fixes (ConfigError,
+ * VaultConfigError) closes the server and rejects `started`. close() cancels the start
+ * attempt in flight (every Vault request takes its signal) and runs the server's one closer
+ * stack. Rejects only for an unusable data directory and ports that cannot be bound.
  */
 export async function startCaServer(config: ServerConfig, opts: StartOptions = {}): Promise<CaServerHandle> {
   const log = opts.log ?? createLogger({ level: config.log.level, format: config.log.format });
   const { dataDir, release } = claimDataDir(config.dataDir);
-  const cleanups: (() => Promise<void> | void)[] = [release];
-  const cleanup = async (): Promise<void> => {
-    for (const c of cleanups.splice(0).reverse()) await Promise.resolve(c()).catch(() => undefined);
-  };
+  const closers = new CloserStack((err) =>
+    log.warn({ err: (err as Error).message }, "a part of the CA server failed to close"),
+  );
+  closers.defer(release);
   try {
-    return await startLocked(config, opts, log, dataDir, cleanups, cleanup);
+    return await startLocked(config, opts, log, dataDir, closers);
   } catch (err) {
-    await cleanup();
+    await closers.close();
     throw err;
   }
 }
@@ -209,12 +224,11 @@ async function startLocked(
   opts: StartOptions,
   log: Logger,
   dataDir: string,
-  cleanups: (() => Promise<void> | void)[],
-  cleanup: () => Promise<void>,
+  closers: CloserStack,
 ): Promise<CaServerHandle> {
   const metrics = createCaMetrics(opts.defaultMetrics ?? true);
   const pool = issuancePoolFor(config.workers, log);
-  if (pool) cleanups.push(() => pool.close());
+  if (pool) closers.defer(() => pool.close());
   const base =
     opts.authority ??
     createAuthority(config.authority, {
@@ -239,12 +253,23 @@ async function startLocked(
         () => reissueServing(),
       );
   const outer = rotating ?? base;
-  cleanups.push(() => outer.close());
+  closers.defer(() => outer.close());
   const tracked = rememberIntermediates(outer);
   const authority = tracked.authority;
   const rootCertFile = resolve(config.rootCertFile ?? join(dataDir, "root-cert.pem"));
 
-  const state: StartState = { started: false, attempts: 0, error: undefined, nextAttemptAt: undefined };
+  const state: StartState = {
+    started: false,
+    attempts: 0,
+    error: undefined,
+    nextAttemptAt: undefined,
+    attemptStartedAt: undefined,
+  };
+  // Named while a Vault-backed authority waits for its first answer (a Vault that accepts
+  // connections and never answers would otherwise look like a slow start).
+  const vaultAddress = config.authority.type.startsWith("vault-")
+    ? vaultConnectionFromConfig(config.vault).address
+    : undefined;
   let grpcServer: grpc.Server | undefined;
   let servingNotAfter: Date | undefined;
   // The current serving chain (leaf first), for the status page.
@@ -256,7 +281,11 @@ async function startLocked(
         ready: false,
         reason: state.error
           ? `the ${authority.kind} authority could not start (attempt ${state.attempts}): ${state.error}${retry}`
-          : `the ${authority.kind} authority is starting`,
+          : `the ${authority.kind} authority is starting` +
+            (vaultAddress
+              ? `: waiting for Vault at ${vaultAddress} to answer` +
+                (state.attemptStartedAt ? ` (since ${state.attemptStartedAt.toISOString()})` : "")
+              : ""),
       };
     }
     if (!grpcServer) return { ready: false, reason: "gRPC listener not started" };
@@ -269,7 +298,7 @@ async function startLocked(
   const kube = config.kubernetes
     ? kubernetesIntegration(config.kubernetes, { trustDomain: config.trustDomain, log })
     : undefined;
-  cleanups.push(async () => kube?.close());
+  closers.defer(async () => kube?.close());
   // Filled once the ports are bound (the local issuer writes its keys into the data directory).
   const authenticators: Authenticator[] = [];
   const policy: CaPolicy = {
@@ -290,7 +319,7 @@ async function startLocked(
     log,
     metrics,
   });
-  cleanups.push(() => new Promise<void>((r) => g.server.tryShutdown(() => r())));
+  closers.defer(() => new Promise<void>((r) => g.server.tryShutdown(() => r())));
   const h = await startHttp({
     address: config.listen.http,
     authority,
@@ -324,7 +353,7 @@ async function startLocked(
       };
     },
   });
-  cleanups.push(() => new Promise<void>((r) => h.server.close(() => r())));
+  closers.defer(() => new Promise<void>((r) => h.server.close(() => r())));
   authenticators.push(
     ...(await buildAuthenticators(config, authority, log, tracked.intermediates)),
     ...(kube?.authenticators ?? []),
@@ -346,7 +375,7 @@ async function startLocked(
 
   const rootsTimer = setInterval(publishRoots, 5000);
   rootsTimer.unref();
-  cleanups.push(() => clearInterval(rootsTimer));
+  closers.defer(() => clearInterval(rootsTimer));
   const sc = config.servingCertificate;
   const servingOpts = {
     authority,
@@ -381,7 +410,10 @@ async function startLocked(
         ),
     );
 
-  let closed = false;
+  // close() aborts this first (deferred last): the start attempt in flight and every Vault
+  // request it makes stop at once instead of waiting out Vault's request timeout.
+  const stopping = new AbortController();
+  const closed = (): boolean => stopping.signal.aborted;
   let authorityStarted = false;
   /**
    * One start attempt: the authority, the trust bundle file, the serving certificate. True when
@@ -389,18 +421,22 @@ async function startLocked(
    */
   const attempt = async (): Promise<boolean> => {
     state.attempts++;
+    state.attemptStartedAt = new Date();
+    const signal = stopping.signal;
     try {
       if (!authorityStarted) {
-        await authority.start();
+        // abortable: whatever the authority cannot cancel itself (a shared login) is not waited for.
+        await abortable(authority.start(signal), signal);
         authorityStarted = true;
       }
-      if (closed) return false;
+      if (closed()) return false;
       publishRoots();
-      const serving = await issueServingCert(servingOpts);
-      if (closed) return false;
+      const serving = await abortable(issueServingCert(servingOpts), signal);
+      if (closed()) return false;
       servingOpts.onRenew(serving);
-      cleanups.push(keepServingCertFresh(servingOpts, serving));
+      closers.defer(keepServingCertFresh(servingOpts, serving));
     } catch (err) {
+      if (closed()) return false;
       if (isConfigError(err)) throw err;
       state.error = (err as Error).message;
       return false;
@@ -424,8 +460,7 @@ async function startLocked(
       );
     log.info(
       {
-        grpc: `${config.listen.grpc.replace(/:\d+$/, "")}:${g.port}`,
-        http: `${config.listen.http.replace(/:\d+$/, "")}:${h.port}`,
+        ...where,
         authority: authority.kind,
         trustDomain: config.trustDomain,
         ...(state.attempts > 1 ? { attempts: state.attempts } : {}),
@@ -443,32 +478,64 @@ async function startLocked(
     rejectStarted = rej;
   });
   started.catch(() => undefined); // observed through the handle; an unobserved rejection must not crash
+  let settleFirst: ((err?: Error) => void) | undefined;
+  const firstAttempt = new Promise<void>((res, rej) => {
+    settleFirst = (err) => (err ? rej(err) : res());
+  });
+  firstAttempt.catch(() => undefined);
+  const firstOver = (err?: Error): void => {
+    settleFirst?.(err);
+    settleFirst = undefined;
+  };
+  // The same refusal every few seconds is one warning, not one per attempt.
+  let lastWarned: string | undefined;
   const retryLater = (): void => {
     const wait = backoffDelay(state.attempts, START_BACKOFF);
     state.nextAttemptAt = new Date(Date.now() + wait);
-    log.warn(
-      { authority: authority.kind, attempt: state.attempts, retryInMs: wait, reason: state.error },
-      "the authority cannot start; serving not ready and retrying",
-    );
-    retryTimer = setTimeout(() => {
-      if (closed) return;
-      attempt().then(
-        (ok) => (ok ? resolveStarted() : closed || retryLater()),
-        (err: Error) => {
-          // A configuration error found only now, or the serving certificate failing: say so and stop trying.
-          log.error({ err: err.message }, "the CA server cannot start");
-          state.error = err.message;
-          rejectStarted(err);
-        },
-      );
-    }, wait);
+    const fields = {
+      authority: authority.kind,
+      attempt: state.attempts,
+      retryInMs: wait,
+      reason: state.error,
+    };
+    const msg = "the authority cannot start; serving not ready and retrying";
+    if (state.error !== lastWarned) log.warn(fields, msg);
+    else log.debug(fields, msg);
+    lastWarned = state.error;
+    retryTimer = setTimeout(run, wait);
   };
-  if (await attempt()) resolveStarted();
-  else retryLater();
-  cleanups.push(() => {
-    closed = true;
+  const run = (): void => {
+    if (closed()) return firstOver();
+    attempt().then(
+      (ok) => {
+        if (ok) resolveStarted();
+        else if (!closed()) retryLater();
+        firstOver();
+      },
+      (err: Error) => {
+        // What no retry fixes (configuration): say so, close everything, and stop trying.
+        log.error({ err: err.message }, "the CA server cannot start");
+        state.error = err.message;
+        void closers.close().finally(() => {
+          rejectStarted(err);
+          firstOver(err);
+        });
+      },
+    );
+  };
+  closers.defer(() => {
+    stopping.abort(new Error("the CA server is closing"));
     clearTimeout(retryTimer);
   });
+  const where = {
+    grpc: `${config.listen.grpc.replace(/:\d+$/, "")}:${g.port}`,
+    http: `${config.listen.http.replace(/:\d+$/, "")}:${h.port}`,
+  };
+  log.info(
+    { ...where, authority: authority.kind, ...(vaultAddress ? { vault: vaultAddress } : {}) },
+    "meshvault CA server listening; starting the authority (not ready until it serves)",
+  );
+  run();
 
   return {
     get grpcPort() {
@@ -484,8 +551,9 @@ async function startLocked(
     issuance: pool,
     rotation: rotating ? () => rotating.view() : undefined,
     started,
+    firstAttempt,
     readiness,
-    close: cleanup,
+    close: () => closers.close(),
   };
 }
 

@@ -3,6 +3,7 @@
 import type { PeerCertificate } from "node:tls";
 import { parseCertificateDer } from "../pki/certificate.js";
 import { matchesPattern, parseSpiffeId, parseSpiffePattern, type SpiffeId } from "../pki/spiffe.js";
+import { TunnelFlagError } from "./flag-error.js";
 
 export class PeerIdentityError extends Error {
   override name = "PeerIdentityError";
@@ -35,7 +36,7 @@ export function validatePatterns(patterns: readonly string[], flag: string): voi
     try {
       parseSpiffePattern(p);
     } catch (err) {
-      throw new Error(
+      throw new TunnelFlagError(
         `${flag} ${JSON.stringify(p)}: ${(err as Error).message}; use spiffe://<trust-domain>/ns/<ns>/sa/<sa> or spiffe://<trust-domain>/ns/<ns>/*`,
         { cause: err },
       );

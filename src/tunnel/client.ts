@@ -5,6 +5,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { isAllowed, peerSpiffeId, validatePatterns } from "./authz.js";
+import { TunnelFlagError } from "./flag-error.js";
 import type { CredentialSource } from "./credentials.js";
 import { createTunnelMetrics } from "./metrics.js";
 import {
@@ -43,7 +44,7 @@ export interface TunnelClientOptions {
 export async function startTunnelClient(o: TunnelClientOptions): Promise<RunningTunnel> {
   const log = o.logger ?? silentLog;
   if (o.verifySpiffeId.length === 0)
-    throw new Error(
+    throw new TunnelFlagError(
       "tunnel client needs --verify-spiffe-id <spiffe-id-or-pattern>: without it any workload of the mesh could impersonate the server",
     );
   validatePatterns(o.verifySpiffeId, "--verify-spiffe-id");

@@ -5,6 +5,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { isAllowed, peerSpiffeId, validatePatterns } from "./authz.js";
+import { TunnelFlagError } from "./flag-error.js";
 import type { CredentialSource } from "./credentials.js";
 import { createTunnelMetrics } from "./metrics.js";
 import {
@@ -46,7 +47,7 @@ export interface TunnelServerOptions {
 export async function startTunnelServer(o: TunnelServerOptions): Promise<RunningTunnel> {
   const log = o.logger ?? silentLog;
   if (!o.allowAll && o.allow.length === 0)
-    throw new Error(
+    throw new TunnelFlagError(
       "tunnel server needs --allow <spiffe-id-or-pattern> (repeatable) or --allow-all: it admits no one otherwise",
     );
   validatePatterns(o.allow, "--allow");

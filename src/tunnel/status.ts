@@ -1,5 +1,6 @@
 // The tunnel's HTTP status port: /_status (JSON), /_metrics and /metrics (Prometheus), /healthz.
 import { createServer, type Server } from "node:http";
+import { TunnelFlagError } from "./flag-error.js";
 import type { TunnelMetrics } from "./metrics.js";
 
 export interface StatusServer {
@@ -11,7 +12,7 @@ export function splitHostPort(address: string, what: string): { host: string; po
   const i = address.lastIndexOf(":");
   const port = Number(address.slice(i + 1));
   if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535)
-    throw new Error(`${what} ${JSON.stringify(address)} is not host:port (e.g. 127.0.0.1:8443)`);
+    throw new TunnelFlagError(`${what} ${JSON.stringify(address)} is not host:port (e.g. 127.0.0.1:8443)`);
   return { host: address.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0", port };
 }
 

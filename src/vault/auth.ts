@@ -1,6 +1,7 @@
 // Vault auth methods, each with a configurable mount path. Every credential
 // that lives in a file is re-read at every login, so rotated service-account
-// tokens and secret_ids are picked up without a restart.
+// tokens and secret_ids are picked up without a restart. A credential Vault refused
+// is not sent again until it changes or a slow retry time passes (refused-logins.ts).
 
 import { readFile } from "node:fs/promises";
 import type { VaultClient, VaultAuthBlock, VaultResponse } from "./client.js";
@@ -16,6 +17,12 @@ import {
 } from "./config.js";
 import { VaultAuthError, VaultConfigError, VaultError, VaultNotFoundError } from "./errors.js";
 import { fsReason } from "../fs/errors.js";
+import {
+  APPROLE_REFUSED_RETRY_MS,
+  RefusedLogins,
+  type CredentialSource,
+  type RefusedLoginOptions,
+} from "./refused-logins.js";
 
 export interface LoginResult {
   /** The Vault token. Never log it. */
@@ -90,7 +97,7 @@ async function login(
   body: Record<string, unknown>,
   secrets: string[],
   /** What to check, given Vault's own words. */
-  hint: string | ((said: string) => string),
+  hint: string | ((said: string) => string | Promise<string>),
 ): Promise<LoginResult> {
   const path = `auth/${mount}/login`;
   try {
@@ -113,7 +120,7 @@ async function login(
       );
     }
     const said = e.vaultErrors.length ? e.vaultErrors.join("; ") : `HTTP ${e.status ?? "?"}`;
-    const check = typeof hint === "string" ? hint : hint(said);
+    const check = typeof hint === "string" ? hint : await hint(said);
     if (e.status === 403 && e.vaultErrors.join() === "permission denied") {
       // Vault answers a bare 403 for a login path that does not exist.
       throw new VaultAuthError(
@@ -170,9 +177,14 @@ export class TokenAuth implements AuthMethod {
   readonly description: string;
   readonly canRelogin: boolean;
   private last: string | undefined;
-  constructor(private readonly cfg: Omit<TokenAuthConfig, "method">) {
+  private readonly refused: RefusedLogins;
+  constructor(
+    private readonly cfg: Omit<TokenAuthConfig, "method">,
+    options: RefusedLoginOptions = {},
+  ) {
     this.canRelogin = cfg.tokenFile !== undefined;
     this.description = cfg.tokenFile ? `token from ${cfg.tokenFile}` : "token (VAULT_TOKEN)";
+    this.refused = new RefusedLogins(options);
   }
   async login(client: VaultClient): Promise<LoginResult> {
     const token = this.cfg.tokenFile
@@ -190,7 +202,14 @@ export class TokenAuth implements AuthMethod {
       );
     }
     this.last = token;
-    // lookup-self tells us the TTL and whether renew-self will work.
+    const source: CredentialSource = this.cfg.tokenFile
+      ? { files: [this.cfg.tokenFile] }
+      : { files: [], fixed: "VAULT_TOKEN" };
+    return this.refused.run([token], source, () => this.lookupSelf(client, token));
+  }
+
+  /** lookup-self tells us the TTL and whether renew-self will work. */
+  private async lookupSelf(client: VaultClient, token: string): Promise<LoginResult> {
     let r: VaultResponse<{
       ttl?: number;
       renewable?: boolean;
@@ -230,10 +249,15 @@ export class KubernetesAuth implements AuthMethod {
   private readonly mount: string;
   private readonly tokenFile: string;
   private last: string | undefined;
-  constructor(private readonly cfg: Omit<KubernetesAuthConfig, "method">) {
+  private readonly refused: RefusedLogins;
+  constructor(
+    private readonly cfg: Omit<KubernetesAuthConfig, "method">,
+    options: RefusedLoginOptions = {},
+  ) {
     this.mount = mountPath(cfg.mount, DEFAULT_AUTH_MOUNTS.kubernetes);
     this.tokenFile = cfg.tokenFile ?? DEFAULT_SA_TOKEN_FILE;
     this.description = `kubernetes login at auth/${this.mount} as role "${cfg.role}"`;
+    this.refused = new RefusedLogins(options);
   }
   async login(client: VaultClient): Promise<LoginResult> {
     // Read at every login: projected tokens rotate underneath us.
@@ -244,14 +268,16 @@ export class KubernetesAuth implements AuthMethod {
       client.address,
     );
     this.last = jwt;
-    return login(
-      client,
-      "kubernetes",
-      this.mount,
-      { role: this.cfg.role, jwt },
-      [jwt],
-      `Check that role "${this.cfg.role}" binds this service account (bound_service_account_names / ` +
-        `bound_service_account_namespaces) and that Vault can reach the TokenReview API (auth/${this.mount}/config kubernetes_host).`,
+    return this.refused.run([jwt], { files: [this.tokenFile] }, () =>
+      login(
+        client,
+        "kubernetes",
+        this.mount,
+        { role: this.cfg.role, jwt },
+        [jwt],
+        `Check that role "${this.cfg.role}" binds this service account (bound_service_account_names / ` +
+          `bound_service_account_namespaces) and that Vault can reach the TokenReview API (auth/${this.mount}/config kubernetes_host).`,
+      ),
     );
   }
   secrets(): string[] {
@@ -265,9 +291,18 @@ export class AppRoleAuth implements AuthMethod {
   readonly canRelogin = true;
   private readonly mount: string;
   private last: string[] = [];
-  constructor(private readonly cfg: Omit<AppRoleAuthConfig, "method">) {
+  private readonly refused: RefusedLogins;
+  constructor(
+    private readonly cfg: Omit<AppRoleAuthConfig, "method">,
+    options: RefusedLoginOptions = {},
+  ) {
     this.mount = mountPath(cfg.mount, DEFAULT_AUTH_MOUNTS.approle);
     this.description = `approle login at auth/${this.mount}`;
+    this.refused = new RefusedLogins({
+      retryMs: APPROLE_REFUSED_RETRY_MS,
+      why: "so the refused logins never add up to Vault's user lockout of the role",
+      ...options,
+    });
   }
   async login(client: VaultClient): Promise<LoginResult> {
     const c = this.cfg;
@@ -292,6 +327,19 @@ export class AppRoleAuth implements AuthMethod {
         { address: client.address },
       );
     }
+    this.last = [roleId, ...(secretId ? [secretId] : [])];
+    const files = [c.roleIdFile, c.secretIdFile].filter((f): f is string => f !== undefined);
+    const fixed = [
+      ...(c.roleId !== undefined ? ["the role_id (VAULT_ROLE_ID / vault.auth.roleId)"] : []),
+      ...(c.secretId !== undefined ? ["the secret_id (VAULT_SECRET_ID / vault.auth.secretId)"] : []),
+    ];
+    const source: CredentialSource = { files, ...(fixed.length ? { fixed: fixed.join(" and ") } : {}) };
+    return this.refused.run(this.last, source, () => this.loginOnce(client, roleId, secretId));
+  }
+
+  /** One login at Vault: a refusal costs exactly one failed login (the lockout counter's unit). */
+  private loginOnce(client: VaultClient, roleId: string, secretId: string | undefined): Promise<LoginResult> {
+    const c = this.cfg;
     const secretFrom =
       c.secretId !== undefined ? "the configured secret_id" : `the secret_id in ${c.secretIdFile}`;
     const roleFrom =
@@ -302,11 +350,7 @@ export class AppRoleAuth implements AuthMethod {
     const roleFix = `read the right one with bao read auth/${this.mount}/role/<role>/role-id`;
     const body: Record<string, unknown> = { role_id: roleId };
     if (secretId) body["secret_id"] = secretId;
-    this.last = [roleId, ...(secretId ? [secretId] : [])];
-    // Vault says which of the two it did not accept ("invalid role ID" / "invalid secret id");
-    // OpenBao says "invalid role or secret ID" for both, so then the role_id alone is tried.
-    let roleIdOk: boolean | undefined;
-    const hint = (said: string): string => {
+    const hint = async (said: string): Promise<string> => {
       if (!secretId)
         return `No secret_id was given: set VAULT_SECRET_ID_FILE, unless the role has bind_secret_id=false; check ${roleFrom} too (${roleFix}).`;
       // OpenBao and Vault lock an approle role_id after repeated failed logins (user lockout,
@@ -318,7 +362,11 @@ export class AppRoleAuth implements AuthMethod {
           `(user lockout; 5 failures lock it for 15 minutes by default). Fix ${secretFrom} if it is wrong, then wait ` +
           `or unlock it: bao read sys/locked-users, then bao write -f sys/locked-users/<auth mount accessor>/unlock/<role_id>.`
         );
+      // Vault says which of the two it did not accept ("invalid role ID" / "invalid secret id");
+      // OpenBao says "invalid role or secret ID" for both, so then the role_id alone is tried,
+      // which Vault does not count as a failed login (it is not a credential check).
       const both = /invalid role or secret/i.test(said);
+      const roleIdOk = both ? await this.roleIdAccepted(client, roleId) : undefined;
       const role = roleIdOk === false || (!both && /role.?id/i.test(said));
       const secret = roleIdOk === true || (!both && /secret.?id/i.test(said));
       const secretCheck =
@@ -329,20 +377,7 @@ export class AppRoleAuth implements AuthMethod {
       if (secret || !both) return `The secret_id is not accepted: check ${secretCheck}.`;
       return `Check ${roleFrom} (${roleFix}) and ${secretCheck}.`;
     };
-    const attempt = (): Promise<LoginResult> => login(client, "approle", this.mount, body, this.last, hint);
-    try {
-      return await attempt();
-    } catch (e) {
-      if (
-        !(e instanceof VaultAuthError) ||
-        !secretId ||
-        !/invalid role or secret/i.test(e.vaultErrors.join())
-      )
-        throw e;
-      roleIdOk = await this.roleIdAccepted(client, roleId);
-      if (roleIdOk === undefined) throw e;
-      return await attempt(); // a failed login uses up nothing; this time the message names the culprit
-    }
+    return login(client, "approle", this.mount, body, this.last, hint);
   }
 
   /**
@@ -377,9 +412,14 @@ export class JwtAuth implements AuthMethod {
   readonly canRelogin = true;
   private readonly mount: string;
   private last: string | undefined;
-  constructor(private readonly cfg: Omit<JwtAuthConfig, "method">) {
+  private readonly refused: RefusedLogins;
+  constructor(
+    private readonly cfg: Omit<JwtAuthConfig, "method">,
+    options: RefusedLoginOptions = {},
+  ) {
     this.mount = mountPath(cfg.mount, DEFAULT_AUTH_MOUNTS.jwt);
     this.description = `jwt login at auth/${this.mount} as role "${cfg.role}"`;
+    this.refused = new RefusedLogins(options);
   }
   async login(client: VaultClient): Promise<LoginResult> {
     const jwt = await readCredential(
@@ -389,22 +429,24 @@ export class JwtAuth implements AuthMethod {
       client.address,
     );
     this.last = jwt;
-    return loginWithJwt(client, this.mount, this.cfg.role, jwt);
+    return this.refused.run([jwt], { files: [this.cfg.tokenFile] }, () =>
+      loginWithJwt(client, this.mount, this.cfg.role, jwt),
+    );
   }
   secrets(): string[] {
     return this.last ? [this.last] : [];
   }
 }
 
-export function authMethodFromConfig(cfg: VaultAuthConfig): AuthMethod {
+export function authMethodFromConfig(cfg: VaultAuthConfig, options: RefusedLoginOptions = {}): AuthMethod {
   switch (cfg.method) {
     case "token":
-      return new TokenAuth(cfg);
+      return new TokenAuth(cfg, options);
     case "kubernetes":
-      return new KubernetesAuth(cfg);
+      return new KubernetesAuth(cfg, options);
     case "approle":
-      return new AppRoleAuth(cfg);
+      return new AppRoleAuth(cfg, options);
     case "jwt":
-      return new JwtAuth(cfg);
+      return new JwtAuth(cfg, options);
   }
 }

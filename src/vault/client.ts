@@ -161,6 +161,7 @@ export class VaultClient {
   private readonly random: () => number;
   private tokenSource: TokenSource | undefined;
   private staticToken: string | undefined;
+  private closed = false;
 
   constructor(connection: ConnectionLike, options: VaultClientOptions = {}) {
     this.address = connection.address.replace(/\/+$/, "");
@@ -304,15 +305,25 @@ export class VaultClient {
     }
   }
 
-  /** Close idle keep-alive sockets. */
+  /**
+   * Ends every connection, in use or idle: a request in flight fails at once (an AbortError,
+   * not retried) instead of waiting out the timeout of a Vault that does not answer, and no
+   * request is sent afterwards.
+   */
   close(): void {
+    this.closed = true;
     this.agent.destroy();
   }
 
+  private closedError(): Error {
+    return new DOMException(`the connection to Vault at ${this.address} was closed`, "AbortError");
+  }
+
   /** Capabilities `token` has on `path` (sys/capabilities-self); undefined if the token cannot ask. */
-  async capabilitiesSelf(path: string, token?: string): Promise<string[] | undefined> {
-    const t = token ?? (this.tokenSource ? await this.tokenSource.token() : this.staticToken);
-    const raw = await this.send("POST", "sys/capabilities-self", { paths: [path] }, t, undefined);
+  async capabilitiesSelf(path: string, token?: string, signal?: AbortSignal): Promise<string[] | undefined> {
+    const t =
+      token ?? (this.tokenSource ? await abortable(this.tokenSource.token(), signal) : this.staticToken);
+    const raw = await this.send("POST", "sys/capabilities-self", { paths: [path] }, t, undefined, signal);
     if (raw.status !== 200) return undefined;
     const parsed = JSON.parse(raw.body) as VaultResponse<Record<string, string[]>> & Record<string, unknown>;
     const caps =
@@ -351,6 +362,7 @@ export class VaultClient {
       let err: VaultError;
       let retryAfterMs: number | undefined;
       if (opts.signal?.aborted) throw abortError(opts.signal);
+      if (this.closed) throw this.closedError();
       try {
         const raw = await this.send(method, path, body, token, opts.namespace, opts.signal);
         if ((raw.status >= 200 && raw.status < 300) || opts.acceptStatus?.includes(raw.status)) return raw;
@@ -358,6 +370,7 @@ export class VaultClient {
         retryAfterMs = parseRetryAfter(raw.headers["retry-after"]);
       } catch (e) {
         if (opts.signal?.aborted) throw abortError(opts.signal);
+        if (this.closed) throw this.closedError();
         err = e instanceof VaultError ? e : transportError(e, this.address, method, path);
       }
       if (!err.retryable || attempt >= max) {

@@ -226,15 +226,5 @@ export function isConnectionErrorCode(code: string): boolean {
   return CONNECTION_CODES.has(code);
 }
 
-/**
- * Replace every occurrence of each secret in `text` with "[redacted]". Used on
- * every message that may echo request content, as a last line of defence.
- */
-export function redactSecrets(text: string, secrets: Iterable<string | undefined>): string {
-  let out = text;
-  for (const s of secrets) {
-    // Very short strings would redact ordinary words; real secrets are long.
-    if (s && s.length >= 6) out = out.split(s).join("[redacted]");
-  }
-  return out;
-}
+/** Secrets are scrubbed from Vault's messages with the one helper (see log/redact.ts). */
+export { redactSecrets } from "../log/redact.js";

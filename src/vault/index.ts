@@ -10,6 +10,7 @@ export * from "./client.js";
 export * from "./config.js";
 export * from "./errors.js";
 export * from "./kv.js";
+export * from "./refused-logins.js";
 export * from "./token-manager.js";
 
 export interface ConnectedVault {

@@ -39,6 +39,7 @@ export async function startCaFixture(opts: { grpcPort?: number; minTtl?: boolean
     log: silentLogger(),
     defaultMetrics: false,
   });
+  await server.firstAttempt;
   const port = server.grpcPort;
   const f: CaFixture = {
     dir,
@@ -61,6 +62,7 @@ export async function startCaFixture(opts: { grpcPort?: number; minTtl?: boolean
     },
     async restart() {
       server = await startCaServer(config(port), { log: silentLogger(), defaultMetrics: false });
+      await server.firstAttempt;
       f.server = server;
     },
     async dispose() {

@@ -223,6 +223,7 @@ export class CaServers {
     options: StartOptions = {},
   ): Promise<{ server: CaServerHandle; client: CaClient }> {
     const server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false, ...options });
+    await server.firstAttempt;
     this.servers.push(server);
     const client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
     this.clients.push(client);
@@ -235,6 +236,7 @@ export class CaServers {
    */
   async notReadyReason(config: ServerConfig): Promise<string | undefined> {
     const s = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+    await s.firstAttempt;
     this.servers.push(s);
     const r = s.readiness();
     return r.ready ? undefined : r.reason;

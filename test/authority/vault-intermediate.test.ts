@@ -4,7 +4,7 @@
 // and a policy missing the sign-intermediate path.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CaServerHandle } from "../../src/server/run.js";
 import { parseCertificate, parseCertificates } from "../../src/pki/certificate.js";
@@ -167,4 +167,32 @@ test("policy missing pki/root/sign-intermediate: not ready, naming the path and 
   assert.ok(reason, "must not be ready");
   assert.match(reason, /"update" capability on "pki\/root\/sign-intermediate"/);
   assert.equal(parseCertificates(rootPem).length, 1);
+});
+
+test("wrong rootMount: not ready, naming authority.rootMount as missing (not a missing policy)", async () => {
+  const reason = await cas.notReadyReason(
+    serverConfig(
+      fx,
+      "int-wrong-mount",
+      { type: "vault-intermediate", rootMount: "pki_typo" },
+      approleVault(approle),
+    ),
+  );
+  assert.ok(reason, "must not be ready");
+  assert.match(reason, /no PKI secrets engine is mounted at "pki_typo" \(authority\.rootMount\)/);
+  assert.match(reason, /Set authority\.rootMount to the mount that holds the CA \(bao secrets list\)/);
+  assert.doesNotMatch(reason, /capabilit|policy|policies/);
+});
+
+test("wrong role_id: not ready, naming the role_id file (not the secret_id)", async () => {
+  const own = await approleLogin(fx, "int-wrong-role", ["int-csr"]);
+  const roleIdFile = join(fx.dir, "int-wrong-role.bad-role-id");
+  writeFileSync(roleIdFile, "11111111-2222-3333-4444-555555555555", { mode: 0o600 });
+  const reason = await cas.notReadyReason(
+    serverConfig(fx, "int-wrong-role", { type: "vault-intermediate" }, approleVault({ ...own, roleIdFile })),
+  );
+  assert.ok(reason, "must not be ready");
+  assert.match(reason, new RegExp(`The role_id is not accepted: check the role_id in ${roleIdFile}`));
+  assert.doesNotMatch(reason, /secret_id in|secret_id is not accepted/);
+  assert.doesNotMatch(reason, /11111111-2222/, "no credential shown");
 });

@@ -69,6 +69,7 @@ test("`meshvault agent` in files-only mode keeps running and renews until told t
     }),
     { log: silentLogger(), defaultMetrics: false },
   );
+  await server.firstAttempt;
   try {
     const tokenFile = await writeSleepToken(dir, join(dir, "ca"));
     const args = [

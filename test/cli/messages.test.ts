@@ -24,7 +24,7 @@ let other: CaServerHandle;
 let tokenFile: string;
 
 async function server(name: string): Promise<CaServerHandle> {
-  return startCaServer(
+  const s = await startCaServer(
     loadServerConfig({
       env: {},
       overrides: {
@@ -35,6 +35,8 @@ async function server(name: string): Promise<CaServerHandle> {
     }),
     { log: silentLogger(), defaultMetrics: false },
   );
+  await s.firstAttempt;
+  return s;
 }
 
 before(async () => {
@@ -121,6 +123,29 @@ test("tunnel client: a non-loopback --listen needs --unsafe-listen (exit 2)", as
   );
   assert.equal(r.code, 2, r.err);
   assert.match(r.err, /--listen 0\.0\.0\.0:9000 is not a loopback address.*--unsafe-listen/);
+});
+
+test("tunnel server: a bad --allow pattern is a bad flag (exit 2) naming the flag, the value and the forms", async () => {
+  const r = await cli(
+    [
+      "tunnel",
+      "server",
+      "--listen",
+      "127.0.0.1:0",
+      "--target",
+      "127.0.0.1:1",
+      "--allow",
+      "spiffe://cluster.local/ns/*/sa/x",
+      "--cert-dir",
+      dir,
+    ],
+    env,
+  );
+  assert.equal(r.code, 2, r.err);
+  assert.match(
+    r.err,
+    /--allow "spiffe:\/\/cluster\.local\/ns\/\*\/sa\/x": .*use spiffe:\/\/<trust-domain>\/ns\/<ns>\/sa\/<sa>/,
+  );
 });
 
 test("agent --once: a certificate from an IP address without --ca-server-name, no deprecation warning, JSON logs with level names", async () => {

@@ -72,6 +72,7 @@ before(async () => {
     }),
     { log: silentLogger() },
   );
+  await server.firstAttempt;
   const tokenFile = await writeSleepToken(dir, join(dir, "ca"));
   agent = await startAgent(
     parseAgentConfig(

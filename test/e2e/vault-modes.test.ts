@@ -286,6 +286,7 @@ describe("vault setup -> server -> CreateCertificate -> openssl verify, per mode
         const config = loadServerConfig({ file: yamlFile, env: {} });
         assert.equal(config.authority.type, m.authority["type"]);
         const server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+        await server.firstAttempt;
         let chain: string[];
         try {
           const client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());

@@ -44,6 +44,7 @@ before(async () => {
     },
   });
   server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  await server.firstAttempt;
 });
 
 after(async () => {

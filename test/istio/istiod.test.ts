@@ -296,6 +296,7 @@ test("meshvault as istiod's external CA: istiod serves XDS with meshvault's isti
     }),
     { log: silentLogger(), defaultMetrics: false },
   );
+  await server.firstAttempt;
   cleanups.push(() => server.close());
 
   // What meshvault writes for istiod: Secret istio-system/istiod-tls, ConfigMap istio-ca-root-cert.

@@ -180,6 +180,7 @@ test("the chart's RBAC is enough: server + TokenReview + root publisher + cacert
   });
   delete (config as { vault?: unknown }).vault;
   const server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  await server.firstAttempt;
   try {
     await kube.createNamespace("app");
     await kube.createServiceAccount("app", "sleep");
@@ -289,6 +290,7 @@ test("istiodCertificate.enabled: the chart's RBAC and config let the server keep
   });
   delete (config as { vault?: unknown }).vault;
   const server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  await server.firstAttempt;
   const get = () =>
     kube.request("GET", `/api/v1/namespaces/${NS}/secrets/istiod-tls`, undefined, { expectOk: false });
   const waitSecret = async (ok: (data: Record<string, string>) => boolean, what: string) => {

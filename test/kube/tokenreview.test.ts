@@ -52,6 +52,7 @@ before(async () => {
     },
   });
   server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  await server.firstAttempt;
   client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
 });
 

@@ -78,6 +78,7 @@ before(async () => {
     },
   });
   server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  await server.firstAttempt;
   client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
   serverConfig = config;
 });
@@ -316,6 +317,7 @@ test("local CA keys are 0600 and reused across restarts; one server per data dir
   await server.close();
   // The same server again (the later tests use it): same data directory, same CA.
   server = await startCaServer(serverConfig, { log: silentLogger(), defaultMetrics: false });
+  await server.firstAttempt;
   client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
   assert.equal(server.rootsPem(), roots);
 });
@@ -332,6 +334,7 @@ test("the server's own TLS certificate has the configured DNS SANs and is renewe
     },
   });
   const s = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  await s.firstAttempt;
   const peer = () =>
     new Promise<tls.PeerCertificate>((resolve, reject) => {
       const sock = tls.connect(

@@ -124,6 +124,7 @@ test("a server with workers issues on them, and a reloaded files CA reaches ever
     },
   });
   const server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  await server.firstAttempt;
   const token = await mintLocalToken({
     dataDir: join(dir, "data"),
     trustDomain: "cluster.local",

@@ -2,7 +2,8 @@
 // process) with vault-sign answers /readyz 503 with the reason within 5 s of Vault being
 // sealed, stopped or refusing its login, and 200 within 5 s of recovery; /_status and
 // meshvault_authority_ready say the same. Meanwhile vault-intermediate and vault-kv servers on
-// the same Vault never stop issuing. A server started while Vault is down stays up not ready.
+// the same Vault never stop issuing. A server started while Vault is down stays up not ready; one
+// with a refused secret_id does not lock the role out and turns ready once the file is fixed.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
@@ -167,7 +168,7 @@ class CliServer {
   }
 }
 
-async function cliServer(name: string): Promise<CliServer> {
+async function cliServer(name: string, login = signLogin): Promise<CliServer> {
   const [grpc, http] = [await freePort(), await freePort()];
   const config = join(fx.dir, `${name}.yaml`);
   // JSON is YAML.
@@ -178,7 +179,7 @@ async function cliServer(name: string): Promise<CliServer> {
       listen: { grpc: `127.0.0.1:${grpc}`, http: `127.0.0.1:${http}` },
       authentication: { localIssuer: false, jwt: [{ issuer: ISSUER, jwksFile: fx.jwksFile }] },
       authority: { type: "vault-sign" },
-      vault: { address: fx.bao.addr, ...approleVault(signLogin) },
+      vault: { address: fx.bao.addr, ...approleVault(login) },
     }),
   );
   return new CliServer(http, config);
@@ -248,6 +249,35 @@ test("meshvault server started while Vault is down stays up not ready, says why,
   try {
     await server.becomes(200, /^ready/, 15_000); // start retries back off to 5 s
     assert.equal(server.child.exitCode, null);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("meshvault server with a refused secret_id stays up, sends it to Vault once (the role never locks however long it runs) and turns ready when the right one is written", async () => {
+  const login = await approleLogin(fx, "cli-refused", ["sign"]);
+  const right = readFileSync(login.secretIdFile, "utf8");
+  const roleId = readFileSync(login.roleIdFile, "utf8").trim();
+  writeFileSync(login.secretIdFile, "00000000-1111-2222-3333-444444444444", { mode: 0o600 });
+  const server = await cliServer("cli-refused", login);
+  try {
+    const body = await server.becomes(503, /denied: /, 60_000);
+    assert.match(body, /The secret_id is not accepted/);
+    assert.match(body, /the login is retried when it changes/);
+    assert.doesNotMatch(body, /00000000-1111/, "no credential shown");
+    // Each start attempt used to send the refused secret_id again (twice): six attempts are
+    // more failed logins than the five that make OpenBao lock the role out.
+    await waitFor(
+      "six start attempts",
+      async () => Number((await server.health())?.doc["startAttempts"] ?? 0) >= 6,
+      60_000,
+    );
+    const locked = await fx.admin.read("sys/locked-users");
+    assert.ok(!JSON.stringify(locked?.data ?? {}).includes(roleId), "the role_id is not locked");
+    // The fix: the right secret_id in the file; the next attempt logs in, no restart.
+    writeFileSync(login.secretIdFile, right, { mode: 0o600 });
+    await server.becomes(200, /^ready/, 15_000);
+    assert.equal(server.child.exitCode, null, "the server never exited");
   } finally {
     await server.stop();
   }

@@ -37,6 +37,7 @@ before(async () => {
     }),
     { log: silentLogger(), defaultMetrics: false },
   );
+  await server.firstAttempt;
   const client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem(), undefined, "localhost");
   try {
     const token = await mintLocalToken({

@@ -13,6 +13,7 @@ import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 import { within } from "../helpers/wait.js";
 import { approleCreds as writeApproleCreds, type ApproleCreds } from "../helpers/approle.js";
 import {
+  APPROLE_REFUSED_RETRY_MS,
   AppRoleAuth,
   TokenAuth,
   VaultAuthError,
@@ -286,12 +287,15 @@ describe("auth methods", () => {
   test("approle locked out after repeated failed logins: the message says so and how to unlock", async () => {
     const creds = await approleCreds("mesh-locked", { token_policies: ["app-reader"] });
     const client = new VaultClient(conn(), { retry: FAST });
-    const bad = new AppRoleAuth({
-      roleIdFile: creds.roleIdFile,
-      secretId: "0f4c2b4e-dead-beef-cafe-0123456789ab",
-    });
-    // Each refused login counts towards Vault's user lockout (5 by default).
-    for (let i = 0; i < 5; i++) await assert.rejects(bad.login(client), VaultAuthError);
+    // Each refused login counts towards Vault's user lockout (5 by default). One AppRoleAuth
+    // sends a refused credential once (see the next test), so five processes are played here.
+    for (let i = 0; i < 5; i++) {
+      const bad = new AppRoleAuth({
+        roleIdFile: creds.roleIdFile,
+        secretId: "0f4c2b4e-dead-beef-cafe-0123456789ab",
+      });
+      await assert.rejects(bad.login(client), VaultAuthError);
+    }
     const good = new AppRoleAuth({ roleIdFile: creds.roleIdFile, secretIdFile: creds.secretIdFile });
     await assert.rejects(good.login(client), (e: unknown) => {
       assert.ok(e instanceof VaultAuthError, String(e));
@@ -300,6 +304,51 @@ describe("auth methods", () => {
       assert.ok(!e.message.includes(creds.secretId), "the secret_id leaked");
       return true;
     });
+    client.close();
+  });
+
+  test("a refused secret_id is sent to Vault once, not again until the file changes or the slow retry time passes: the role never locks", async () => {
+    // Its own approle mount with a lockout threshold of 3: sending the refused secret_id at
+    // every login would lock the role at the third call.
+    await root.write("sys/auth/approle-refused", { type: "approle" });
+    await root.write("sys/auth/approle-refused/tune", { user_lockout_config: { lockout_threshold: "3" } });
+    await root.write("auth/approle-refused/role/r", { token_policies: ["app-reader"] });
+    const rid = await root.read<{ role_id: string }>("auth/approle-refused/role/r/role-id");
+    const sid = await root.write<{ secret_id: string }>("auth/approle-refused/role/r/secret-id", {});
+    const roleIdFile = join(dir, "refused.role-id");
+    const secretIdFile = join(dir, "refused.secret-id");
+    await writeFile(roleIdFile, rid!.data!.role_id);
+    await writeFile(secretIdFile, "0f4c2b4e-dead-beef-cafe-0123456789ab");
+    let now = Date.parse("2026-01-01T00:00:00Z");
+    const auth = new AppRoleAuth({ mount: "approle-refused", roleIdFile, secretIdFile }, { now: () => now });
+    const client = new VaultClient(conn(), { retry: FAST });
+    const refused = (e: unknown): boolean => {
+      assert.ok(e instanceof VaultAuthError, String(e));
+      assert.match(e.message, /^denied: approle login at auth\/approle-refused\/login/);
+      assert.match(e.message, /The secret_id is not accepted/);
+      assert.match(
+        e.message,
+        new RegExp(
+          `Fix the file \\(${roleIdFile} / ${secretIdFile}\\): the login is retried when it changes`,
+        ),
+      );
+      assert.match(e.message, /else at 2026-01-01T00:20:00\.000Z/);
+      assert.match(e.message, /user lockout/);
+      return true;
+    };
+    // Ten logins (a server's start retries, the token manager, the readiness probe): one refusal at Vault.
+    for (let i = 0; i < 10; i++) await assert.rejects(auth.login(client), refused);
+    // After the slow retry time: sent once more (the second failed login of three).
+    now += APPROLE_REFUSED_RETRY_MS;
+    for (let i = 0; i < 10; i++)
+      await assert.rejects(
+        auth.login(client),
+        (e: unknown) => e instanceof VaultAuthError && /^denied: /.test(e.message),
+      );
+    // The right secret_id in the file is used at once, and the role is not locked.
+    await writeFile(secretIdFile, sid!.data!.secret_id);
+    const r = await auth.login(client);
+    assert.ok(r.policies.includes("app-reader"), r.policies.join(","));
     client.close();
   });
 

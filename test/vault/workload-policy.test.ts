@@ -147,6 +147,7 @@ test("demo/sleep gets its SVID through meshvault (Vault's kubernetes auth review
     },
   });
   server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+  await server.firstAttempt;
   client = caClient(`127.0.0.1:${server.grpcPort}`, server.rootsPem());
   const token = await kube.requestToken("demo", "sleep", ["istio-ca"], 3600);
   const chain = await client.create(csrFor(), { token });

@@ -70,10 +70,16 @@ export function parseAll(texts: readonly (string | undefined | null)[], what: st
  * A PKI mount serves `ca_chain` to anyone; Vault refuses an unauthenticated request to a path
  * where nothing is mounted (403), so a typo in the mount is not mistaken for a missing policy.
  */
-export async function checkPkiMount(client: VaultClient, mount: string, field: string): Promise<void> {
+export async function checkPkiMount(
+  client: VaultClient,
+  mount: string,
+  field: string,
+  signal?: AbortSignal,
+): Promise<void> {
   const raw = await client.requestRaw("GET", `${mount}/ca_chain`, undefined, {
     noAuth: true,
     acceptStatus: [204, 403, 404],
+    signal,
   });
   if (raw.status !== 403 && raw.status !== 404) return;
   throw new AuthorityDeniedError(

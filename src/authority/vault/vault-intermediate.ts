@@ -16,6 +16,7 @@
 import { describeCertificate } from "../../pki/certificate.js";
 import type { KeyAlgorithm } from "../../pki/keys.js";
 import type { SpiffeId } from "../../pki/spiffe.js";
+import { abortable } from "../../timing/clock.js";
 import { RenewalLoop } from "../../timing/renewal-loop.js";
 import type { ConnectedVault, VaultClient } from "../../vault/index.js";
 import {
@@ -27,7 +28,7 @@ import {
 } from "../authority.js";
 import { materialReadiness, signLeaf, type CaMaterial, type LeafSigner } from "../ca-material.js";
 import { ReloadListeners } from "../reload-listeners.js";
-import { silentLog, toAuthorityError, type VaultAuthorityLog } from "./common.js";
+import { checkPkiMount, silentLog, toAuthorityError, type VaultAuthorityLog } from "./common.js";
 import { mintIntermediate } from "./mint-intermediate.js";
 
 export interface VaultIntermediateAuthorityOptions {
@@ -119,13 +120,28 @@ export class VaultIntermediateAuthority implements Authority {
     return this.loop.current;
   }
 
-  async start(): Promise<void> {
+  async start(signal?: AbortSignal): Promise<void> {
+    const cancel = signal ? AbortSignal.any([signal, this.loop.signal]) : this.loop.signal;
     try {
-      await this.opts.vault.tokens.start();
+      // The login is shared (it cannot take this signal); stop waiting for it on abort.
+      await abortable(this.opts.vault.tokens.start(), cancel);
     } catch (err) {
+      if (cancel.aborted) throw err;
       throw toAuthorityError(err, `vault-intermediate: cannot log in to Vault at ${this.client.address}`);
     }
-    const c = await this.obtain(this.loop.signal);
+    // A mistyped mount would otherwise read as a missing policy (Vault answers 403 for both).
+    const mounts: [string, string][] = [[this.opts.rootMount, "authority.rootMount"]];
+    if (this.opts.mode === "exported")
+      mounts.push([this.opts.intermediateMount, "authority.intermediateMount"]);
+    for (const [mount, field] of mounts) {
+      try {
+        await checkPkiMount(this.client, mount, field, cancel);
+      } catch (err) {
+        if (cancel.aborted) throw err;
+        throw toAuthorityError(err, `vault-intermediate: checking the mount ${mount}`);
+      }
+    }
+    const c = await this.obtain(cancel);
     this.loop.start(c);
     this.log.info(
       {

@@ -7,6 +7,7 @@
 import { createHash } from "node:crypto";
 import { describeCertificate } from "../../pki/certificate.js";
 import type { SpiffeId } from "../../pki/spiffe.js";
+import { abortable } from "../../timing/clock.js";
 import {
   kvMetadataVersion,
   parseKvReference,
@@ -119,13 +120,14 @@ export class VaultKvAuthority implements Authority {
     return [...this.refs.values()].map((r) => r.raw).join(", ");
   }
 
-  async start(): Promise<void> {
+  async start(signal?: AbortSignal): Promise<void> {
     try {
-      await this.opts.vault.tokens.start();
+      // The login is shared (it cannot take this signal); stop waiting for it on abort.
+      await abortable(this.opts.vault.tokens.start(), signal);
     } catch (err) {
       throw toAuthorityError(err, `vault-kv: cannot log in to Vault at ${this.client.address}`);
     }
-    const read = await this.readAll(undefined);
+    const read = await this.readAll(undefined, signal);
     this.material = this.validate(read.values);
     this.commit(read.versions);
     const ca = this.material.signer.cert;
@@ -145,6 +147,7 @@ export class VaultKvAuthority implements Authority {
    */
   private async readAll(
     versions: Map<string, number> | undefined,
+    signal?: AbortSignal,
   ): Promise<{ values: Map<Role, string>; versions: Map<string, string> }> {
     const data = new Map<string, Record<string, unknown>>();
     const seen = new Map<string, string>();
@@ -152,8 +155,9 @@ export class VaultKvAuthority implements Authority {
       const v = versions?.get(id);
       let secret;
       try {
-        secret = await readKv(this.client, s.ref, v !== undefined ? { version: v } : {});
+        secret = await readKv(this.client, s.ref, { ...(v !== undefined ? { version: v } : {}), signal });
       } catch (err) {
+        if (signal?.aborted) throw err;
         throw toAuthorityError(err, `vault-kv: reading ${s.ref.raw}`);
       }
       if (!secret)

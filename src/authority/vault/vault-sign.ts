@@ -12,6 +12,7 @@ import { verifyChain } from "../../pki/chain.js";
 import { verifyCsr } from "../../pki/csr.js";
 import { encodePem } from "../../pki/pem.js";
 import type { SpiffeId } from "../../pki/spiffe.js";
+import { abortable } from "../../timing/clock.js";
 import {
   VaultAuthError,
   VaultError,
@@ -130,27 +131,31 @@ export class VaultSignAuthority implements Authority {
     }
   }
 
-  async start(): Promise<void> {
+  async start(signal?: AbortSignal): Promise<void> {
     const { client, tokens } = this.opts.vault;
     try {
-      await tokens.start();
+      // The login is shared (it cannot take this signal); stop waiting for it on abort.
+      await abortable(tokens.start(), signal);
     } catch (err) {
+      if (signal?.aborted) throw err;
       throw toAuthorityError(err, `vault-sign: cannot log in to Vault at ${client.address}`);
     }
     try {
-      await checkPkiMount(client, this.opts.mount, "authority.mount");
+      await checkPkiMount(client, this.opts.mount, "authority.mount", signal);
     } catch (err) {
+      if (signal?.aborted) throw err;
       throw toAuthorityError(err, `vault-sign: checking the mount ${this.opts.mount}`);
     }
-    await this.checkSignCapability();
+    await this.checkSignCapability(signal);
     try {
-      await this.loadRoots();
+      await this.loadRoots(signal);
       // The mount's own issuing CA must lead to those roots, or every leaf would be useless
       // (a named issuer is a root itself: readIssuerRoots checked that).
-      const chain = this.opts.issuer ? [] : await readMountChain(client, this.opts.mount);
+      const chain = this.opts.issuer ? [] : await readMountChain(client, this.opts.mount, signal);
       const below = chain.filter((c) => !isSelfSigned(c));
       if (below.length > 0) verifyChain(below[0]!, below.slice(1), this.roots);
     } catch (err) {
+      if (signal?.aborted) throw err;
       if (err instanceof VaultError)
         throw toAuthorityError(err, `vault-sign: reading the CA of ${this.opts.mount}`);
       if (err instanceof AuthorityDeniedError || err instanceof AuthorityUnavailableError) throw err;
@@ -272,11 +277,12 @@ export class VaultSignAuthority implements Authority {
   }
 
   /** Fail at startup, naming the path and capability, rather than at the first CSR. */
-  private async checkSignCapability(): Promise<void> {
+  private async checkSignCapability(signal?: AbortSignal): Promise<void> {
     let caps: string[] | undefined;
     try {
-      caps = await this.client.capabilitiesSelf(this.servingSignPath);
-    } catch {
+      caps = await this.client.capabilitiesSelf(this.servingSignPath, undefined, signal);
+    } catch (err) {
+      if (signal?.aborted) throw err;
       return; // cannot ask: the first sign will say what is wrong
     }
     if (caps === undefined) return;
@@ -297,10 +303,10 @@ export class VaultSignAuthority implements Authority {
     );
   }
 
-  private async loadRoots(): Promise<void> {
+  private async loadRoots(signal?: AbortSignal): Promise<void> {
     const roots = this.opts.issuer
-      ? await readIssuerRoots(this.client, this.opts.mount, this.opts.issuer)
-      : await readMountRoots(this.client, this.opts.mount);
+      ? await readIssuerRoots(this.client, this.opts.mount, this.opts.issuer, signal)
+      : await readMountRoots(this.client, this.opts.mount, signal);
     const changed = roots.map(certKey).join() !== this.roots.map(certKey).join();
     if (changed && this.roots.length > 0)
       this.log.warn(

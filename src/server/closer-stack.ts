@@ -1,0 +1,39 @@
+// One teardown per server, written once: each thing started pushes how to stop it, and
+// close() runs them last-first (Go's `defer`, as istio-csr's cmd/app does it). A closer that
+// fails is reported and the others still run, so one broken part cannot keep a port or the
+// data directory lock held.
+
+export type Closer = () => Promise<void> | void;
+
+export class CloserStack {
+  private readonly closers: Closer[] = [];
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly onError: (err: unknown) => void = () => undefined) {}
+
+  /** Runs `closer` at close(), before everything deferred earlier. */
+  defer(closer: Closer): void {
+    if (this.closing) {
+      // Started while closing (a start attempt finishing late): stop it at once.
+      void Promise.resolve()
+        .then(closer)
+        .catch((err: unknown) => this.onError(err));
+      return;
+    }
+    this.closers.push(closer);
+  }
+
+  /** Runs every closer once, last deferred first; later calls wait for the same run. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const c of this.closers.splice(0).reverse()) {
+        try {
+          await c();
+        } catch (err) {
+          this.onError(err);
+        }
+      }
+    })();
+    return this.closing;
+  }
+}
