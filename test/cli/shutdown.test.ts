@@ -5,25 +5,22 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnCli } from "../helpers/cli.js";
+import { startHangingPeer } from "../helpers/hanging-peer.js";
 import { freePort } from "../helpers/ports.js";
 import { waitFor } from "../helpers/wait.js";
 
 test("meshvault cacerts: SIGTERM while Vault hangs cancels the request and exits 0 before the deadline", async () => {
-  const sockets: Socket[] = [];
-  const hang = createServer((s) => sockets.push(s));
-  await new Promise<void>((r) => hang.listen(0, "127.0.0.1", () => r()));
-  const port = (hang.address() as { port: number }).port;
+  const vault = await startHangingPeer();
   const dir = mkdtempSync(join(tmpdir(), "meshvault-shutdown-"));
   const child = spawnCli(
     ["cacerts", "--source", "vault", "--out-dir", join(dir, "cacerts"), "--data-dir", join(dir, "data")],
     {
       env: {
         ...process.env,
-        VAULT_ADDR: `http://127.0.0.1:${port}`,
+        VAULT_ADDR: vault.url,
         VAULT_TOKEN: "hvs.test-token-not-real",
       },
       stdio: ["ignore", "pipe", "pipe"],
@@ -36,7 +33,7 @@ test("meshvault cacerts: SIGTERM while Vault hangs cancels the request and exits
   try {
     await waitFor(
       "cacerts to send its first request to the hanging Vault",
-      async () => sockets.length > 0,
+      async () => vault.accepted() > 0,
       60_000,
     );
     child.kill("SIGTERM");
@@ -46,17 +43,13 @@ test("meshvault cacerts: SIGTERM while Vault hangs cancels the request and exits
     assert.equal(code, 0, `exit code; stderr:\n${err}`);
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL");
-    for (const s of sockets) s.destroy();
-    hang.close();
+    vault.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
 test("meshvault server: with a Vault that accepts and never answers it logs its start, /readyz says it waits for Vault, and SIGTERM exits 0 before the deadline", async () => {
-  const sockets: Socket[] = [];
-  const hang = createServer((s) => sockets.push(s));
-  await new Promise<void>((r) => hang.listen(0, "127.0.0.1", () => r()));
-  const vault = `http://127.0.0.1:${(hang.address() as { port: number }).port}`;
+  const vault = await startHangingPeer();
   const http = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "meshvault-shutdown-"));
   const env: NodeJS.ProcessEnv = { ...process.env };
@@ -76,7 +69,7 @@ test("meshvault server: with a Vault that accepts and never answers it logs its 
       "json",
     ],
     {
-      env: { ...env, VAULT_ADDR: vault, VAULT_TOKEN: "hvs.test-token-not-real" },
+      env: { ...env, VAULT_ADDR: vault.url, VAULT_TOKEN: "hvs.test-token-not-real" },
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
@@ -88,10 +81,10 @@ test("meshvault server: with a Vault that accepts and never answers it logs its 
     const readyz = await waitFor(
       "/readyz to say the server waits for the hanging Vault",
       async () => {
-        if (sockets.length === 0) return false;
+        if (vault.accepted() === 0) return false;
         const r = await fetch(`http://127.0.0.1:${http}/readyz`).catch(() => undefined);
         const body = r ? await r.text() : "";
-        return r?.status === 503 && body.includes(`waiting for Vault at ${vault}`) && body;
+        return r?.status === 503 && body.includes(`waiting for Vault at ${vault.url}`) && body;
       },
       60_000,
     );
@@ -105,8 +98,7 @@ test("meshvault server: with a Vault that accepts and never answers it logs its 
     assert.equal(code, 0, `exit code; output:\n${out}`);
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL");
-    for (const s of sockets) s.destroy();
-    hang.close();
+    vault.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -5,7 +5,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -13,18 +12,11 @@ import { loadServerConfig } from "../../src/config/load.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { startCaServer } from "../../src/server/run.js";
 import { SHUTDOWN_DEADLINE_MS } from "../../src/cli/shutdown.js";
+import { startHangingPeer } from "../helpers/hanging-peer.js";
 import { waitFor } from "../helpers/wait.js";
 
 test("closing a server while Vault hangs cancels the request in flight and returns within the shutdown deadline", async () => {
-  const sockets: Socket[] = [];
-  let peerClosed = 0;
-  const hang = createServer((s) => {
-    sockets.push(s);
-    s.resume(); // read (and drop) the request, so the end of the connection is seen
-    s.on("close", () => peerClosed++);
-  });
-  await new Promise<void>((r) => hang.listen(0, "127.0.0.1", () => r()));
-  const vault = `http://127.0.0.1:${(hang.address() as { port: number }).port}`;
+  const vault = await startHangingPeer();
   const dir = mkdtempSync(join(tmpdir(), "meshvault-close-"));
   try {
     const config = loadServerConfig({
@@ -34,15 +26,15 @@ test("closing a server while Vault hangs cancels the request in flight and retur
         "listen.grpc": "127.0.0.1:0",
         "listen.http": "127.0.0.1:0",
         "authority.type": "vault-sign",
-        "vault.address": vault,
+        "vault.address": vault.url,
         "vault.token": "hvs.test-token-not-real",
       },
     });
     const server = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
-    await waitFor("the first Vault request to reach the hanging peer", async () => sockets.length > 0);
+    await waitFor("the first Vault request to reach the hanging peer", async () => vault.accepted() > 0);
     const r = server.readiness();
     assert.ok(!r.ready);
-    assert.match(r.reason, new RegExp(`is starting: waiting for Vault at ${vault}`));
+    assert.match(r.reason, new RegExp(`is starting: waiting for Vault at ${vault.url}`));
 
     const outcome = await Promise.race([
       server.close().then(() => "closed"),
@@ -52,13 +44,12 @@ test("closing a server while Vault hangs cancels the request in flight and retur
     // The request was cancelled (its connection ended), not left running in the background.
     await waitFor(
       "the hanging peer to see every connection closed",
-      async () => peerClosed === sockets.length,
+      async () => vault.closed() === vault.accepted(),
     );
     await server.firstAttempt;
     assert.equal(server.readiness().ready, false);
   } finally {
-    for (const s of sockets) s.destroy();
-    hang.close();
+    vault.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
