@@ -2,12 +2,13 @@
 // gives up after a deadline so a hung peer (a Vault that accepts and never answers, an
 // apiserver gone quiet) cannot keep a terminating pod alive until the kubelet kills it.
 // Like ghostunnel's signals.go; a second signal exits at once.
+import type { Log } from "../log/logger.js";
 
 /** How long close() may take after a signal before the process exits anyway. */
 export const SHUTDOWN_DEADLINE_MS = 15_000;
 
 export interface ShutdownOptions {
-  log: { info(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  log: Pick<Log, "info" | "error">;
   /** Closes everything the command started (servers, loops, clients). */
   close: () => Promise<void>;
   deadlineMs?: number;

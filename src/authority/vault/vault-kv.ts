@@ -132,8 +132,8 @@ export class VaultKvAuthority implements Authority {
     this.commit(read.versions);
     const ca = this.material.signer.cert;
     this.log.info(
-      {},
-      `vault-kv: loaded CA ${describeCertificate(ca)} from ${this.describeRefs()}, valid until ${ca.notAfter.toISOString()}`,
+      { signingCa: describeCertificate(ca), from: this.describeRefs(), notAfter: ca.notAfter.toISOString() },
+      "vault-kv: loaded the CA",
     );
     if (this.opts.pollIntervalMs > 0) {
       this.pollTimer = setInterval(() => void this.poll(), this.opts.pollIntervalMs);
@@ -236,9 +236,8 @@ export class VaultKvAuthority implements Authority {
           if (!(err instanceof VaultPermissionDeniedError) || err.tokenInvalid) throw err;
           this.metadataDenied = true;
           this.log.warn(
-            {},
-            `vault-kv: cannot read ${s.ref.mount}/metadata/${s.ref.path} (${err.message}); polling the secret itself instead. ` +
-              `Grant "read" on ${s.ref.mount}/metadata/${s.ref.path} for cheaper polling`,
+            { path: `${s.ref.mount}/metadata/${s.ref.path}`, err: err.message },
+            'vault-kv: cannot read the secret\'s metadata; polling the secret itself instead (grant "read" on that path for cheaper polling)',
           );
         }
       }
@@ -274,9 +273,12 @@ export class VaultKvAuthority implements Authority {
         this.lastError = { at: new Date(), message: (err as Error).message };
         this.listeners.emit({ ok: false, at: this.lastError.at, error: this.lastError.message });
         this.log.error(
-          {},
-          `vault-kv: refused the new CA in Vault KV (${this.describeVersions(read.versions)}) and kept signing with ` +
-            `${describeCertificate(this.material!.signer.cert)}: ${(err as Error).message}`,
+          {
+            versions: this.describeVersions(read.versions),
+            signingCa: describeCertificate(this.material!.signer.cert),
+            reason: (err as Error).message,
+          },
+          "vault-kv: refused the new CA in Vault KV and kept signing with the loaded one",
         );
         return;
       }
@@ -286,14 +288,17 @@ export class VaultKvAuthority implements Authority {
       this.counts.succeeded++;
       this.listeners.emit({ ok: true, at: new Date(), signingCa: describeCertificate(material.signer.cert) });
       this.log.info(
-        {},
-        `vault-kv: reloaded CA (${this.describeVersions(read.versions)}): now ${describeCertificate(material.signer.cert)}, ` +
-          `valid until ${material.signer.cert.notAfter.toISOString()}`,
+        {
+          versions: this.describeVersions(read.versions),
+          signingCa: describeCertificate(material.signer.cert),
+          notAfter: material.signer.cert.notAfter.toISOString(),
+        },
+        "vault-kv: reloaded the CA",
       );
       if (previous && previous.roots.map(certKey).sort().join() !== material.roots.map(certKey).sort().join())
         this.log.warn(
           {},
-          `vault-kv: the root certificate changed; workloads trusting only the old root reject certificates signed from now on until they receive the new trust bundle`,
+          "vault-kv: the root certificate changed; workloads trusting only the old root reject certificates signed from now on until they receive the new trust bundle",
         );
     } catch (err) {
       if (this.closed) return;
@@ -301,14 +306,14 @@ export class VaultKvAuthority implements Authority {
       if (unavailable && this.vaultDown) return; // said so already
       this.vaultDown = unavailable;
       this.log.warn(
-        {},
-        `vault-kv: cannot check Vault KV for a new CA version (still signing with the loaded CA): ${toAuthorityError(err, "poll").message}`,
+        { err: toAuthorityError(err, "poll").message },
+        "vault-kv: cannot check Vault KV for a new CA version (still signing with the loaded CA)",
       );
     }
   }
 
   private recovered(): void {
-    if (this.vaultDown) this.log.info({}, `vault-kv: Vault at ${this.client.address} answers again`);
+    if (this.vaultDown) this.log.info({ vault: this.client.address }, "vault-kv: Vault answers again");
     this.vaultDown = false;
   }
 
