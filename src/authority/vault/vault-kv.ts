@@ -367,7 +367,8 @@ export class VaultKvAuthority implements Authority {
   async close(): Promise<void> {
     this.closed = true;
     if (this.pollTimer) clearInterval(this.pollTimer);
-    await this.polling;
+    // Closing the connection first ends a poll waiting on a Vault that does not answer.
     if (this.opts.ownsVault ?? true) this.opts.vault.close();
+    await this.polling;
   }
 }

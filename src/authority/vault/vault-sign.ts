@@ -320,12 +320,13 @@ export class VaultSignAuthority implements Authority {
 
   private refreshRoots(): Promise<void> {
     this.refreshing ??= this.loadRoots()
-      .catch((err: Error) =>
+      .catch((err: Error) => {
+        if (this.closed) return; // the connection was closed under it
         this.log.warn(
           {},
           `vault-sign: cannot re-read the trust bundle (kept the current one): ${err.message}`,
-        ),
-      )
+        );
+      })
       .finally(() => (this.refreshing = undefined));
     return this.refreshing;
   }
@@ -449,9 +450,10 @@ export class VaultSignAuthority implements Authority {
     this.closed = true;
     if (this.refreshTimer) clearInterval(this.refreshTimer);
     if (this.probeTimer) clearInterval(this.probeTimer);
+    // Closing the connection first ends a probe or roots refresh waiting on a Vault that does not answer.
+    if (this.opts.ownsVault ?? true) this.opts.vault.close();
     await this.probing;
     this.workloadTokens?.clear();
     await this.refreshing;
-    if (this.opts.ownsVault ?? true) this.opts.vault.close();
   }
 }
