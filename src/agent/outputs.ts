@@ -2,7 +2,8 @@
 // output keeps the latest certificate it was given and retries a failed write with backoff
 // (within seconds, not at the next rotation) until it holds that certificate; its state feeds
 // the agent's /readyz and /_status.
-import { Backoff, type BackoffPolicy } from "../timing/backoff.js";
+import type { BackoffPolicy } from "../timing/backoff.js";
+import { FailureStreak } from "../timing/failure-streak.js";
 import { systemClock, type CancelTimer, type Clock } from "../timing/clock.js";
 import type { WorkloadSecrets } from "./sds/source.js";
 import type { IssuedInfo } from "./workload.js";
@@ -31,9 +32,8 @@ export class RetryingOutput {
   private running: Promise<void> | undefined;
   private cancelRetry: CancelTimer | undefined;
   private nextAttemptAt: number | undefined;
-  private lastError: string | undefined;
   private stopped = false;
-  private readonly backoff: Backoff;
+  private readonly streak: FailureStreak;
 
   constructor(
     readonly kind: string,
@@ -41,7 +41,7 @@ export class RetryingOutput {
     private readonly write: (secrets: WorkloadSecrets, info: IssuedInfo) => Promise<void>,
     private readonly o: { identity: string; logger: Log; backoff?: BackoffPolicy; clock?: Clock },
   ) {
-    this.backoff = new Backoff(o.backoff ?? OUTPUT_BACKOFF);
+    this.streak = new FailureStreak(o.backoff ?? OUTPUT_BACKOFF);
   }
 
   /** Hands the output a new certificate; resolves after the first attempt (retries go on by themselves). */
@@ -58,10 +58,11 @@ export class RetryingOutput {
       kind: this.kind,
       target: this.target,
       state: wanted === undefined ? "pending" : wanted === this.heldSerial ? "current" : "failed",
-      failures: this.backoff.attempts,
+      failures: this.streak.attempts,
     };
     if (wanted !== undefined) s.serial = wanted;
-    if (s.state === "failed" && this.lastError) s.lastError = this.lastError;
+    const lastError = this.streak.lastError;
+    if (s.state === "failed" && lastError) s.lastError = lastError;
     if (this.nextAttemptAt !== undefined) s.nextAttemptAt = new Date(this.nextAttemptAt).toISOString();
     return s;
   }
@@ -80,16 +81,14 @@ export class RetryingOutput {
       try {
         await this.write(w.secrets, w.info);
         this.heldSerial = w.info.serial;
-        if (this.backoff.attempts > 0)
+        if (this.streak.succeed() > 0)
           this.o.logger.info(
             { identity: this.o.identity, output: this.kind, target: this.target, serial: w.info.serial },
             "output holds the current certificate again",
           );
-        this.backoff.reset();
-        this.lastError = undefined;
       } catch (err) {
         const message = (err as Error).message;
-        const wait = this.backoff.next();
+        const { delayMs: wait, repeated } = this.streak.fail(message);
         const clock = this.o.clock ?? systemClock;
         this.nextAttemptAt = clock.now() + wait;
         const fields = {
@@ -99,9 +98,8 @@ export class RetryingOutput {
           err: message,
           retryInMs: wait,
         };
-        if (message !== this.lastError) this.o.logger.error(fields, "output failed: not ready; retrying");
+        if (!repeated) this.o.logger.error(fields, "output failed: not ready; retrying");
         else this.o.logger.debug(fields, "output still failing; retrying");
-        this.lastError = message;
         if (!this.stopped)
           this.cancelRetry = clock.setTimer(() => {
             this.nextAttemptAt = undefined;

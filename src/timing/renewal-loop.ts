@@ -4,7 +4,8 @@
 // log a repeated failure once, and stop() cancelling the attempt in flight. Like
 // istio-csr's certificate provider loop and the Vault Go API's LifetimeWatcher.
 import { silentLog, type Log } from "../log/logger.js";
-import { Backoff, type BackoffPolicy } from "./backoff.js";
+import type { BackoffPolicy } from "./backoff.js";
+import { FailureStreak } from "./failure-streak.js";
 import { abortError, systemClock, type CancelTimer, type Clock } from "./clock.js";
 
 /**
@@ -72,9 +73,8 @@ export class RenewalLoop<T> {
   private inflight: Promise<T> | undefined;
   private cancelTimer: CancelTimer | undefined;
   private nextAt: number | undefined;
-  private lastError: string | undefined;
   private renewals = 0;
-  private readonly backoff: Backoff;
+  private readonly streak: FailureStreak;
   private readonly clock: Clock;
   private readonly log: Log;
   private readonly fraction: number;
@@ -83,7 +83,7 @@ export class RenewalLoop<T> {
 
   constructor(private readonly o: RenewalLoopOptions<T>) {
     this.clock = o.clock ?? systemClock;
-    this.backoff = new Backoff(o.backoff ?? DEFAULT_RENEWAL_BACKOFF, o.random);
+    this.streak = new FailureStreak(o.backoff ?? DEFAULT_RENEWAL_BACKOFF, o.random);
     this.log = o.log ?? silentLog;
     this.fraction = o.renewAt ?? 0.5;
     if (!(this.fraction > 0 && this.fraction <= 1))
@@ -117,8 +117,7 @@ export class RenewalLoop<T> {
       return;
     }
     this.value = initial;
-    this.backoff.reset();
-    this.lastError = undefined;
+    this.streak.succeed();
     this.settleWaiters(initial);
     this.schedule(this.delayAfterSuccess(initial));
   }
@@ -136,8 +135,9 @@ export class RenewalLoop<T> {
   }
 
   status(): RenewalStatus {
-    const s: RenewalStatus = { renewals: this.renewals, failures: this.backoff.attempts };
-    if (this.lastError !== undefined) s.lastError = this.lastError;
+    const s: RenewalStatus = { renewals: this.renewals, failures: this.streak.attempts };
+    const lastError = this.streak.lastError;
+    if (lastError !== undefined) s.lastError = lastError;
     if (this.nextAt !== undefined) s.nextAttemptAt = this.nextAt;
     if (this.value !== undefined) {
       const v = this.o.validity(this.value);
@@ -181,13 +181,12 @@ export class RenewalLoop<T> {
     }
     this.value = next;
     this.renewals++;
-    if (this.backoff.attempts > 0)
+    const failures = this.streak.succeed();
+    if (failures > 0)
       this.log.info(
-        { what: this.o.what, failures: this.backoff.attempts },
-        `${this.o.what}: renewed again after ${this.backoff.attempts} failed attempts`,
+        { what: this.o.what, failures },
+        `${this.o.what}: renewed again after ${failures} failed attempts`,
       );
-    this.backoff.reset();
-    this.lastError = undefined;
     this.notify("renewal", () => this.o.onRenewed?.(next, previous));
     this.settleWaiters(next);
     this.schedule(this.delayAfterSuccess(next));
@@ -196,20 +195,15 @@ export class RenewalLoop<T> {
 
   private failed(err: Error): void {
     const now = this.clock.now();
-    let delay = this.backoff.next();
+    const f = this.streak.fail(err.message);
+    let delay = f.delayMs;
     const current = this.value;
     const left = current === undefined ? 0 : this.o.validity(current).until - now;
     // While the value is still valid, keep at least a few tries before it runs out.
-    if (left > 0) delay = Math.min(delay, Math.max(left / 2, this.backoff.policy.initialMs / 2));
+    if (left > 0) delay = Math.min(delay, Math.max(left / 2, this.streak.policy.initialMs / 2));
     delay = Math.round(delay);
-    const repeated = err.message === this.lastError;
-    this.lastError = err.message;
-    const failure: RenewalFailure<T> = {
-      attempt: this.backoff.attempts,
-      retryInMs: delay,
-      repeated,
-      current,
-    };
+    const repeated = f.repeated;
+    const failure: RenewalFailure<T> = { attempt: f.attempt, retryInMs: delay, repeated, current };
     if (this.o.log) {
       const fields = {
         what: this.o.what,
