@@ -7,7 +7,7 @@ import { CoreV1Api, type KubeConfig, type V1ConfigMap } from "@kubernetes/client
 import { describeKubeError, forbiddenHint, statusOf } from "../kube/client.js";
 import { MANAGED_BY_LABEL } from "../kube/root-publisher.js";
 import { namespacedNameProblem } from "../pki/kube-names.js";
-import { checkRotationState, RotationStateError, type RotationStore } from "./state.js";
+import { changedSinceRead, checkRotationState, RotationStateError, type RotationStore } from "./state.js";
 
 export const KUBE_STATE_KEY = "state";
 
@@ -85,20 +85,14 @@ export function kubeRotationStore(kc: KubeConfig, ref: string): RotationStore {
       } catch (err) {
         if (statusOf(err) !== 409) throw failed("write", err);
         // Someone wrote (or created) it since our read: say what it holds now, change nothing.
-        let now = "";
+        let now: { id?: string; phase?: string } | undefined;
         try {
-          const cur = await read();
-          const text = cur?.data?.[KUBE_STATE_KEY];
-          const other = text ? (JSON.parse(text) as { id?: string; phase?: string }) : undefined;
-          now = other ? ` it now holds rotation ${other.id} at phase ${other.phase};` : "";
+          const text = (await read())?.data?.[KUBE_STATE_KEY];
+          now = text ? (JSON.parse(text) as { id?: string; phase?: string }) : undefined;
         } catch {
           /* the refusal below is the message that matters */
         }
-        throw new RotationStateError(
-          `rotation state ${where} changed since it was read (another meshvault root rotate wrote it first):` +
-            `${now} this step (to ${s.phase}) was not recorded. Run meshvault root status and retry if the step is still needed`,
-          { cause: err },
-        );
+        throw changedSinceRead(where, now, s.phase, err);
       }
     },
   };

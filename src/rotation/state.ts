@@ -1,11 +1,20 @@
 // The state of a root rotation, kept where every replica reads it: a Vault KV v2 secret for
 // the Vault-backed authorities, or a file in the data directory for the local and files
 // authorities (whose CA lives in that directory: every replica sharing the CA shares it).
-// Servers only read it; `meshvault root rotate` writes it, one step at a time.
+// Servers only read it; `meshvault root rotate` writes it, one step at a time. The shared
+// stores (Vault KV v2, kube-state.ts) write only over the version they last read, so two
+// operators cannot both advance a phase; KV v1 has no check-and-set and is refused.
 import { mkdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { writeFileAtomicSync } from "../fs/atomic-write.js";
-import { readKv, writeKv, parseKvReference, type VaultClient } from "../vault/index.js";
+import {
+  readKv,
+  writeKv,
+  parseKvReference,
+  VaultBadRequestError,
+  VaultConfigError,
+  type VaultClient,
+} from "../vault/index.js";
 
 /** The four steps, in order. A rotation is finished when it reached `retired`. */
 export const PHASES = ["prepared", "trust-both", "switched", "retired"] as const;
@@ -84,19 +93,74 @@ function check(raw: unknown, where: string): RotationState | undefined {
 /** Checks that `raw` is a state meshvault wrote (`where` names the store in the error). */
 export { check as checkRotationState };
 
-/** KV v2 (or v1) secret with one field, `state`, holding the JSON. */
+/**
+ * The refusal of a write whose store changed since it was read; `now` is what it holds now
+ * (undefined when that could not be read). One message for every compare-and-set store.
+ */
+export function changedSinceRead(
+  where: string,
+  now: { id?: string; phase?: string } | undefined,
+  to: Phase,
+  cause: unknown,
+): RotationStateError {
+  const holds = now ? ` it now holds rotation ${now.id} at phase ${now.phase};` : "";
+  return new RotationStateError(
+    `rotation state ${where} changed since it was read (another meshvault root rotate wrote it first):` +
+      `${holds} this step (to ${to}) was not recorded. Run meshvault root status and retry if the step is still needed`,
+    { cause },
+  );
+}
+
+/**
+ * KV v2 secret with one field, `state`, holding the JSON. Every write carries `options.cas`:
+ * the version the last read saw (0 when there was none), so Vault refuses a write over a
+ * version someone else wrote since.
+ */
 export function vaultRotationStore(client: VaultClient, ref: string): RotationStore {
   const kv = parseKvReference(ref);
+  if (kv.version !== 2)
+    throw new VaultConfigError(
+      `rotation.state ${ref} is a KV v1 reference: KV v1 has no check-and-set, so two operators could both ` +
+        `advance a phase. Use a KV v2 mount: vault:<mount>/data/<path> (e.g. vault:secret/data/meshvault/root-rotation/<trust domain>)`,
+      { address: client.address },
+    );
+  // The version the last read saw: 0 = no secret, undefined = never read.
+  let seen: number | undefined;
+  const readState = async (): Promise<{ version: number; raw: unknown }> => {
+    const s = await readKv(client, kv);
+    const text = s?.data["state"];
+    return { version: s?.version ?? 0, raw: typeof text === "string" ? JSON.parse(text) : undefined };
+  };
   return {
     location: ref,
     async read() {
-      const s = await readKv(client, kv);
-      const text = s?.data["state"];
-      if (typeof text !== "string") return undefined;
-      return check(JSON.parse(text), ref);
+      const { version, raw } = await readState();
+      seen = version;
+      return check(raw, ref);
     },
     async write(s) {
-      await writeKv(client, kv, { state: JSON.stringify(s) });
+      if (seen === undefined)
+        throw new RotationStateError(`rotation state ${ref} written before it was read (a bug)`);
+      try {
+        seen = await writeKv(client, kv, { state: JSON.stringify(s) }, { cas: seen });
+      } catch (err) {
+        if (!(err instanceof VaultBadRequestError && err.vaultErrors.some((m) => /check-and-set/i.test(m))))
+          throw err;
+        let now: RotationState | undefined;
+        try {
+          now = check((await readState()).raw, ref);
+        } catch {
+          /* the refusal below is the message that matters */
+        }
+        if (now === undefined && seen === 0)
+          // Read as absent, yet not creatable with cas 0: only deleted versions are left.
+          throw new RotationStateError(
+            `rotation state ${ref} holds only deleted versions, which KV v2 check-and-set cannot create over: ` +
+              `remove them (bao kv metadata delete ${kv.mount}/${kv.path}) and retry`,
+            { cause: err },
+          );
+        throw changedSinceRead(ref, now, s.phase, err);
+      }
     },
   };
 }

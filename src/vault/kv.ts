@@ -165,23 +165,32 @@ export async function kvMetadataVersion(
   return r?.data?.current_version;
 }
 
-/** Write a KV secret (v2 wraps it in `{data: ...}`); returns the new version for v2. */
+/**
+ * Write a KV secret (v2 wraps it in `{data: ...}`); returns the new version for v2. `cas`
+ * (v2 only): write only when the current version is this one (0: only when there is none);
+ * otherwise Vault answers 400 "check-and-set parameter did not match the current version".
+ */
 export async function writeKv(
   client: VaultClient,
   refOrString: KvReference | string,
   data: Record<string, unknown>,
-  opts: RequestOptions = {},
+  opts: RequestOptions & { cas?: number | undefined } = {},
 ): Promise<number | undefined> {
   const ref = toRef(refOrString);
+  const { cas, ...rest } = opts;
+  if (cas !== undefined && ref.version !== 2)
+    throw new VaultConfigError(`${ref.raw} is a KV v1 reference: KV v1 has no check-and-set`, {
+      address: client.address,
+    });
   if (ref.version === 2) {
     const r = await client.write<{ version?: number }>(
       `${ref.mount}/data/${ref.path}`,
-      { data },
-      withSecrets(opts, data),
+      cas === undefined ? { data } : { data, options: { cas } },
+      withSecrets(rest, data),
     );
     return r?.data?.version;
   }
-  await client.write(`${ref.mount}/${ref.path}`, data, withSecrets(opts, data));
+  await client.write(`${ref.mount}/${ref.path}`, data, withSecrets(rest, data));
   return undefined;
 }
 

@@ -10,6 +10,7 @@ import { silentLogger } from "../../src/log/logger.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
 import type { CaClient } from "../helpers/ca-client.js";
 import { opensslCsr, opensslVerify } from "../helpers/openssl.js";
+import { waitFor } from "../helpers/wait.js";
 import {
   TD,
   CaServers,
@@ -206,16 +207,18 @@ test("policy missing the KV path: not ready, naming the path and the capability"
 test("Vault stopped: keeps issuing with the loaded CA; polling resumes after restart", async () => {
   const ca = await newCa("kv ca halt");
   await fx.admin.write("secret/data/pki/istiod", { data: ca });
-  const { client, server } = await start("kv-halt", {
+  const { client, server, kv } = await start("kv-halt", {
     certificate: `${REF}#certificate`,
     privateKey: `${REF}#privateKey`,
     root: `${REF}#root`,
     pollInterval: 1,
   });
   const token = await fx.token("default", "sleep");
+  const failedBefore = kv.failedPolls();
   await fx.bao.halt();
   try {
-    await new Promise((r) => setTimeout(r, 1500)); // at least one failed poll
+    // Anchored on the authority's own event: a poll that found Vault down (not a sleep).
+    await waitFor("a poll that finds Vault stopped", async () => kv.failedPolls() > failedBefore);
     for (let i = 0; i < 3; i++) verify(await client.create(csr, { token }), ca.certificate);
     assert.equal(server.authority.ready().ready, true);
   } finally {

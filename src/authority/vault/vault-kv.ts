@@ -94,6 +94,8 @@ export class VaultKvAuthority implements Authority {
   private metadataDenied = false;
   private closed = false;
   private counts = { succeeded: 0, failed: 0 };
+  /** Polls that could not read Vault: lets callers wait for one instead of sleeping. */
+  private pollFailures = 0;
   private readonly listeners = new ReloadListeners<KvReloadEvent>(
     "vault-kv: reload listener",
     () => this.log,
@@ -302,6 +304,7 @@ export class VaultKvAuthority implements Authority {
         );
     } catch (err) {
       if (this.closed) return;
+      this.pollFailures++;
       const unavailable = err instanceof AuthorityUnavailableError;
       if (unavailable && this.vaultDown) return; // said so already
       this.vaultDown = unavailable;
@@ -335,6 +338,11 @@ export class VaultKvAuthority implements Authority {
 
   reloadCounts(): { succeeded: number; failed: number } {
     return { ...this.counts };
+  }
+
+  /** Version checks since start that could not read Vault (down, sealed, denied); the loaded CA kept signing. */
+  failedPolls(): number {
+    return this.pollFailures;
   }
 
   async sign(request: SignRequest, identity: SpiffeId): Promise<IssuedChain> {

@@ -1,0 +1,124 @@
+// Rotation state in Vault KV v2 on a REAL OpenBao: every write carries `options.cas` (the version
+// last read, 0 when there was none), so when two operators advance the same phase at once the
+// second is refused with the same message as the ConfigMap store and the state is unchanged.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { VaultClient } from "../../src/vault/index.js";
+import { vaultRotationStore, type Phase, type RotationState } from "../../src/rotation/state.js";
+import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
+
+let bao: OpenBao;
+let admin: VaultClient;
+
+before(async () => {
+  bao = await startOpenBao();
+  admin = new VaultClient({ address: bao.addr, skipVerify: false }, { token: bao.rootToken });
+});
+after(async () => {
+  admin?.close();
+  await bao?.stop();
+});
+
+const root = (name: string): RotationState["old"] => ({
+  fingerprint: name,
+  pem: `-----BEGIN CERTIFICATE-----\n${name}\n-----END CERTIFICATE-----\n`,
+  subject: `CN=${name}`,
+  notAfter: "2036-01-01T00:00:00.000Z",
+});
+
+function state(id: string, ...phases: Phase[]): RotationState {
+  return {
+    id,
+    authority: "vault-intermediate",
+    phase: phases.at(-1)!,
+    old: root("old"),
+    next: root("new"),
+    startedAt: "2026-11-30T18:00:00.000Z",
+    history: phases.map((phase, i) => ({ phase, at: `2026-11-30T18:0${i}:00.000Z` })),
+  };
+}
+
+const store = (path: string) => vaultRotationStore(admin, `vault:secret/data/${path}`);
+
+async function currentVersion(path: string): Promise<number | undefined> {
+  const r = await admin.read<{ current_version?: number }>(`secret/metadata/${path}`);
+  return r?.data?.current_version;
+}
+
+test("KV v2: two operators advance the same phase at once: the second is refused and the state is unchanged", async () => {
+  const path = "meshvault/root-rotation/concurrent";
+  const first = store(path);
+  assert.equal(await first.read(), undefined);
+  await first.write(state("r-1", "prepared"));
+
+  // Both observe "prepared", then both write "trust-both".
+  const [a, b] = [store(path), store(path)];
+  assert.equal((await a.read())?.phase, "prepared");
+  assert.equal((await b.read())?.phase, "prepared");
+  const byA = state("r-1", "prepared", "trust-both");
+  await a.write(byA);
+  await assert.rejects(
+    b.write({ ...state("r-1", "prepared", "trust-both"), startedAt: "by b" }),
+    (err: Error) => {
+      assert.equal(err.name, "RotationStateError");
+      assert.match(
+        err.message,
+        /^rotation state vault:secret\/data\/meshvault\/root-rotation\/concurrent changed since it was read \(another meshvault root rotate wrote it first\): it now holds rotation r-1 at phase trust-both; this step \(to trust-both\) was not recorded\. Run meshvault root status/,
+      );
+      return true;
+    },
+  );
+  assert.deepEqual(await store(path).read(), byA, "the refused write changed nothing");
+  assert.equal(await currentVersion(path), 2, "prepared (1) and a's trust-both (2) only");
+
+  // b re-reads (as `meshvault root status` + retry would) and takes the next step.
+  assert.equal((await b.read())?.phase, "trust-both");
+  await b.write(state("r-1", "prepared", "trust-both", "switched"));
+  assert.equal((await a.read())?.phase, "switched");
+});
+
+test("KV v2: two operators start a rotation at once (cas 0): the second is refused", async () => {
+  const path = "meshvault/root-rotation/two-starts";
+  const [a, b] = [store(path), store(path)];
+  assert.equal(await a.read(), undefined);
+  assert.equal(await b.read(), undefined);
+  await a.write(state("r-a", "prepared"));
+  await assert.rejects(
+    b.write(state("r-b", "prepared")),
+    /it now holds rotation r-a at phase prepared; this step \(to prepared\) was not recorded/,
+  );
+  assert.equal((await store(path).read())?.id, "r-a");
+  assert.equal(await currentVersion(path), 1);
+});
+
+test("KV v2: a state deleted with kv delete (versions left) says how to start over", async () => {
+  const path = "meshvault/root-rotation/deleted";
+  const s = store(path);
+  await s.read();
+  await s.write(state("r-old", "prepared", "trust-both", "switched", "retired"));
+  await admin.request("DELETE", `secret/data/${path}`);
+  assert.equal(await s.read(), undefined);
+  await assert.rejects(
+    s.write(state("r-new", "prepared")),
+    /rotation state vault:secret\/data\/meshvault\/root-rotation\/deleted holds only deleted versions[\s\S]*bao kv metadata delete secret\/meshvault\/root-rotation\/deleted/,
+  );
+  await admin.request("DELETE", `secret/metadata/${path}`);
+  assert.equal(await s.read(), undefined);
+  await s.write(state("r-new", "prepared"));
+  assert.equal((await store(path).read())?.id, "r-new");
+});
+
+test("KV v1 rotation state is refused: it has no check-and-set", () => {
+  assert.throws(
+    () => vaultRotationStore(admin, "vault:kv/meshvault/root-rotation"),
+    (err: Error) => {
+      assert.equal(err.name, "VaultConfigError");
+      assert.match(
+        err.message,
+        /rotation\.state vault:kv\/meshvault\/root-rotation is a KV v1 reference: KV v1 has no check-and-set/,
+      );
+      assert.match(err.message, /vault:<mount>\/data\/<path>/);
+      return true;
+    },
+  );
+});
