@@ -148,7 +148,13 @@ export function vaultRotationStore(client: VaultClient, ref: string): RotationSt
           throw err;
         let now: RotationState | undefined;
         try {
-          now = check((await readState()).raw, ref);
+          const cur = await readState();
+          now = check(cur.raw, ref);
+          // A retried POST whose first attempt landed is refused by its own write: not a conflict.
+          if (JSON.stringify(now) === JSON.stringify(s)) {
+            seen = cur.version;
+            return;
+          }
         } catch {
           /* the refusal below is the message that matters */
         }

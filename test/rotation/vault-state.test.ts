@@ -91,6 +91,19 @@ test("KV v2: two operators start a rotation at once (cas 0): the second is refus
   assert.equal(await currentVersion(path), 1);
 });
 
+test("KV v2: a write refused by an identical state (a retried POST whose first attempt landed) is not a conflict", async () => {
+  const path = "meshvault/root-rotation/retried";
+  const [a, b] = [store(path), store(path)];
+  await a.read();
+  await b.read();
+  const same = state("r-1", "prepared");
+  await a.write(same);
+  await b.write(same); // cas 0 refused, but what Vault holds is exactly this write
+  await b.write(state("r-1", "prepared", "trust-both")); // and b continues from the version it found
+  assert.equal((await store(path).read())?.phase, "trust-both");
+  assert.equal(await currentVersion(path), 2);
+});
+
 test("KV v2: a state deleted with kv delete (versions left) says how to start over", async () => {
   const path = "meshvault/root-rotation/deleted";
   const s = store(path);
