@@ -25,6 +25,8 @@ import {
   type LeafSigner,
 } from "./ca-material.js";
 import { fsReason } from "../fs/errors.js";
+import { systemClock, type Clock } from "../timing/clock.js";
+import { RenewalLoop } from "../timing/renewal-loop.js";
 
 export interface LocalAuthorityOptions {
   /** Signs leaves somewhere else (the server's issuance workers); default signLeaf here. */
@@ -40,8 +42,8 @@ export interface LocalAuthorityOptions {
   renewFraction?: number;
   /** `log.child({ component: "authority" })` from the server's logger. */
   log?: Log;
-  /** How often to check whether the intermediate needs renewal (default 1 h). */
-  checkIntervalMs?: number;
+  /** Drives the renewal schedule (tests inject a fake one). */
+  clock?: Clock;
   /** Directory under dataDir (default `local-ca`; a root rotation prepares `local-ca-next-<id>`). */
   dirName?: string;
 }
@@ -62,7 +64,7 @@ export class LocalAuthority implements Authority {
   readonly kind = "local";
   private material: CaMaterial | undefined;
   private readonly dir: string;
-  private timer: NodeJS.Timeout | undefined;
+  private loop: RenewalLoop<CaMaterial> | undefined;
 
   constructor(private readonly opts: LocalAuthorityOptions) {
     this.dir = join(opts.dataDir, opts.dirName ?? "local-ca");
@@ -80,29 +82,37 @@ export class LocalAuthority implements Authority {
       this.createIntermediate();
     this.material = this.load();
     this.renewIfDue();
-    // A long-running server must not outlive its intermediate: check hourly.
-    this.timer = setInterval(() => {
-      try {
-        this.renewIfDue();
-      } catch (err) {
-        this.opts.log?.warn(
-          { dir: this.dir, err: (err as Error).message },
-          "cannot renew the local intermediate CA",
-        );
-      }
-    }, this.opts.checkIntervalMs ?? 3600_000);
-    this.timer.unref();
+    // A long-running server must not outlive its intermediate: re-issue it when
+    // renewFraction of its life is left, retrying a failure with the shared backoff.
+    this.loop = new RenewalLoop<CaMaterial>({
+      what: "the local intermediate CA",
+      renew: async () => this.reissue(),
+      validity: (m) => ({ from: m.signer.cert.notBefore.getTime(), until: m.signer.cert.notAfter.getTime() }),
+      renewAt: 1 - (this.opts.renewFraction ?? 0.25),
+      clock: this.clock,
+      ...(this.opts.log ? { log: this.opts.log.child({ dir: this.dir }) } : {}),
+      onRenewed: (m) => (this.material = m),
+    });
+    this.loop.start(this.material);
   }
 
-  /** Re-issues the intermediate from the root when little of its life is left; swaps atomically. */
-  renewIfDue(): boolean {
-    if (!this.material || !this.needsRenewal(this.material)) return false;
+  private get clock(): Clock {
+    return this.opts.clock ?? systemClock;
+  }
+
+  private reissue(): CaMaterial {
     this.opts.log?.info(
       { dir: this.dir },
       "local CA intermediate is close to expiry: issuing a new one from the root",
     );
     this.createIntermediate();
-    this.material = this.load();
+    return this.load();
+  }
+
+  /** Re-issues the intermediate from the root when little of its life is left; swaps atomically. */
+  renewIfDue(): boolean {
+    if (!this.material || !this.needsRenewal(this.material)) return false;
+    this.material = this.reissue();
     return true;
   }
 
@@ -138,7 +148,7 @@ export class LocalAuthority implements Authority {
   private needsRenewal(m: CaMaterial): boolean {
     const c = m.signer.cert;
     const life = c.notAfter.getTime() - c.notBefore.getTime();
-    return c.notAfter.getTime() - Date.now() < life * (this.opts.renewFraction ?? 0.25);
+    return c.notAfter.getTime() - this.clock.now() < life * (this.opts.renewFraction ?? 0.25);
   }
 
   private createRoot(): void {
@@ -215,6 +225,6 @@ export class LocalAuthority implements Authority {
   }
 
   async close(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
+    await this.loop?.stop();
   }
 }

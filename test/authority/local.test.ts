@@ -8,6 +8,8 @@ import { parseCsr } from "../../src/pki/csr.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
 import { workloadId } from "../../src/pki/spiffe.js";
 import { opensslCsr, opensslVerify } from "../helpers/openssl.js";
+import { FakeClock } from "../helpers/fake-clock.js";
+import { recordingLog } from "../helpers/recording-log.js";
 
 const id = workloadId("cluster.local", "default", "sleep");
 const csr = parseCsr(opensslCsr(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]).csrPem);
@@ -107,5 +109,53 @@ test(
     } finally {
       await a.close();
     }
+  }),
+);
+
+test(
+  "a running authority re-issues its intermediate on schedule and retries a failed re-issue with backoff (fake clock)",
+  withDir(async (dir) => {
+    const clock = new FakeClock(Date.now());
+    const log = recordingLog();
+    const a = new LocalAuthority({
+      dataDir: dir,
+      trustDomain: "cluster.local",
+      intermediateTtlSeconds: 3600,
+      clock,
+      log,
+    });
+    await a.start();
+    try {
+      const first = a.current()!.signer.cert;
+      const due = first.notBefore.getTime() + 0.75 * (first.notAfter.getTime() - first.notBefore.getTime());
+      assert.equal(clock.pending().length, 1);
+      assert.ok(
+        Math.abs(clock.pending()[0]! - (due - clock.now())) < 1,
+        "one timer, at 75% of the intermediate's life",
+      );
+      // The root key becomes unreadable: the re-issue fails, the old intermediate stays in use.
+      const keyPath = join(dir, "local-ca", "root-key.pem");
+      const rootKey = readFileSync(keyPath, "utf8");
+      writeFileSync(keyPath, "not a key", { mode: 0o600 });
+      await clock.next();
+      assert.equal(a.current()!.signer.cert.serialHex, first.serialHex);
+      assert.equal(a.ready().ready, true, "the old intermediate is still valid");
+      const warn = log.records.find((r) => r.level === "warn");
+      assert.ok(warn, "the failure is logged");
+      assert.equal(warn.obj["what"], "the local intermediate CA");
+      assert.match(String(warn.obj["err"]), /root-key\.pem is not a readable PEM private key/);
+      const retryIn = clock.pending()[0]!;
+      assert.ok(retryIn <= 2000, `retried within seconds (backoff), not at the next check: ${retryIn} ms`);
+      // The key is back: the retry re-issues from the same root.
+      writeFileSync(keyPath, rootKey, { mode: 0o600 });
+      await clock.next();
+      const second = a.current()!.signer.cert;
+      assert.notEqual(second.serialHex, first.serialHex);
+      const signedBy = parseCertificate((await a.sign({ csr, ttlSeconds: 60 }, id)).intermediatesPem[0]!);
+      assert.equal(signedBy.serialHex, second.serialHex, "new leaves chain to the new intermediate");
+    } finally {
+      await a.close();
+    }
+    assert.deepEqual(clock.pending(), [], "close() cancels the schedule");
   }),
 );
