@@ -75,6 +75,9 @@ export interface Observation {
   retireAfter?: { at: string; basis: string };
 }
 
+/** Blocks a new rotation: that server would sign its prepared/trust-both leaves under a retired root. */
+const RETIRED_SIGNER = "a new rotation would sign under that root in prepared and trust-both";
+
 const fpOf = (pem: string): string => new X509Certificate(pem).fingerprint256;
 
 export function stepAfter(p: Phase | undefined): Phase {
@@ -175,6 +178,14 @@ export class RotationOperator {
         `the ${kind} authority does not rotate its root by itself: follow the README's "Rotating the root" steps for ${kind}`,
       );
     for (const sv of obs.servers) if (sv.error) b.push(sv.error);
+    if (s?.phase === "retired")
+      for (const sv of obs.servers) {
+        const roots = sv.view?.baseRoots;
+        if (roots && !roots.includes(s.next.fingerprint))
+          b.push(
+            `${sv.url}: its base signer is under root ${roots.join(", ")}, not the current root ${s.next.fingerprint}: ${RETIRED_SIGNER}; restart that server (it then starts under the current root) and run root rotate again`,
+          );
+      }
     if (!s || s.phase === "retired") {
       if (s?.phase === "retired")
         for (const c of obs.channels)
@@ -240,7 +251,9 @@ export class RotationOperator {
     const did: string[] = [];
     const at = new Date(this.now()).toISOString();
     if (next === "prepared") {
-      const b = obs.blockers.filter((x) => x.includes("does not rotate its root"));
+      const b = obs.blockers.filter(
+        (x) => x.includes("does not rotate its root") || x.includes(RETIRED_SIGNER),
+      );
       if (b.length) throw new Error(b.join("; "));
       const id = `r-${at.replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")}`;
       if (dryRun)

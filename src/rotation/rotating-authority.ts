@@ -10,7 +10,9 @@
 //
 // Once the rotation was finalised (the new root became the configured one: Vault's default
 // issuer, or the promoted local CA directory), a restarted server's current authority is
-// already under the new root and the wrapper steps aside.
+// already under the new root and the wrapper steps aside. A running server gets there without
+// a restart: on retired the signer under the new root becomes its base (and the retired root's
+// signer is closed), so a later rotation's old root is this one's new root.
 import { X509Certificate } from "node:crypto";
 import { parseCertificates } from "../pki/certificate.js";
 import type { SpiffeId } from "../pki/spiffe.js";
@@ -34,6 +36,11 @@ export interface RotatingAuthorityOptions {
   log: Log;
   /** Called when signing moves from one root to the other (re-issue the serving certificate). */
   onSignerChange?: () => void;
+  /**
+   * On retired: the authority that carries on under the new root (local: the configured
+   * directory the new CA was moved to). Default: the rotation's own signer under the new root.
+   */
+  makeSuccessor?(s: RotationState): Authority;
   /** After close(): release what the store holds (its Vault connection). */
   onClose?: () => void;
   now?: () => number;
@@ -46,6 +53,8 @@ export interface RotationView {
   phase: Phase | "none";
   id?: string;
   signer: "current" | "next";
+  /** Root fingerprints of this server's base signer: what signs outside a rotation and in the next one's prepared/trust-both. */
+  baseRoots?: string[];
   nextReady: boolean;
   nextError?: string;
   bundle: { fingerprint: string; subject: string; notAfter: string }[];
@@ -82,7 +91,7 @@ export class RotatingAuthority implements Authority {
   private readonly now: () => number;
 
   constructor(
-    private readonly base: Authority,
+    private base: Authority,
     private readonly o: RotatingAuthorityOptions,
   ) {
     this.kind = base.kind;
@@ -126,6 +135,8 @@ export class RotatingAuthority implements Authority {
     }
     const before = this.state?.phase;
     this.state = s;
+    if (s?.phase === "retired" && this.signer === "next" && this.next && this.nextStarted)
+      await this.promote(s, this.next);
     // The configured authority already holds the new root: the rotation was finalised.
     this.finalised = !!s && this.base.trustBundle().some((pem) => fp(pem) === s.next.fingerprint);
     if (s && !this.finalised) await this.ensureNext(s);
@@ -144,6 +155,48 @@ export class RotatingAuthority implements Authority {
         this.o.log.error({ err: (err as Error).message }, "after switching signer");
       }
     }
+  }
+
+  /** Retired: the signer under the new root becomes the base; the retired root's signer is closed. */
+  private async promote(s: RotationState, next: Authority): Promise<void> {
+    let successor = next;
+    if (this.o.makeSuccessor)
+      try {
+        const a = this.o.makeSuccessor(s);
+        await a.start();
+        if (a.trustBundle().some((pem) => fp(pem) === s.next.fingerprint)) successor = a;
+        else {
+          await a.close().catch(() => undefined);
+          throw new Error(`its roots do not include the rotation's new root ${s.next.fingerprint}`);
+        }
+      } catch (err) {
+        this.o.log.warn(
+          { rotation: s.id, err: (err as Error).message },
+          "cannot start the configured authority under the new root; the rotation's signer carries on",
+        );
+      }
+    if (this.closed) {
+      if (successor !== next) await successor.close().catch(() => undefined);
+      return;
+    }
+    const retired = this.base;
+    this.base = successor;
+    this.next = undefined;
+    this.nextStarted = false;
+    // Same root and (local) the same files: no new serving certificate needed.
+    this.signer = "current";
+    // Leaves signed from now on are the next rotation's old-root leaves.
+    this.oldLeavesUntil = 0;
+    if (successor !== next) await next.close().catch(() => undefined);
+    await retired
+      .close()
+      .catch((err: unknown) =>
+        this.o.log.warn({ err: (err as Error).message }, "closing the retired root's signer"),
+      );
+    this.o.log.info(
+      { rotation: s.id },
+      "rotation retired: the signer under the new root is this server's base signer now; the retired root's signer is closed",
+    );
   }
 
   private async ensureNext(s: RotationState): Promise<void> {
@@ -241,6 +294,7 @@ export class RotatingAuthority implements Authority {
       stateLocation: this.o.store.location,
       phase: s && !this.finalised ? s.phase : "none",
       signer: this.signer,
+      baseRoots: this.base.trustBundle().map(fp),
       nextReady: this.nextStarted,
       bundle: this.trustBundle().flatMap((pem) =>
         parseCertificates(pem).map((c) => ({

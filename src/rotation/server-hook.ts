@@ -88,6 +88,10 @@ export function withRootRotation(
   const rotating = new RotatingAuthority(base, {
     store,
     makeNext: (s) => nextAuthority(config, ctx, s),
+    // local: the new CA was moved to the configured directory; its renewals must write there.
+    ...(config.authority.type === "local"
+      ? { makeSuccessor: () => createAuthority(config.authority, ctx) }
+      : {}),
     pollMs: config.rotation.pollInterval * 1000,
     maxTtlSeconds: config.certificates.maxTtl,
     log: log.child({ component: "root-rotation" }),

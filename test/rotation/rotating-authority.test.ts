@@ -19,6 +19,10 @@ import { checkIssuedChain } from "../../src/agent/issued.js";
 import { RotationOperator } from "../../src/rotation/operator.js";
 import { EC_P256_KEY, openssl, opensslSelfSigned, opensslVerify, withTempDir } from "../helpers/openssl.js";
 import { fileRotationStore, type Phase, type RotationState } from "../../src/rotation/state.js";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { verifyChain } from "../../src/pki/chain.js";
+import { parseCertificate, parseCertificates } from "../../src/pki/certificate.js";
 
 const fp = (pem: string): string => new X509Certificate(pem).fingerprint256;
 
@@ -67,7 +71,8 @@ test("phases: bundle old -> old+new -> old+new -> new; signer switches once; old
       ["prepared", [oldRoot], "current"],
       ["trust-both", [oldRoot, newRoot], "current"],
       ["switched", [oldRoot, newRoot], "next"],
-      ["retired", [newRoot], "next"],
+      // Retired: the signer under the new root became the base (the wrapper steps aside as if finalised).
+      ["retired", [newRoot], "current"],
     ] as const) {
       if (phase === "switched") {
         // The last old-root leaf: 600 s from "now".
@@ -77,14 +82,18 @@ test("phases: bundle old -> old+new -> old+new -> new; signer switches once; old
       await a.poll();
       assert.deepEqual(a.trustBundle().map(fp), bundle.map(fp), phase);
       const v = a.view();
-      assert.equal(v.phase, phase);
+      assert.equal(v.phase, phase === "retired" ? "none" : phase);
       assert.equal(v.signer, signer, phase);
-      assert.equal(v.nextReady, true);
+      assert.equal(v.nextReady, phase !== "retired");
       const issued = await sign();
       assert.deepEqual(issued.rootsPem.map(fp), bundle.map(fp), `${phase}: CreateCertificate's root element`);
       const signedBy = issued.intermediatesPem[0]!;
       const underNew = new X509Certificate(signedBy).checkIssued(new X509Certificate(newRoot));
-      assert.equal(underNew, signer === "next", `${phase}: the intermediate that signed`);
+      assert.equal(
+        underNew,
+        phase === "switched" || phase === "retired",
+        `${phase}: the intermediate that signed`,
+      );
       if (phase === "switched") {
         assert.equal(v.oldLeavesValidUntil, new Date(now + 600_000).toISOString());
         now += 10_000; // signing under the new root does not move it
@@ -229,6 +238,141 @@ test("--import-root (local): an openssl-made root becomes the next CA (key 0600)
     const [ok, out] = opensslVerify(certPem, "", readFileSync(join(next, "ca-cert.pem"), "utf8"), "any");
     assert.ok(ok, out);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("two rotations back to back without a restart (local): on retired the new root's signer becomes the base and the retired one is closed; the second rotation's prepared/trust-both leaves chain to the first's new root; prepare refuses while a server's base is the retired root", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "meshvault-twice-"));
+  const http = createServer();
+  try {
+    const config = loadServerConfig({ env: {}, overrides: { dataDir: dir, "authority.type": "local" } });
+    const made: CountingLocal[] = [];
+    class CountingLocal extends LocalAuthority {
+      closed = 0;
+      override async close(): Promise<void> {
+        this.closed++;
+        return super.close();
+      }
+    }
+    const local = (dirName?: string): CountingLocal => {
+      const l = new CountingLocal({
+        dataDir: dir,
+        trustDomain: "cluster.local",
+        ...(dirName ? { dirName } : {}),
+      });
+      made.push(l);
+      return l;
+    };
+    let now = Date.parse("2026-11-30T12:00:00Z");
+    const store = fileRotationStore(join(dir, "root-rotation.json"));
+    const server = (base: CountingLocal) =>
+      new RotatingAuthority(base, {
+        store,
+        makeNext: (s) => local(localNextDir(s.id)),
+        makeSuccessor: () => local(), // what server-hook does for local: the configured directory
+        pollMs: 3_600_000,
+        maxTtlSeconds: 3600,
+        log: silentLog,
+        now: () => now,
+      });
+    const base0 = local();
+    const a = server(base0);
+    await a.start();
+    // A replica that has not read the state since switched (its poll is due later).
+    const lagging = server(local());
+    await lagging.start();
+    http.on("request", (req, res) => {
+      if (req.url === "/rotation") res.end(JSON.stringify(lagging.view()));
+      else res.end(lagging.trustBundle().join(""));
+    });
+    await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    const root0 = base0.trustBundle()[0]!;
+    const op = new RotationOperator({ config, store, servers: [], checks: [], now: () => now });
+    const step = async (phase: Phase): Promise<void> => {
+      const obs = await op.observe();
+      if (phase === "retired") assert.deepEqual(obs.blockers, []);
+      // After a retired rotation `root rotate` reports done; the next prepare is asked for explicitly.
+      await op.step(phase === "prepared" ? { ...obs, next: "prepared" } : obs, false);
+      assert.equal((await store.read())?.phase, phase);
+      await a.poll();
+    };
+    const id1 = workloadId("cluster.local", "default", "sleep");
+    const sign = () =>
+      a.sign({ csr: parseCsr(buildCsr(generateKeyPairFor("ec-p256").privateKey, {})), ttlSeconds: 600 }, id1);
+    const chainsTo = (issued: { leafPem: string; intermediatesPem: string[] }, rootPem: string): boolean => {
+      try {
+        verifyChain(
+          parseCertificate(issued.leafPem, "leaf"),
+          issued.intermediatesPem.map((p) => parseCertificate(p, "intermediate")),
+          parseCertificates(rootPem),
+        );
+        return true;
+      } catch {
+        return false;
+      }
+    };
+
+    // Rotation 1: root0 -> root1.
+    await step("prepared");
+    const s1 = (await store.read())!;
+    await step("trust-both");
+    await step("switched");
+    await lagging.poll();
+    assert.equal(lagging.view().signer, "next");
+    now += (config.certificates.maxTtl + 1) * 1000;
+    await step("retired");
+    const root1 = s1.next.pem;
+    assert.equal(a.view().phase, "none", "finalised without a restart");
+    assert.deepEqual(a.view().baseRoots, [fp(root1)]);
+    assert.equal(base0.closed, 1, "the retired root's signer is closed");
+    const promoted = made.find((l) => l !== base0 && l.trustBundle()[0] === a.trustBundle()[0] && !l.closed);
+    assert.ok(promoted, "the configured directory's authority (now under root1) is the base");
+    assert.ok(chainsTo(await sign(), root1));
+
+    // The lagging replica's base is still root0: prepare refuses, names it and the fix, creates nothing.
+    const checking = new RotationOperator({ config, store, servers: [url], checks: [], now: () => now });
+    now += 60_000;
+    let obs = await checking.observe();
+    const blocker = obs.blockers.find((b) => b.includes("base signer"));
+    assert.ok(blocker, obs.blockers.join("\n"));
+    assert.match(
+      blocker,
+      new RegExp(`^${url}: its base signer is under root ${fp(root0)}, not the current root ${fp(root1)}`),
+    );
+    assert.match(blocker, /restart that server/);
+    await assert.rejects(checking.step({ ...obs, next: "prepared" }, false), /base signer is under root/);
+    assert.equal((await store.read())?.id, s1.id, "no new rotation recorded");
+    await lagging.poll(); // it reads retired and promotes too
+    obs = await checking.observe();
+    assert.deepEqual(
+      obs.blockers.filter((b) => b.includes("base signer")),
+      [],
+    );
+
+    // Rotation 2 without a restart: its old root is root1.
+    await step("prepared");
+    const s2 = (await store.read())!;
+    assert.notEqual(s2.id, s1.id);
+    assert.equal(s2.old.fingerprint, fp(root1));
+    for (const phase of ["prepared", "trust-both"] as const) {
+      if (phase === "trust-both") await step("trust-both");
+      const issued = await sign();
+      assert.ok(chainsTo(issued, root1), `${phase}: under the second rotation's old root (root1)`);
+      assert.ok(!chainsTo(issued, root0), `${phase}: never under the retired root0`);
+    }
+    await step("switched");
+    assert.ok(chainsTo(await sign(), s2.next.pem), "switched: under root2");
+    now += (config.certificates.maxTtl + 1) * 1000;
+    await step("retired");
+    assert.equal(promoted.closed, 1, "rotation 2's retire closes root1's signer");
+    assert.deepEqual(a.view().baseRoots, [s2.next.fingerprint]);
+    assert.ok(chainsTo(await sign(), s2.next.pem));
+    await a.close();
+    await lagging.close();
+  } finally {
+    http.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
