@@ -487,6 +487,7 @@ async function startLocked(
     settleFirst?.(err);
     settleFirst = undefined;
   };
+  const startLog = log.child({ component: "supervisor" });
   // The same refusal every few seconds is one warning, not one per attempt.
   let lastWarned: string | undefined;
   const retryLater = (): void => {
@@ -499,8 +500,8 @@ async function startLocked(
       reason: state.error,
     };
     const msg = "the authority cannot start; serving not ready and retrying";
-    if (state.error !== lastWarned) log.warn(fields, msg);
-    else log.debug(fields, msg);
+    if (state.error !== lastWarned) startLog.warn(fields, msg);
+    else startLog.debug(fields, msg);
     lastWarned = state.error;
     retryTimer = setTimeout(run, wait);
   };
@@ -514,7 +515,7 @@ async function startLocked(
       },
       (err: Error) => {
         // What no retry fixes (configuration): say so, close everything, and stop trying.
-        log.error({ err: err.message }, "the CA server cannot start");
+        startLog.error({ authority: authority.kind, err: err.message }, "the CA server cannot start");
         state.error = err.message;
         void closers.close().finally(() => {
           rejectStarted(err);

@@ -199,10 +199,10 @@ export class VaultIntermediateAuthority implements Authority {
       {
         serial: next.material.signer.cert.serialHex,
         previousSerial: previous.material.signer.cert.serialHex,
+        certificate: describeCertificate(next.material.signer.cert),
         notAfter: new Date(next.notAfter).toISOString(),
       },
-      `vault-intermediate: renewed the intermediate: now ${describeCertificate(next.material.signer.cert)}, valid until ` +
-        `${new Date(next.notAfter).toISOString()} (was serial ${previous.material.signer.cert.serialHex})`,
+      "vault-intermediate: renewed the intermediate",
     );
   }
 

@@ -166,8 +166,14 @@ export class VaultSignAuthority implements Authority {
     }
     this.setReadiness(READY);
     this.log.info(
-      {},
-      `vault-sign: signing at ${this.signPath} on ${client.address} (identity: ${this.opts.identity}); trust bundle: ${this.roots.length} root(s) from ${this.opts.mount}`,
+      {
+        vault: client.address,
+        signPath: this.signPath,
+        identity: this.opts.identity,
+        mount: this.opts.mount,
+        roots: this.roots.length,
+      },
+      "vault-sign: signing at Vault; trust bundle read from the mount",
     );
     const every = this.opts.rootsRefreshMs ?? DEFAULT_ROOTS_REFRESH_MS;
     this.refreshTimer ??= setInterval(() => void this.refreshRoots(), every);
@@ -255,9 +261,12 @@ export class VaultSignAuthority implements Authority {
     const was = this.readyState;
     this.readyState = next;
     if (next.ready && !was.ready && was !== NOT_STARTED)
-      this.log.info({}, `vault-sign: ready again: Vault at ${this.client.address} signs at ${this.signPath}`);
+      this.log.info(
+        { vault: this.client.address, signPath: this.signPath },
+        "vault-sign: ready again: Vault signs",
+      );
     else if (!next.ready && (was.ready || was.reason !== next.reason))
-      this.log.warn({}, `vault-sign: not ready: ${next.reason}`);
+      this.log.warn({ reason: next.reason }, "vault-sign: not ready");
   }
 
   /** A real sign call's outcome also says whether Vault can sign right now. */
@@ -309,10 +318,7 @@ export class VaultSignAuthority implements Authority {
       : await readMountRoots(this.client, this.opts.mount, signal);
     const changed = roots.map(certKey).join() !== this.roots.map(certKey).join();
     if (changed && this.roots.length > 0)
-      this.log.warn(
-        {},
-        `vault-sign: the trust bundle at ${this.opts.mount} changed (${roots.length} root(s))`,
-      );
+      this.log.warn({ mount: this.opts.mount, roots: roots.length }, "vault-sign: the trust bundle changed");
     if (changed) this.verifiedChains.clear();
     this.roots = roots;
     this.rootsPem = roots.map((r) => r.pem);
@@ -323,8 +329,8 @@ export class VaultSignAuthority implements Authority {
       .catch((err: Error) => {
         if (this.closed) return; // the connection was closed under it
         this.log.warn(
-          {},
-          `vault-sign: cannot re-read the trust bundle (kept the current one): ${err.message}`,
+          { mount: this.opts.mount, err: err.message },
+          "vault-sign: cannot re-read the trust bundle (kept the current one)",
         );
       })
       .finally(() => (this.refreshing = undefined));
