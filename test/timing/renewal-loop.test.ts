@@ -4,30 +4,12 @@ import { createLogger, type Log } from "../../src/log/logger.js";
 import { RenewalLoop, type RenewalLoopOptions } from "../../src/timing/renewal-loop.js";
 import { isAbortError } from "../../src/timing/clock.js";
 import { FakeClock } from "../helpers/fake-clock.js";
+import { recordingLog } from "../helpers/recording-log.js";
 
 interface Lease {
   n: number;
   from: number;
   until: number;
-}
-
-/** A Log that records (level, message) pairs. */
-function recordingLog(): Log & { lines: [string, string][] } {
-  const lines: [string, string][] = [];
-  const at =
-    (level: string) =>
-    (_obj: object, msg?: string): void => {
-      lines.push([level, msg ?? ""]);
-    };
-  const log = {
-    lines,
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    child: () => log,
-  };
-  return log;
 }
 
 /** A renewer whose answers the test scripts: a lifetime in ms, or an error. */
@@ -172,9 +154,10 @@ test("a repeated error is logged once; a new error and the recovery are logged",
   l.start();
   for (let i = 0; i < 4; i++) await clock.next();
   await l.ready();
-  const levels = log.lines.map(([lvl]) => lvl);
+  const levels = log.records.map((r) => r.level);
   assert.deepEqual(levels, ["error", "debug", "debug", "error", "info"]);
-  assert.match(log.lines[4]![1], /after 4 failed attempts/);
+  assert.match(log.records[4]!.msg, /after 4 failed attempts/);
+  assert.equal(log.records[4]!.obj["failures"], 4);
   await l.stop();
 });
 
@@ -185,9 +168,11 @@ test("a failure while the value is valid is a warning that says the current one 
   const l = loop(clock, { renew: s.renew, log });
   l.start();
   await clock.next();
-  assert.deepEqual(log.lines, [
-    ["warn", "test lease: renewal failed; keeping the current one, which is still valid; retrying"],
-  ]);
+  assert.deepEqual(
+    log.records.map((r) => [r.level, r.msg]),
+    [["warn", "test lease: renewal failed; keeping the current one, which is still valid; retrying"]],
+  );
+  assert.equal(log.records[0]!.obj["err"], "x");
   await l.stop();
 });
 
