@@ -6,7 +6,8 @@ import type * as grpc from "@grpc/grpc-js";
 import type { ServerConfig } from "../config/schema.js";
 import { createLogger, type Logger } from "../log/logger.js";
 import type { Authority, Readiness } from "../authority/authority.js";
-import { backoffDelay, type BackoffPolicy } from "../timing/backoff.js";
+import type { BackoffPolicy } from "../timing/backoff.js";
+import { FailureStreak } from "../timing/failure-streak.js";
 import { ConfigError } from "../config/load.js";
 import { abortable } from "../timing/clock.js";
 import { CloserStack } from "./closer-stack.js";
@@ -489,9 +490,9 @@ async function startLocked(
   };
   const startLog = log.child({ component: "supervisor" });
   // The same refusal every few seconds is one warning, not one per attempt.
-  let lastWarned: string | undefined;
+  const startFailures = new FailureStreak(START_BACKOFF);
   const retryLater = (): void => {
-    const wait = backoffDelay(state.attempts, START_BACKOFF);
+    const { delayMs: wait, repeated } = startFailures.fail(state.error ?? "");
     state.nextAttemptAt = new Date(Date.now() + wait);
     const fields = {
       authority: authority.kind,
@@ -500,9 +501,8 @@ async function startLocked(
       reason: state.error,
     };
     const msg = "the authority cannot start; serving not ready and retrying";
-    if (state.error !== lastWarned) startLog.warn(fields, msg);
+    if (!repeated) startLog.warn(fields, msg);
     else startLog.debug(fields, msg);
-    lastWarned = state.error;
     retryTimer = setTimeout(run, wait);
   };
   const run = (): void => {
