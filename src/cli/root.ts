@@ -28,6 +28,7 @@ interface RotateFlags extends CommonFlags {
   commonName?: string;
   crossSign?: boolean;
   importRoot?: string;
+  new?: boolean;
 }
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
@@ -141,7 +142,10 @@ export function formatStatus(obs: Observation, stateRef: string): string {
   lines.push("channels:");
   for (const c of obs.channels) lines.push(`  ${c.name}: ${c.holds}${c.detail ? ` (${c.detail})` : ""}`);
   if (obs.retireAfter) lines.push(`retire possible after ${obs.retireAfter.at} (${obs.retireAfter.basis})`);
-  if (obs.next === "done") lines.push("rotation finished: the new root is the only one published");
+  if (obs.next === "done")
+    lines.push(
+      "rotation finished: the new root is the only one published (root rotate --new starts another)",
+    );
   else if (obs.next) {
     lines.push(`next step: ${describeStep(obs.next)}`);
     lines.push(`  waits for: ${waitsFor(obs.next)}`);
@@ -220,6 +224,10 @@ export function registerRootCommands(program: Command): void {
       "--cross-sign",
       "prepare: also certify the new root with the old one; in switched servers send it after the new intermediate, so peers holding only the old root verify new leaves",
     )
+    .option(
+      "--new",
+      "start another rotation after the last one retired (without it, a retired rotation is left finished)",
+    )
     .action(async (f: RotateFlags) => {
       if (f.until && !PHASES.includes(f.until as Phase))
         usage(`--until ${f.until}: expected one of ${PHASES.join(", ")}`);
@@ -227,6 +235,13 @@ export function registerRootCommands(program: Command): void {
       const say = (m: string): void => void process.stdout.write(`${m}\n`);
       try {
         let obs = await op.observe();
+        if (f.new && obs.state && obs.state.phase !== "retired")
+          throw new Error(
+            `--new: rotation ${obs.state.id} is at ${obs.state.phase}, not finished: take it to retired first (root rotate --until retired)`,
+          );
+        // A finished rotation's blockers (a server still under the retired root, a channel not
+        // yet on the new root alone) are exactly what must hold before the next one prepares.
+        if (f.new && obs.state) obs = { ...obs, next: "prepared" };
         if (f.dryRun) {
           say(formatStatus(obs, rotationStateRef(config)).trimEnd());
           say("steps left:");

@@ -16,7 +16,8 @@ import {
   verifiesUnder,
   type OneServer,
 } from "./one-server.js";
-import { rootArgs, rootStatus, rotateTo, serversApply } from "./drive.js";
+import { cli } from "../helpers/cli.js";
+import { CLI_MS, rootArgs, rootStatus, rotateTo, serversApply } from "./drive.js";
 
 let fx: OneServer | undefined;
 let bao: OpenBao;
@@ -79,4 +80,24 @@ test("vault-sign on OpenBao: root rotate takes the signing mount to a new root i
     st.next.pem.trim(),
     "retired: the bundle is the new root",
   );
+
+  // A finished rotation stays finished until --new starts the next one, from the new root.
+  const again = await cli(["root", "rotate", ...args], env, CLI_MS);
+  assert.equal(again.code, 0, again.err);
+  assert.match(again.out, /rotation finished.*root rotate --new/);
+  assert.equal((await rootStatus(args, env)).state!.id, st.id, "nothing started without --new");
+  const next = await cli(["root", "rotate", "--new", ...args], env, CLI_MS);
+  assert.equal(next.code, 0, `${next.out}${next.err}`);
+  assert.match(next.out, /prepared rotation/);
+  const st2 = (await rootStatus(args, env)).state!;
+  assert.notEqual(st2.id, st.id);
+  assert.equal(st2.phase, "prepared");
+  assert.equal(
+    st2.old.fingerprint,
+    st.next.fingerprint,
+    "the second rotation starts from the first one's new root",
+  );
+  const busy = await cli(["root", "rotate", "--new", ...args], env, CLI_MS);
+  assert.equal(busy.code, 1);
+  assert.match(busy.err, /--new: rotation .* is at prepared, not finished/);
 });
