@@ -1,6 +1,9 @@
 // Drives `meshvault root rotate` (the CLI process) step by step, for the rotation test and
 // bench: each step is retried until nothing blocks it; the blocked tries are returned.
 import assert from "node:assert/strict";
+import type { IssuedChain } from "../../src/authority/authority.js";
+import { parseCertificate, parseCertificates } from "../../src/pki/certificate.js";
+import { verifyChain } from "../../src/pki/chain.js";
 import type { Observation } from "../../src/rotation/operator.js";
 import type { RotationView } from "../../src/rotation/rotating-authority.js";
 import type { Phase } from "../../src/rotation/state.js";
@@ -112,4 +115,21 @@ export async function storeKvCa(
     privateKey: g!.data!.private_key,
     root: `${root!.data!.certificate.trim()}\n`,
   });
+}
+
+/** Whether an authority's issued leaf chains, through its intermediates, to a root in `rootPem`. */
+export function chainsTo(
+  issued: Pick<IssuedChain, "leafPem" | "intermediatesPem">,
+  rootPem: string,
+): boolean {
+  try {
+    verifyChain(
+      parseCertificate(issued.leafPem, "leaf"),
+      issued.intermediatesPem.map((p) => parseCertificate(p, "intermediate")),
+      parseCertificates(rootPem),
+    );
+    return true;
+  } catch {
+    return false;
+  }
 }

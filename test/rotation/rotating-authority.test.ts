@@ -21,8 +21,7 @@ import { EC_P256_KEY, openssl, opensslSelfSigned, opensslVerify, withTempDir } f
 import { fileRotationStore, type Phase, type RotationState } from "../../src/rotation/state.js";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { verifyChain } from "../../src/pki/chain.js";
-import { parseCertificate, parseCertificates } from "../../src/pki/certificate.js";
+import { chainsTo } from "./drive.js";
 
 const fp = (pem: string): string => new X509Certificate(pem).fingerprint256;
 
@@ -301,18 +300,6 @@ test("two rotations back to back without a restart (local): on retired the new r
     const id1 = workloadId("cluster.local", "default", "sleep");
     const sign = () =>
       a.sign({ csr: parseCsr(buildCsr(generateKeyPairFor("ec-p256").privateKey, {})), ttlSeconds: 600 }, id1);
-    const chainsTo = (issued: { leafPem: string; intermediatesPem: string[] }, rootPem: string): boolean => {
-      try {
-        verifyChain(
-          parseCertificate(issued.leafPem, "leaf"),
-          issued.intermediatesPem.map((p) => parseCertificate(p, "intermediate")),
-          parseCertificates(rootPem),
-        );
-        return true;
-      } catch {
-        return false;
-      }
-    };
 
     // Rotation 1: root0 -> root1.
     await step("prepared");
