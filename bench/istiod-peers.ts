@@ -60,7 +60,7 @@ export function startProcess(
   args: string[],
   ready: RegExp,
   what: string,
-): Promise<{ child: ChildProcess; port: number }> {
+): Promise<{ child: ChildProcess; port: number; ports: number[] }> {
   const child = spawn(cmd, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
   children.push(child);
   return new Promise((resolve, reject) => {
@@ -68,7 +68,7 @@ export function startProcess(
     const onData = (d: Buffer): void => {
       out += d.toString();
       const m = ready.exec(out);
-      if (m) resolve({ child, port: Number(m[1]) });
+      if (m) resolve({ child, port: Number(m[1]), ports: m.slice(1).map(Number) });
       if (out.length > 1 << 20) out = out.slice(-4096);
     };
     child.stdout!.on("data", onData);
@@ -145,12 +145,23 @@ export async function startMeshvault(
   const nodeArgs = (process.env["BENCH_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
   const node = [process.execPath, ...nodeArgs, join(REPO, "bin", "meshvault.js"), "server", "-c", file];
   const [cmd, ...args] = cpus ? ["taskset", "-c", cpus, ...node] : node;
-  const { child, port } = await startProcess(
+  const { child, port, ports } = await startProcess(
     cmd!,
     args,
-    /"grpc":"[^"]*:(\d+)"/,
+    /"grpc":"[^"]*:(\d+)","http":"[^"]*:(\d+)"/,
     `meshvault server (${name})`,
   );
+  // Listening is not serving: the authority (and, for vault-sign, the serving certificate)
+  // starts after the ports are bound, so load starts once /readyz says so.
+  const readyz = `http://127.0.0.1:${ports[1]}/readyz`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const r = await fetch(readyz).catch(() => undefined);
+    if (r?.status === 200) break;
+    const why = r ? await r.text() : "no answer";
+    if (Date.now() > deadline) throw new Error(`meshvault server (${name}) not ready after 60 s: ${why}`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
   return { port, pid: child.pid! };
 }
 
