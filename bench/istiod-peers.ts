@@ -9,6 +9,7 @@ import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { stringify } from "yaml";
 import { generateKeyPairFor, privateKeyPem } from "../src/pki/keys.js";
 import { createSigner, issueCa, parseIssued } from "../src/pki/issue.js";
+import { waitFor } from "../test/helpers/wait.js";
 
 export const REPO = join(import.meta.dirname, "..");
 export const TD = "cluster.local";
@@ -154,14 +155,18 @@ export async function startMeshvault(
   // Listening is not serving: the authority (and, for vault-sign, the serving certificate)
   // starts after the ports are bound, so load starts once /readyz says so.
   const readyz = `http://127.0.0.1:${ports[1]}/readyz`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const r = await fetch(readyz).catch(() => undefined);
-    if (r?.status === 200) break;
-    const why = r ? await r.text() : "no answer";
-    if (Date.now() > deadline) throw new Error(`meshvault server (${name}) not ready after 60 s: ${why}`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
+  let why = "no answer";
+  await waitFor(
+    `meshvault server (${name}) /readyz 200`,
+    async () => {
+      const r = await fetch(readyz).catch(() => undefined);
+      why = r ? await r.text() : "no answer";
+      return r?.status === 200;
+    },
+    60_000,
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}: ${why}`);
+  });
   return { port, pid: child.pid! };
 }
 
