@@ -43,6 +43,8 @@ const FULL = MODE === "full";
 const SMOKE = MODE === "smoke";
 /** Which parts run (default all): ca (meshvault vs istiod), scaling (taskset 1 vs 2 cores), vault. */
 const PARTS = new Set((process.env["BENCH_PARTS"] ?? (SMOKE ? "ca" : "ca,scaling,vault")).split(","));
+/** Only these rows of the main table, e.g. "p256/64/4,rsa2048/64/1" (CSR/callers/conns); all by default. */
+const ROWS = process.env["BENCH_ROWS"]?.split(",");
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? (FULL ? 5 : SMOKE ? 0.3 : 1.5));
 const WARMUP = FULL ? 1 : 0.4;
 const TIMING = { seconds: SECONDS, warmupSeconds: WARMUP };
@@ -106,6 +108,8 @@ async function main(): Promise<void> {
     const mvConfig = {
       authority: { type: "files", dir: caDir },
       authentication: { jwt: [{ issuer: ISSUER, audiences: ["istio-ca"], jwksFile }], localIssuer: false },
+      // BENCH_WORKERS: the issuance workers of the compared server (default: one per core).
+      ...(process.env["BENCH_WORKERS"] ? { workers: Number(process.env["BENCH_WORKERS"]) } : {}),
     };
     const mv = await startMeshvault(dir, "files", mvConfig);
     const istiod = await startIstiodCa(bin, caDir, jwksFile);
@@ -125,14 +129,15 @@ async function main(): Promise<void> {
     for (const csr of ["p256", "rsa2048"] as const)
       for (const callers of SMOKE ? [4] : [1, 16, 64])
         for (const conns of SMOKE ? [2] : [1, 4])
-          rows.push({
-            label: `${csr}/${callers}/${conns}`,
-            csr,
-            callers,
-            conns,
-            a: "meshvault",
-            b: "istiod",
-          });
+          if (!ROWS || ROWS.includes(`${csr}/${callers}/${conns}`))
+            rows.push({
+              label: `${csr}/${callers}/${conns}`,
+              csr,
+              callers,
+              conns,
+              a: "meshvault",
+              b: "istiod",
+            });
     if (PARTS.has("ca")) {
       const main = loadgen(bin, targets, TIMING, rows);
       printPairs(
