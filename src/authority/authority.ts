@@ -6,8 +6,9 @@ import type { SpiffeId } from "../pki/spiffe.js";
 export interface SignRequest {
   /**
    * The CSR whose key gets certified: already verified (Csr), or decoded with its signature
-   * still to check (DecodedCsr), which every authority does (verifyCsr) before it signs or
-   * forwards anything; the server's issuance workers check it in the signing job.
+   * still to check (DecodedCsr), which is checked where it is signed: verifyCsr before an
+   * authority signs with its own key (the server's issuance workers, in the signing job), and
+   * Vault itself on sign/<role> for vault-sign.
    */
   csr: Csr | DecodedCsr;
   /** Requested lifetime in seconds, already bounded by the server's policy. */

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import type { CaServerHandle } from "../../src/server/run.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
+import { decodePem, encodePem } from "../../src/pki/pem.js";
 import { WorkloadTokenCache } from "../../src/authority/vault/index.js";
 import { VaultClient } from "../../src/vault/index.js";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -96,6 +97,22 @@ test("identity server (approle): Vault signs RSA and EC CSRs; openssl verifies a
     const lifetime = (leaf.notAfter.getTime() - Date.now()) / 1000;
     assert.ok(lifetime > 3500 && lifetime <= 3600 + 5, `ttl passed to Vault (${lifetime}s)`);
   }
+});
+
+test("a CSR whose signature does not verify: Vault refuses it (proof of possession is checked where it is signed) -> INVALID_ARGUMENT, and the server stays ready", async () => {
+  const { server, client } = await start("bad-csr-signature", { type: "vault-sign" });
+  const der = decodePem(ecCsr().csrPem)[0]!.der;
+  der[der.length - 1]! ^= 1; // the signature's last byte: the CSR still decodes
+  const err = await grpcError(
+    client.create(encodePem("CERTIFICATE REQUEST", der), { token: await fx.token("default", "sleep") }),
+  );
+  assert.equal(err.code, grpc.status.INVALID_ARGUMENT, err.message);
+  assert.match(err.message, /CSR signature does not verify/);
+  assert.match(err.message, /request signature invalid/, "Vault's own reason is named");
+  assert.equal(server.authority.ready().ready, true, "a bad CSR says nothing about Vault");
+  // The same server still signs a good CSR: the refusal was about that request only.
+  const chain = await client.create(ecCsr().csrPem, { token: await fx.token("default", "sleep") });
+  verifyAgainstVaultRoot(chain, `spiffe://${TD}/ns/default/sa/sleep`);
 });
 
 test("identity workload (jwt): each caller logs in to Vault with its own token; Vault's role decides", async () => {
