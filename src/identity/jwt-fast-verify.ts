@@ -43,6 +43,21 @@ const FAST_ALGS: Readonly<Record<string, FastAlg>> = {
   Ed25519: { hash: null, subtle: { name: "Ed25519" } },
 };
 
+/** A compact JWS split once, with its header and payload strictly decoded (undefined where that failed). */
+export interface DecodedToken {
+  parts: readonly [string, string, string];
+  header: Record<string, unknown> | undefined;
+  payload: Record<string, unknown> | undefined;
+}
+
+/** Splits and decodes a token once for every check that reads it; undefined unless it has 3 parts. */
+export function decodeToken(token: string): DecodedToken | undefined {
+  const parts = token.split(".");
+  if (parts.length !== 3) return undefined;
+  const [h, p, s] = parts as [string, string, string];
+  return { parts: [h, p, s], header: jsonObject(h), payload: jsonObject(p) };
+}
+
 /** Header members the fast path understands; anything else (crit, b64, jku, ...) goes to jose. */
 const FAST_HEADER_KEYS = new Set(["alg", "kid", "typ"]);
 /** Unpadded base64url that WHATWG atob (jose's decoder on Node 20) also accepts. */
@@ -54,7 +69,8 @@ function decodeSegment(segment: string): Buffer | undefined {
   return Buffer.from(segment, "base64url");
 }
 
-function jsonObject(segment: string): Record<string, unknown> | undefined {
+/** A JWS segment as a JSON object, strictly decoded (the only form the fast path accepts); else undefined. */
+export function jsonObject(segment: string): Record<string, unknown> | undefined {
   const bytes = decodeSegment(segment);
   if (!bytes) return undefined;
   try {
@@ -92,12 +108,12 @@ const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnPropert
  * test/identity/jwt-fast-path.test.ts checks that both paths agree.
  */
 export async function fastVerify(
-  token: string,
+  token: DecodedToken,
   policy: FastVerifyPolicy,
   source: KeySource,
 ): Promise<JWTPayload | undefined> {
-  const [h = "", p = "", s = ""] = token.split(".");
-  const header = jsonObject(h);
+  const { parts, header, payload } = token;
+  const [h, p, s] = parts;
   if (!header) return undefined;
   for (const k of Object.keys(header)) if (!FAST_HEADER_KEYS.has(k)) return undefined;
   const alg = header.alg;
@@ -106,7 +122,6 @@ export async function fastVerify(
   if (!fast) return undefined;
   const sig = decodeSegment(s);
   if (!sig || (fast.sigBytes !== undefined && sig.length !== fast.sigBytes)) return undefined;
-  const payload = jsonObject(p);
   if (!payload) return undefined;
   if (!claimsAcceptable(payload, policy)) return undefined;
 

@@ -18,7 +18,7 @@ import {
   type CallerCredentials,
 } from "./authenticator.js";
 import { redactSecrets } from "../log/redact.js";
-import { fastVerify, type FastVerifyPolicy } from "./jwt-fast-verify.js";
+import { decodeToken, fastVerify, type DecodedToken, type FastVerifyPolicy } from "./jwt-fast-verify.js";
 import type { Log } from "../log/logger.js";
 import {
   causeText,
@@ -180,13 +180,15 @@ export class JwtAuthenticator implements Authenticator {
   }
 
   private async verify(token: string): Promise<AuthenticatedCaller> {
-    const parts = token.split(".");
-    if (parts.length !== 3)
+    // Split and decoded once for the checks below and the fast path; a segment the strict
+    // decoder refuses is decoded again the lenient way only to word the refusal.
+    const decoded = decodeToken(token);
+    if (!decoded)
       throw new AuthenticationError(
-        `bearer token is not a signed JWT: expected 3 dot-separated parts, got ${parts.length}`,
+        `bearer token is not a signed JWT: expected 3 dot-separated parts, got ${token.split(".").length}`,
       );
-    this.checkHeader(token);
-    const unverified = peekPayload(token);
+    this.checkHeader(decoded.header ?? token);
+    const unverified = decoded.payload ?? peekPayload(token);
     if (!unverified)
       throw new AuthenticationError("bearer token payload is not base64url-encoded JSON object");
     // Rejecting on unverified claims is safe (we only ever refuse), gives the precise
@@ -194,14 +196,15 @@ export class JwtAuthenticator implements Authenticator {
     this.checkIssuer(unverified.iss);
     this.checkForeignSpiffeId(unverified);
 
-    const payload = await this.verifySignatureAndClaims(token);
+    const payload = await this.verifySignatureAndClaims(token, decoded);
     return this.identityFrom(payload);
   }
 
-  private checkHeader(token: string): void {
+  /** `from`: the strictly decoded header, or the token when that failed (jose decodes it). */
+  private checkHeader(from: Record<string, unknown> | string): void {
     let header: JWSHeaderParameters;
     try {
-      header = decodeProtectedHeader(token) as JWSHeaderParameters;
+      header = (typeof from === "string" ? decodeProtectedHeader(from) : from) as JWSHeaderParameters;
     } catch {
       throw new AuthenticationError("bearer token header is not base64url-encoded JSON");
     }
@@ -248,8 +251,8 @@ export class JwtAuthenticator implements Authenticator {
     }
   }
 
-  private async verifySignatureAndClaims(token: string): Promise<JWTPayload> {
-    const fast = this.joseOnly ? undefined : await fastVerify(token, this.fastPolicy, this.source);
+  private async verifySignatureAndClaims(token: string, decoded: DecodedToken): Promise<JWTPayload> {
+    const fast = this.joseOnly ? undefined : await fastVerify(decoded, this.fastPolicy, this.source);
     if (fast) {
       this.verified.fast++;
       return fast;
