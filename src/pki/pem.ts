@@ -26,7 +26,9 @@ export function decodePem(text: string): PemBlock[] {
     const der = Buffer.from(body!, "base64");
     const chars = body!.length - (body!.match(WHITESPACE)?.length ?? 0);
     if (chars % 4 !== 0) throw new PemError(`PEM block ${begin} has invalid base64 content`);
-    out.push({ type: begin!, der: new Uint8Array(der.buffer, der.byteOffset, der.byteLength) });
+    // Its own exact-size buffer: Buffer.from puts small results in a shared 8 KiB slab, which a
+    // view would keep alive, and which structured clone (an issuance job) would copy whole.
+    out.push({ type: begin!, der: new Uint8Array(der) });
   }
   if (out.length === 0 && text.includes("-----BEGIN")) throw new PemError("PEM block is not terminated");
   return out;
