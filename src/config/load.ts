@@ -18,6 +18,7 @@ export const ENV_FIELDS: Record<string, string> = {
   MESHVAULT_LOG_FORMAT: "log.format",
   MESHVAULT_AUTHORITY: "authority.type",
   MESHVAULT_WORKERS: "workers",
+  MESHVAULT_GRPC_SERVER: "grpcServer",
 };
 
 type Tree = Record<string, unknown>;

@@ -23,6 +23,9 @@ import { kubernetesSectionSchema } from "../kube/config-schema.js";
 /** A duration field: "24h", "90d", "30m", or seconds; parsed to seconds. */
 export const duration = durationSchema(z);
 
+/** The gRPC servers that can serve the CA API (config `grpcServer`). */
+export const GRPC_SERVERS = ["grpc-js", "node-http2"] as const;
+
 const hostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'expected "host:port", e.g. "0.0.0.0:15012"');
@@ -103,6 +106,8 @@ export const serverConfigSchema = z
       }),
     /** Threads that verify CSRs and sign leaves; default one per core, 0 = all on the main thread. */
     workers: z.coerce.number().int().min(0).max(256).optional(),
+    /** Which gRPC server serves the CA API: grpc-js (the library) or the lean node:http2 one. */
+    grpcServer: z.enum(GRPC_SERVERS).default("grpc-js"),
     /** Trust bundle written here on every change, for workloads that read a file; default <dataDir>/root-cert.pem. */
     rootCertFile: z.string().optional(),
     authority: z

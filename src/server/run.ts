@@ -2,7 +2,6 @@
 // trust bundle file. Returns handles so tests, the demo and benchmarks can run it in-process.
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import type * as grpc from "@grpc/grpc-js";
 import type { ServerConfig } from "../config/schema.js";
 import { createLogger, type Logger } from "../log/logger.js";
 import type { Authority, Readiness } from "../authority/authority.js";
@@ -16,14 +15,16 @@ import { makeDirSync } from "../fs/make-dir.js";
 import { VaultConfigError } from "../vault/errors.js";
 import { vaultConnectionFromConfig } from "../config/vault-schema.js";
 import { createAuthority } from "../authority/factory.js";
-import type { Authenticator } from "../identity/authenticator.js";
+import type { Authenticator, CallerCredentials } from "../identity/authenticator.js";
 import { authenticateCaller } from "../identity/chain-of-authenticators.js";
 import { ClientCertAuthenticator } from "../identity/client-cert.js";
 import { JwtAuthenticator } from "../identity/jwt.js";
 import { kubernetesIntegration, type KubernetesIntegration } from "../kube/server-integration.js";
 import { ensureLocalIssuer, localIssuerName } from "../identity/local-issuer.js";
 import { parseCertificates } from "../pki/certificate.js";
-import { startGrpcCa, ReloadableServerCredentials } from "./grpc-ca.js";
+import { startGrpcCa } from "./grpc-ca.js";
+import { startH2Ca } from "./grpc-h2-ca.js";
+import { ReloadableServerCredentials } from "./server-credentials.js";
 import { issuancePoolFor, type IssuancePool } from "./issuance-pool.js";
 import { startHttp } from "./http.js";
 import { createCaMetrics, recordIntermediateExpiry, type CaMetrics } from "./metrics.js";
@@ -271,7 +272,7 @@ async function startLocked(
   const vaultAddress = config.authority.type.startsWith("vault-")
     ? vaultConnectionFromConfig(config.vault).address
     : undefined;
-  let grpcServer: grpc.Server | undefined;
+  let grpcServing = false;
   let servingNotAfter: Date | undefined;
   // The current serving chain (leaf first), for the status page.
   let servingChainPem: string | undefined;
@@ -289,7 +290,7 @@ async function startLocked(
               : ""),
       };
     }
-    if (!grpcServer) return { ready: false, reason: "gRPC listener not started" };
+    if (!grpcServing) return { ready: false, reason: "gRPC listener not started" };
     return authority.ready();
   };
   metrics.readiness = () => ({ kind: authority.kind, readiness: readiness() });
@@ -309,18 +310,26 @@ async function startLocked(
     allowCommonName: config.certificates.allowCommonName,
     trustedNodeAccounts: new Set(config.authentication.trustedNodeAccounts),
   };
-  const g = await startGrpcCa({
+  const caApi = {
     deps: {
       authority,
       policy,
-      authenticate: (creds) => authenticateCaller(authenticators, creds),
+      authenticate: (creds: CallerCredentials) => authenticateCaller(authenticators, creds),
     },
     credentials,
     address: config.listen.grpc,
     log,
     metrics,
-  });
-  closers.defer(() => new Promise<void>((r) => g.server.tryShutdown(() => r())));
+  };
+  // config.grpcServer: the lean node:http2 server, or grpc-js (the library, its oracle).
+  const g =
+    config.grpcServer === "node-http2"
+      ? await startH2Ca(caApi)
+      : await startGrpcCa(caApi).then(({ server, port }) => ({
+          port,
+          shutdown: () => new Promise<void>((r) => server.tryShutdown(() => r())),
+        }));
+  closers.defer(() => g.shutdown());
   const h = await startHttp({
     address: config.listen.http,
     authority,
@@ -346,7 +355,7 @@ async function startLocked(
           : { reason: r.reason }),
         started: state.started,
         startAttempts: state.attempts,
-        grpc: { port: g.port, serving: grpcServer !== undefined },
+        grpc: { port: g.port, serving: grpcServing },
         servingCertificate: servingNotAfter ? { notAfter: servingNotAfter.toISOString() } : null,
         rootCertFile,
         roots: authority.trustBundle().length,
@@ -445,7 +454,7 @@ async function startLocked(
     state.started = true;
     state.error = undefined;
     state.nextAttemptAt = undefined;
-    grpcServer = g.server;
+    grpcServing = true;
     await kube?.start(() => authority.trustBundle(), authority);
     for (const a of authenticators) {
       if (a instanceof JwtAuthenticator)
