@@ -36,6 +36,7 @@ import {
   type Target,
 } from "./istiod-peers.js";
 import { fmt, table } from "./lib.js";
+import { GRPC_SERVERS, serverConfigSchema } from "../src/config/schema.js";
 
 const MODE = process.env["BENCH_MODE"] ?? "quick";
 const FULL = MODE === "full";
@@ -49,6 +50,9 @@ const SECONDS = Number(process.env["BENCH_SECONDS"] ?? (FULL ? 5 : SMOKE ? 0.3 :
 const WARMUP = FULL ? 1 : 0.4;
 const TIMING = { seconds: SECONDS, warmupSeconds: WARMUP };
 const ratio = (a: number, b: number): string => `${fmt(a / b, 2)}`;
+/** The CA API's gRPC server by default (config grpcServer), and the other one, compared in the same run. */
+const DEFAULT_GRPC_SERVER = serverConfigSchema.parse({}).grpcServer;
+const OTHER_GRPC_SERVER = GRPC_SERVERS.find((s) => s !== DEFAULT_GRPC_SERVER)!;
 
 function printPairs(title: string, results: RowResult[], aName: string, bName: string): void {
   console.log(`\n${title}`);
@@ -112,6 +116,10 @@ async function main(): Promise<void> {
       ...(process.env["BENCH_WORKERS"] ? { workers: Number(process.env["BENCH_WORKERS"]) } : {}),
     };
     const mv = await startMeshvault(dir, "files", mvConfig);
+    const mvOther = await startMeshvault(dir, `files-${OTHER_GRPC_SERVER}`, {
+      ...mvConfig,
+      grpcServer: OTHER_GRPC_SERVER,
+    });
     const istiod = await startIstiodCa(bin, caDir, jwksFile);
     const grpcTarget = (port: number, pid: number): Target => ({
       kind: "grpc",
@@ -123,6 +131,7 @@ async function main(): Promise<void> {
     });
     const targets: Record<string, Target> = {
       meshvault: grpcTarget(mv.port, mv.pid),
+      [OTHER_GRPC_SERVER]: grpcTarget(mvOther.port, mvOther.pid),
       istiod: grpcTarget(istiod.port, istiod.pid),
     };
     const rows: Row[] = [];
@@ -138,13 +147,42 @@ async function main(): Promise<void> {
               a: "meshvault",
               b: "istiod",
             });
+    // The other gRPC server against the default one, right after each row above.
+    const transportRows: Row[] = rows.map((r) => ({
+      ...r,
+      label: `${r.label}/${OTHER_GRPC_SERVER}`,
+      a: OTHER_GRPC_SERVER,
+      b: "meshvault",
+    }));
     if (PARTS.has("ca")) {
-      const main = loadgen(bin, targets, TIMING, rows);
+      const all = loadgen(
+        bin,
+        targets,
+        TIMING,
+        rows.flatMap((r, i) => [r, transportRows[i]!]),
+      );
+      const main = all.filter((r) => r.a === "meshvault");
       printPairs(
-        "CreateCertificate: meshvault (A) vs istiod's CA (B), gRPC + TLS",
+        `CreateCertificate: meshvault (A, ${DEFAULT_GRPC_SERVER}) vs istiod's CA (B), gRPC + TLS`,
         main,
         "meshvault",
         "istiod",
+      );
+      const transport = all.filter((r) => r.a === OTHER_GRPC_SERVER);
+      printPairs(
+        `the CA API's gRPC server: meshvault grpcServer ${OTHER_GRPC_SERVER} (A) vs ${DEFAULT_GRPC_SERVER} (B), same run`,
+        transport,
+        OTHER_GRPC_SERVER,
+        DEFAULT_GRPC_SERVER,
+      );
+      console.log(
+        `${OTHER_GRPC_SERVER} CPU per certificate / istiod's (istiod from the row before): ` +
+          transport
+            .map((r, i) => {
+              const istiod = main[i]!.results["istiod"]!;
+              return `${r.csr}/${r.callers}/${r.conns} ${ratio(r.results[r.a]!.serverCpuUsPerCert, istiod.serverCpuUsPerCert)}`;
+            })
+            .join(", "),
       );
     }
 
