@@ -4,9 +4,12 @@ import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { loadServerConfig } from "../../src/config/load.js";
+import type { GRPC_SERVERS } from "../../src/config/schema.js";
 import { startCaServer, type CaServerHandle } from "../../src/server/run.js";
 import { mintLocalToken } from "../../src/identity/local-issuer.js";
 import { silentLogger } from "../../src/log/logger.js";
+
+type GrpcServerName = (typeof GRPC_SERVERS)[number];
 
 export interface CaFixture {
   dir: string;
@@ -22,7 +25,9 @@ export interface CaFixture {
   dispose(): Promise<void>;
 }
 
-export async function startCaFixture(opts: { grpcPort?: number; minTtl?: boolean } = {}): Promise<CaFixture> {
+export async function startCaFixture(
+  opts: { grpcPort?: number; minTtl?: boolean; grpcServer?: GrpcServerName } = {},
+): Promise<CaFixture> {
   const dir = mkdtempSync(join(tmpdir(), "meshvault-agent-test-"));
   const dataDir = join(dir, "data");
   const config = (port: number) =>
@@ -33,6 +38,7 @@ export async function startCaFixture(opts: { grpcPort?: number; minTtl?: boolean
         "listen.grpc": `127.0.0.1:${port}`,
         "listen.http": "127.0.0.1:0",
         "log.level": "silent",
+        ...(opts.grpcServer ? { grpcServer: opts.grpcServer } : {}),
       },
     });
   let server = await startCaServer(config(opts.grpcPort ?? 0), {
