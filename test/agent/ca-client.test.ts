@@ -21,7 +21,6 @@ for (const grpcServer of GRPC_SERVERS)
     const sockets = new Set<net.Socket>();
 
     before(async () => {
-      connections = 0;
       ca = await startCaFixture({ grpcServer });
       // A TCP forwarder in front of the CA that counts connections.
       proxy = net.createServer((down) => {
