@@ -21,9 +21,11 @@ import {
   AuthorityUnavailableError,
   type Authority,
   type IssuedChain,
+  type MaterialReloadEvent,
   type Readiness,
   type SignRequest,
 } from "../authority/authority.js";
+import { ReloadListeners } from "../authority/reload-listeners.js";
 import { enteredAt, phaseIndex, type Phase, type RotationState, type RotationStore } from "./state.js";
 
 export interface RotatingAuthorityOptions {
@@ -89,6 +91,9 @@ export class RotatingAuthority implements Authority {
   private closed = false;
   private readonly startedAt: number;
   private readonly now: () => number;
+  /** Reloads of whichever signers this wrapper holds (base, next, a promoted successor). */
+  private readonly reloads: ReloadListeners<MaterialReloadEvent>;
+  private readonly unfollow = new Map<Authority, () => void>();
 
   constructor(
     private base: Authority,
@@ -97,6 +102,8 @@ export class RotatingAuthority implements Authority {
     this.kind = base.kind;
     this.now = o.now ?? Date.now;
     this.startedAt = this.now();
+    this.reloads = new ReloadListeners("a CA reload listener", () => this.o.log);
+    this.follow(base);
   }
 
   async start(signal?: AbortSignal): Promise<void> {
@@ -164,8 +171,10 @@ export class RotatingAuthority implements Authority {
       try {
         const a = this.o.makeSuccessor(s);
         await a.start();
-        if (a.trustBundle().some((pem) => fp(pem) === s.next.fingerprint)) successor = a;
-        else {
+        if (a.trustBundle().some((pem) => fp(pem) === s.next.fingerprint)) {
+          successor = a;
+          this.follow(a);
+        } else {
           await a.close().catch(() => undefined);
           throw new Error(`its roots do not include the rotation's new root ${s.next.fingerprint}`);
         }
@@ -187,7 +196,11 @@ export class RotatingAuthority implements Authority {
     this.signer = "current";
     // Leaves signed from now on are the next rotation's old-root leaves.
     this.oldLeavesUntil = 0;
-    if (successor !== next) await next.close().catch(() => undefined);
+    this.stopFollowing(retired);
+    if (successor !== next) {
+      this.stopFollowing(next);
+      await next.close().catch(() => undefined);
+    }
     await retired
       .close()
       .catch((err: unknown) =>
@@ -202,6 +215,7 @@ export class RotatingAuthority implements Authority {
   private async ensureNext(s: RotationState): Promise<void> {
     if (this.nextFor === s.id && (this.nextStarted || this.nextStarting)) return this.nextStarting;
     if (this.nextFor !== s.id && this.next) {
+      this.stopFollowing(this.next);
       await this.next.close().catch(() => undefined);
       this.next = undefined;
       this.nextStarted = false;
@@ -211,6 +225,7 @@ export class RotatingAuthority implements Authority {
       try {
         const next = this.o.makeNext(s);
         this.next = next;
+        this.follow(next);
         await next.start();
         const roots = next.trustBundle().map(fp);
         if (!roots.includes(s.next.fingerprint))
@@ -226,6 +241,7 @@ export class RotatingAuthority implements Authority {
           { rotation: s.id, err: this.nextError },
           "cannot start the signer under the new root; retrying",
         );
+        if (this.next) this.stopFollowing(this.next);
         await this.next?.close().catch(() => undefined);
         this.next = undefined;
         this.nextFor = undefined;
@@ -234,6 +250,25 @@ export class RotatingAuthority implements Authority {
       }
     })();
     return this.nextStarting;
+  }
+
+  /**
+   * Reloads and renewals of the signing material, from whichever signer this server holds now:
+   * the configured one, the one under the new root, and after retired its successor (so
+   * `meshvault_ca_reloads_total` keeps counting after a rotation without a restart).
+   */
+  onReload(listener: (e: MaterialReloadEvent) => void): () => void {
+    return this.reloads.add(listener);
+  }
+
+  private follow(a: Authority): void {
+    const off = a.onReload?.((e) => this.reloads.emit(e));
+    if (off) this.unfollow.set(a, off);
+  }
+
+  private stopFollowing(a: Authority): void {
+    this.unfollow.get(a)?.();
+    this.unfollow.delete(a);
   }
 
   trustBundle(): string[] {

@@ -240,8 +240,6 @@ async function startLocked(
       vault: config.vault,
       leafSigner: pool?.signLeaf,
     });
-  // Backends that reload signing material report it; failures are counted and alerting can use them.
-  base.onReload?.((e) => metrics.caReloads.inc({ result: e.ok ? "ok" : "refused" }));
   // Root rotation follows the shared state; when signing moves to the new root the server's
   // own TLS certificate is re-issued under it (assigned below, once servingOpts exists).
   let reissueServing = (): void => {};
@@ -255,6 +253,9 @@ async function startLocked(
         () => reissueServing(),
       );
   const outer = rotating ?? base;
+  // Backends that reload signing material report it; failures are counted and alerting can use
+  // them. Through the rotation wrapper: it forwards the reloads of whichever signer it holds.
+  outer.onReload?.((e) => metrics.caReloads.inc({ result: e.ok ? "ok" : "refused" }));
   closers.defer(() => outer.close());
   const tracked = rememberIntermediates(outer);
   const authority = tracked.authority;

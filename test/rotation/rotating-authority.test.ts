@@ -13,6 +13,8 @@ import { buildCsr, parseCsr } from "../../src/pki/csr.js";
 import { generateKeyPairFor } from "../../src/pki/keys.js";
 import { workloadId } from "../../src/pki/spiffe.js";
 import { RotatingAuthority } from "../../src/rotation/rotating-authority.js";
+import { ReloadListeners } from "../../src/authority/reload-listeners.js";
+import type { MaterialReloadEvent } from "../../src/authority/authority.js";
 import { localNextDir } from "../../src/rotation/server-hook.js";
 import { loadServerConfig } from "../../src/config/load.js";
 import { checkIssuedChain } from "../../src/agent/issued.js";
@@ -360,6 +362,88 @@ test("two rotations back to back without a restart (local): on retired the new r
     await lagging.close();
   } finally {
     http.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * A real local CA that also reports reloads, as files, vault-kv and vault-intermediate do; the
+ * test fires them to see which reach the server's listener (meshvault_ca_reloads_total).
+ */
+class ReportingLocal extends LocalAuthority {
+  private readonly listeners = new ReloadListeners<MaterialReloadEvent>("test listener", () => silentLog);
+  onReload(listener: (e: MaterialReloadEvent) => void): () => void {
+    return this.listeners.add(listener);
+  }
+  fire(ok: boolean): void {
+    this.listeners.emit({ ok, at: new Date() });
+  }
+}
+
+test("reloads are counted from whichever signer the server holds: the configured one, the one under the new root, and after retired its successor; the retired one no longer", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "meshvault-rotating-reloads-"));
+  try {
+    const id = "r-reloads";
+    const made: ReportingLocal[] = [];
+    const local = (dirName?: string): ReportingLocal => {
+      const l = new ReportingLocal({
+        dataDir: dir,
+        trustDomain: "cluster.local",
+        ...(dirName ? { dirName } : {}),
+      });
+      made.push(l);
+      return l;
+    };
+    const base = local();
+    const prep = new LocalAuthority({
+      dataDir: dir,
+      trustDomain: "cluster.local",
+      dirName: localNextDir(id),
+    });
+    await prep.start();
+    await prep.close();
+    const store = fileRotationStore(join(dir, "root-rotation.json"));
+    const a = new RotatingAuthority(base, {
+      store,
+      makeNext: () => local(localNextDir(id)),
+      pollMs: 3_600_000,
+      maxTtlSeconds: 3600,
+      log: silentLog,
+    });
+    const seen: boolean[] = [];
+    a.onReload((e) => seen.push(e.ok));
+    await a.start();
+    base.fire(true);
+    assert.deepEqual(seen, [true], "the configured signer's reload");
+
+    const oldRoot = base.trustBundle()[0]!;
+    const newRoot = readFileSync(join(dir, localNextDir(id), "root-cert.pem"), "utf8");
+    const ref = (pem: string) => ({ fingerprint: fp(pem), pem, subject: "s", notAfter: "n" });
+    const at = new Date().toISOString();
+    const state = (phase: Phase): RotationState => ({
+      id,
+      authority: "local",
+      phase,
+      old: ref(oldRoot),
+      next: ref(newRoot),
+      startedAt: at,
+      history: [{ phase, at }],
+    });
+    await store.write(state("switched"));
+    await a.poll();
+    const next = made[1]!;
+    assert.ok(next && a.view().signer === "next", "the signer under the new root signs");
+    next.fire(false);
+    assert.deepEqual(seen, [true, false], "the new root's signer's refused reload");
+
+    await store.write(state("retired"));
+    await a.poll();
+    assert.match(a.view().baseRoots?.join() ?? "", new RegExp(fp(newRoot)), "promoted to base");
+    base.fire(true); // the retired signer (closed): no longer this server's
+    next.fire(true); // the promoted one
+    assert.deepEqual(seen, [true, false, true], "after retired: the promoted signer only");
+    await a.close();
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
