@@ -15,6 +15,7 @@ import { makeTestCa, type TestCa } from "../helpers/pki-fixtures.js";
 import { opensslVerify } from "../helpers/openssl.js";
 import { waitFor } from "../helpers/wait.js";
 import { FakeClock } from "../helpers/fake-clock.js";
+import { startServerProcess } from "../helpers/server-process.js";
 
 const ID = workloadId("cluster.local", "default", "sleep");
 const request: SignRequest = {
@@ -435,5 +436,36 @@ test("a CA key readable by group or others warns; 0600 does not", async () => {
       await a.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  }
+});
+
+test("meshvault server (files): a swapped CA and a refused one are counted in meshvault_ca_reloads_total on /metrics", async () => {
+  const dir = tempDir();
+  const caDir = join(dir, "cacerts");
+  mkdirSync(caDir);
+  writeSecretVolume(caDir, pluginFiles(makeTestCa()), "v1");
+  const server = await startServerProcess("files-reloads", dir, {
+    authority: { type: "files", dir: caDir, pollInterval: "1s" },
+  });
+  const reloads = async (): Promise<string> => {
+    const text = await (await fetch(`http://${server.http}/metrics`)).text();
+    return text
+      .split("\n")
+      .filter((l) => l.startsWith("meshvault_ca_reloads_total{"))
+      .sort()
+      .join(" ");
+  };
+  try {
+    writeSecretVolume(caDir, pluginFiles(makeTestCa("ec-p384")), "v2");
+    await waitFor("the swap counted", async () => /result="ok"\} 1/.test(await reloads()));
+    // A key that does not match its certificate: refused, counted, the old CA kept.
+    const bad = pluginFiles(makeTestCa());
+    bad["ca-key.pem"] = privateKeyPem(generateKeyPairFor("ec-p256").privateKey);
+    writeSecretVolume(caDir, bad, "v3");
+    await waitFor("the refusal counted", async () => /result="refused"\} 1/.test(await reloads()));
+    assert.match(await reloads(), /result="ok"\} 1/);
+  } finally {
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
