@@ -208,7 +208,7 @@ export function registerAgentCommand(program: Command): void {
         "meshvault agent started",
       );
       process.on("SIGHUP", () => {
-        log.info({}, "SIGHUP: renewing every identity now");
+        log.info({ signal: "SIGHUP" }, "SIGHUP: renewing every identity now");
         agent.rotateAll().catch((err: Error) => log.warn({ err: err.message }, "forced renewal failed"));
       });
       // Rotation timers are unref'd so that library users can exit; the command itself must stay

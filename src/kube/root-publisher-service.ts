@@ -94,7 +94,7 @@ export async function startRootPublisher(o: RootPublisherServiceOptions): Promis
     const now = bundle.pem();
     if (now === last) return;
     last = now;
-    o.log?.info({}, "trust bundle changed: republishing root ConfigMaps");
+    o.log?.info({ roots: o.roots().length }, "trust bundle changed: republishing root ConfigMaps");
     publisher.enqueueAll();
   }, o.rootsPollMs ?? 5000);
   poll.unref();

@@ -76,7 +76,9 @@ export function withRootRotation(
     () => {
       const vlog = log.child({ component: "vault" });
       connected = connectVault(
-        vaultConnectionFromConfig(config.vault, ctx.env ?? process.env, { warn: (m) => vlog.warn({}, m) }),
+        vaultConnectionFromConfig(config.vault, ctx.env ?? process.env, {
+          warn: (m) => vlog.warn({ vault: config.vault?.address }, m),
+        }),
         {
           logger: vlog,
         },

@@ -299,7 +299,7 @@ export class VaultKvAuthority implements Authority {
       );
       if (previous && previous.roots.map(certKey).sort().join() !== material.roots.map(certKey).sort().join())
         this.log.warn(
-          {},
+          { roots: material.roots.map((r) => describeCertificate(r)) },
           "vault-kv: the root certificate changed; workloads trusting only the old root reject certificates signed from now on until they receive the new trust bundle",
         );
     } catch (err) {
