@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadCaMaterial, type CaMaterial } from "../authority/ca-material.js";
 import { LocalAuthority } from "../authority/local.js";
+import { checkPkiMount } from "../authority/vault/common.js";
 import { mintIntermediate, type MintIntermediateOptions } from "../authority/vault/mint-intermediate.js";
 import { parseCertificate, type Certificate } from "../pki/certificate.js";
 import { createSigner, issueCa } from "../pki/issue.js";
@@ -144,6 +145,7 @@ export type VaultSourceOptions = Pick<
 export class VaultIntermediateSource implements IntermediateSource {
   readonly description: string;
   private readonly commonName: string;
+  private mountsChecked = false;
 
   constructor(private readonly o: VaultSourceOptions) {
     this.description = `Vault at ${o.client.address}, ${o.rootMount}/root/sign-intermediate (${o.mode})`;
@@ -157,6 +159,18 @@ export class VaultIntermediateSource implements IntermediateSource {
   async issueIntermediate(signal?: AbortSignal, issuer?: IssuerChoice): Promise<IssuedIntermediate> {
     const { client, mode } = this.o;
     try {
+      // A mistyped mount would otherwise read as a missing policy (Vault answers 403 for both).
+      if (!this.mountsChecked) {
+        await checkPkiMount(client, this.o.rootMount, "--root-mount / authority.rootMount", signal);
+        if (mode === "exported")
+          await checkPkiMount(
+            client,
+            this.o.intermediateMount,
+            "--intermediate-mount / authority.intermediateMount",
+            signal,
+          );
+        this.mountsChecked = true;
+      }
       const m = await mintIntermediate(
         client,
         {

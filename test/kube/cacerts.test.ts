@@ -4,7 +4,7 @@
 // CA pair from Vault KV (--source vault-kv). With the real istiod: test/istio/istiod.test.ts.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { lstatSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadKubeConfig } from "../../src/kube/client.js";
@@ -228,6 +228,30 @@ test("Vault source (real OpenBao): csr and exported modes into the Secret", asyn
   } finally {
     client.close();
   }
+});
+
+test("--source vault with a mistyped --root-mount: exits non-zero naming the mount and the flag (not a missing policy), nothing written", async () => {
+  const env = { PATH: process.env.PATH, HOME: dir, VAULT_ADDR: bao.addr, VAULT_TOKEN: bao.rootToken };
+  const out = join(dir, "etc-cacerts-wrong-mount");
+  const r = await cli(
+    [
+      "cacerts",
+      "--source",
+      "vault",
+      "--root-mount",
+      "pki-typo",
+      "--out-dir",
+      out,
+      "--once",
+      "--log-level",
+      "warn",
+    ],
+    env,
+  );
+  assert.notEqual(r.code, 0, r.out);
+  assert.match(r.err, /no PKI secrets engine is mounted at "pki-typo" \(--root-mount/);
+  assert.doesNotMatch(r.err, /capabilit/, "not reported as a missing policy");
+  assert.equal(existsSync(join(out, "ca-cert.pem")), false);
 });
 
 test("--source vault-kv --once (seed 001's shape): the self-signed CA pair in KV becomes the plug-in CA (directory, Secret); a mismatched pair or a bad reference is refused, nothing written", async () => {
