@@ -101,6 +101,7 @@ function setup(f: CommonFlags & Partial<RotateFlags>): {
     ...(f.rootTtl ? { rootTtlSeconds: parseDuration(f.rootTtl) } : {}),
     ...(f.commonName ? { commonName: f.commonName } : {}),
     ...(f.crossSign ? { crossSign: true } : {}),
+    ...("new" in f && f.new ? { newRotation: true } : {}),
     ...(f.importRoot ? { importRoot: { pem: readBundle(f.importRoot), source: f.importRoot } } : {}),
   });
   return { op, config, close: () => closers.forEach((c) => c()) };
@@ -239,9 +240,6 @@ export function registerRootCommands(program: Command): void {
           throw new Error(
             `--new: rotation ${obs.state.id} is at ${obs.state.phase}, not finished: take it to retired first (root rotate --until retired)`,
           );
-        // A finished rotation's blockers (a server still under the retired root, a channel not
-        // yet on the new root alone) are exactly what must hold before the next one prepares.
-        if (f.new && obs.state) obs = { ...obs, next: "prepared" };
         if (f.dryRun) {
           say(formatStatus(obs, rotationStateRef(config)).trimEnd());
           say("steps left:");

@@ -47,6 +47,11 @@ export interface OperatorOptions {
   crossSign?: boolean;
   /** prepare: import this root (PEM certificate + private key, made outside Vault) instead of generating one. */
   importRoot?: { pem: string; source: string };
+  /**
+   * `root rotate --new`: once the last rotation retired, the next step prepares another one
+   * (once per operator: the rotation it starts is not followed by yet another).
+   */
+  newRotation?: boolean;
 }
 
 export type Holds = "old" | "new" | "old+new" | "other" | "unreadable";
@@ -101,6 +106,8 @@ function classify(pem: string | undefined, s: RotationState | undefined): Holds 
 
 export class RotationOperator {
   private readonly now: () => number;
+  /** This operator prepared a rotation (newRotation applies once). */
+  private startedNew = false;
   constructor(private readonly o: OperatorOptions) {
     this.now = o.now ?? Date.now;
   }
@@ -172,7 +179,12 @@ export class RotationOperator {
     const s = obs.state;
     const kind = this.o.config.authority.type;
     const b = obs.blockers;
-    obs.next = s?.phase === "retired" ? "done" : stepAfter(s?.phase);
+    obs.next =
+      s?.phase === "retired"
+        ? this.o.newRotation && !this.startedNew
+          ? "prepared"
+          : "done"
+        : stepAfter(s?.phase);
     if (kind !== "local" && kind !== "vault-intermediate" && kind !== "vault-sign")
       b.push(
         `the ${kind} authority does not rotate its root by itself: follow the README's "Rotating the root" steps for ${kind}`,
@@ -274,6 +286,7 @@ export class RotationOperator {
         ...(this.o.importRoot ? { imported: true } : {}),
       };
       await this.o.store.write(st);
+      this.startedNew = true;
       did.push(
         `prepared rotation ${id}: new root ${nextRoot.fingerprint} (${nextRoot.subject}, expires ${nextRoot.notAfter})${this.o.importRoot ? ` imported from ${this.o.importRoot.source}${nextRoot.issuer ? ` as issuer ${nextRoot.issuer}` : ""}` : ""} next to ${old.fingerprint}`,
       );

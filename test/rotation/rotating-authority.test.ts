@@ -320,10 +320,21 @@ test("two rotations back to back without a restart (local): on retired the new r
     assert.ok(promoted, "the configured directory's authority (now under root1) is the base");
     assert.ok(chainsTo(await sign(), root1));
 
-    // The lagging replica's base is still root0: prepare refuses, names it and the fix, creates nothing.
-    const checking = new RotationOperator({ config, store, servers: [url], checks: [], now: () => now });
+    assert.equal((await op.observe()).next, "done", "without --new a retired rotation stays finished");
+
+    // root rotate --new: after retired, the next step prepares another rotation. The lagging
+    // replica's base is still root0: prepare refuses, names it and the fix, creates nothing.
+    const checking = new RotationOperator({
+      config,
+      store,
+      servers: [url],
+      checks: [],
+      now: () => now,
+      newRotation: true,
+    });
     now += 60_000;
     let obs = await checking.observe();
+    assert.equal(obs.next, "prepared");
     const blocker = obs.blockers.find((b) => b.includes("base signer"));
     assert.ok(blocker, obs.blockers.join("\n"));
     assert.match(
@@ -331,7 +342,7 @@ test("two rotations back to back without a restart (local): on retired the new r
       new RegExp(`^${url}: its base signer is under root ${fp(root0)}, not the current root ${fp(root1)}`),
     );
     assert.match(blocker, /restart that server/);
-    await assert.rejects(checking.step({ ...obs, next: "prepared" }, false), /base signer is under root/);
+    await assert.rejects(checking.step(obs, false), /base signer is under root/);
     assert.equal((await store.read())?.id, s1.id, "no new rotation recorded");
     await lagging.poll(); // it reads retired and promotes too
     obs = await checking.observe();
@@ -341,7 +352,10 @@ test("two rotations back to back without a restart (local): on retired the new r
     );
 
     // Rotation 2 without a restart: its old root is root1.
-    await step("prepared");
+    await checking.step(obs, false);
+    assert.equal((await store.read())?.phase, "prepared");
+    await a.poll();
+    assert.equal((await checking.observe()).next, "trust-both", "--new starts one rotation, then follows it");
     const s2 = (await store.read())!;
     assert.notEqual(s2.id, s1.id);
     assert.equal(s2.old.fingerprint, fp(root1));
