@@ -42,12 +42,12 @@ export function callerCredentials(
   return creds;
 }
 
-/** Runs the policy for one request; never rejects. `peer` names the caller in the log. */
+/** Runs the policy for one request; never rejects. `peer` names the caller in a refusal's log line. */
 export async function answerCreateCertificate(
   o: CaCallOptions,
   req: WireCertificateRequest,
   creds: CallerCredentials,
-  peer: string,
+  peer: () => string,
 ): Promise<CaCallOutcome> {
   const started = process.hrtime.bigint();
   const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
@@ -76,7 +76,7 @@ export async function answerCreateCertificate(
     o.metrics.istio.record({ ok: false, stage: e.stage });
     o.metrics.latency.observe({ result: "error" }, seconds());
     const level = e.code === Code.INTERNAL ? "error" : "info";
-    o.log[level]({ code: name, reason: e.message, peer }, "refused CreateCertificate");
+    o.log[level]({ code: name, reason: e.message, peer: peer() }, "refused CreateCertificate");
     return { ok: false, code: e.code, message: e.message };
   }
 }

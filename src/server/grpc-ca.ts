@@ -40,7 +40,7 @@ export async function startGrpcCa(o: GrpcCaOptions): Promise<{ server: grpc.Serv
       call: grpc.ServerUnaryCall<WireCertificateRequest, WireCertificateResponse>,
       callback: grpc.sendUnaryData<WireCertificateResponse>,
     ) => {
-      void answerCreateCertificate(o, call.request, credentialsOf(call), call.getPeer()).then((r) =>
+      void answerCreateCertificate(o, call.request, credentialsOf(call), () => call.getPeer()).then((r) =>
         r.ok ? callback(null, { certChain: r.certChain }) : callback({ code: r.code, details: r.message }),
       );
     },

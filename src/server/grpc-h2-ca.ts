@@ -26,7 +26,7 @@ const Status = {
 } as const;
 
 const CONTENT_TYPE = "application/grpc+proto";
-/** Request compression we decode (the response is never compressed). */
+/** Request compression we decode, advertised with error statuses (responses are never compressed). */
 const ACCEPT_ENCODING = "identity,deflate,gzip";
 const TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
 
@@ -218,7 +218,8 @@ function serveStream(
       first(headers["clusterid"]),
       peerCert ? new Uint8Array(peerCert) : undefined,
     );
-    const peer = socket?.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : "unknown";
+    const peer = (): string =>
+      socket?.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : "unknown";
     void answerCreateCertificate(o, request, creds, peer).then((r) => {
       if (done) return;
       if (!r.ok) return fail(r.code, r.message);
@@ -230,10 +231,7 @@ function serveStream(
       out[0] = 0;
       out.writeUInt32BE(body.length, 1);
       body.copy(out, 5);
-      stream.respond(
-        { ":status": 200, "content-type": CONTENT_TYPE, "grpc-accept-encoding": ACCEPT_ENCODING },
-        { waitForTrailers: true },
-      );
+      stream.respond({ ":status": 200, "content-type": CONTENT_TYPE }, { waitForTrailers: true });
       stream.once("wantTrailers", () => {
         if (writable()) stream.sendTrailers({ "grpc-status": String(Status.OK) });
       });
