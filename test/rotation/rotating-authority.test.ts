@@ -27,6 +27,39 @@ import { chainsTo } from "./drive.js";
 
 const fp = (pem: string): string => new X509Certificate(pem).fingerprint256;
 
+/** A local rotation `id` from `oldRoot` to `newRoot` at `phase`, as root rotate writes it. */
+function localRotation(
+  id: string,
+  phase: Phase,
+  oldRoot: string,
+  newRoot: string,
+  at: string,
+): RotationState {
+  const ref = (pem: string) => ({ fingerprint: fp(pem), pem, subject: "s", notAfter: "n" });
+  return {
+    id,
+    authority: "local",
+    phase,
+    old: ref(oldRoot),
+    next: ref(newRoot),
+    startedAt: at,
+    history: [{ phase, at }],
+  };
+}
+
+/** Local CAs of class `Ctor` in `dir` (`dirName` under it), each recorded in `made`. */
+function localMaker<T extends LocalAuthority>(
+  dir: string,
+  Ctor: new (o: ConstructorParameters<typeof LocalAuthority>[0]) => T,
+  made: T[] = [],
+): (dirName?: string) => T {
+  return (dirName) => {
+    const l = new Ctor({ dataDir: dir, trustDomain: "cluster.local", ...(dirName ? { dirName } : {}) });
+    made.push(l);
+    return l;
+  };
+}
+
 test("phases: bundle old -> old+new -> old+new -> new; signer switches once; old-leaf expiry tracked; finalised steps aside", async () => {
   const dir = mkdtempSync(join(tmpdir(), "meshvault-rotating-"));
   try {
@@ -52,16 +85,8 @@ test("phases: bundle old -> old+new -> old+new -> new; signer switches once; old
     await a.start();
     const oldRoot = base.trustBundle()[0]!;
     const newRoot = readFileSync(join(dir, localNextDir(id), "root-cert.pem"), "utf8");
-    const ref = (pem: string) => ({ fingerprint: fp(pem), pem, subject: "s", notAfter: "n" });
-    const state = (phase: Phase): RotationState => ({
-      id,
-      authority: "local",
-      phase,
-      old: ref(oldRoot),
-      next: ref(newRoot),
-      startedAt: new Date(now).toISOString(),
-      history: [{ phase, at: new Date(now).toISOString() }],
-    });
+    const state = (phase: Phase): RotationState =>
+      localRotation(id, phase, oldRoot, newRoot, new Date(now).toISOString());
     const id1 = workloadId("cluster.local", "default", "sleep");
     const sign = async (ttlSeconds = 600) =>
       a.sign({ csr: parseCsr(buildCsr(generateKeyPairFor("ec-p256").privateKey, {})), ttlSeconds }, id1);
@@ -256,15 +281,7 @@ test("two rotations back to back without a restart (local): on retired the new r
         return super.close();
       }
     }
-    const local = (dirName?: string): CountingLocal => {
-      const l = new CountingLocal({
-        dataDir: dir,
-        trustDomain: "cluster.local",
-        ...(dirName ? { dirName } : {}),
-      });
-      made.push(l);
-      return l;
-    };
+    const local = localMaker(dir, CountingLocal, made);
     let now = Date.parse("2026-11-30T12:00:00Z");
     const store = fileRotationStore(join(dir, "root-rotation.json"));
     const server = (base: CountingLocal) =>
@@ -399,15 +416,7 @@ test("reloads are counted from whichever signer the server holds: the configured
   try {
     const id = "r-reloads";
     const made: ReportingLocal[] = [];
-    const local = (dirName?: string): ReportingLocal => {
-      const l = new ReportingLocal({
-        dataDir: dir,
-        trustDomain: "cluster.local",
-        ...(dirName ? { dirName } : {}),
-      });
-      made.push(l);
-      return l;
-    };
+    const local = localMaker(dir, ReportingLocal, made);
     const base = local();
     const prep = new LocalAuthority({
       dataDir: dir,
@@ -432,17 +441,8 @@ test("reloads are counted from whichever signer the server holds: the configured
 
     const oldRoot = base.trustBundle()[0]!;
     const newRoot = readFileSync(join(dir, localNextDir(id), "root-cert.pem"), "utf8");
-    const ref = (pem: string) => ({ fingerprint: fp(pem), pem, subject: "s", notAfter: "n" });
     const at = new Date().toISOString();
-    const state = (phase: Phase): RotationState => ({
-      id,
-      authority: "local",
-      phase,
-      old: ref(oldRoot),
-      next: ref(newRoot),
-      startedAt: at,
-      history: [{ phase, at }],
-    });
+    const state = (phase: Phase): RotationState => localRotation(id, phase, oldRoot, newRoot, at);
     await store.write(state("switched"));
     await a.poll();
     const next = made[1]!;
