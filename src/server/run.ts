@@ -543,7 +543,12 @@ async function startLocked(
     http: `${config.listen.http.replace(/:\d+$/, "")}:${h.port}`,
   };
   log.info(
-    { ...where, authority: authority.kind, ...(vaultAddress ? { vault: vaultAddress } : {}) },
+    {
+      ...where,
+      grpcServer: config.grpcServer,
+      authority: authority.kind,
+      ...(vaultAddress ? { vault: vaultAddress } : {}),
+    },
     "meshvault CA server listening; starting the authority (not ready until it serves)",
   );
   run();
