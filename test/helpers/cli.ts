@@ -1,6 +1,11 @@
-// `meshvault <args>` in a child process, exactly as a user runs it (tsx instead of a build).
+// `meshvault <args>` in a child process, exactly as a user runs it: from source with tsx, or,
+// when MESHVAULT_TEST_CLI names a directory holding a build (dist/, package.json, proto/), from
+// that build. npm test makes one (scripts/test.sh): a built CLI starts with about a third of
+// tsx's CPU, and the suite starts a few hundred. A copy, not dist/ itself: the package test's
+// `npm pack` rebuilds dist/ while other tests run.
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 
 /** The repository root: the child's working directory. */
 export const REPO = join(import.meta.dirname, "..", "..");
@@ -11,13 +16,14 @@ export interface CliResult {
   err: string;
 }
 
-/** Node's arguments for running the CLI from source with `args`. */
+/** Node's arguments for running the CLI with `args`. */
 function nodeArgs(args: string[]): string[] {
+  const built = process.env["MESHVAULT_TEST_CLI"];
+  const main = built ? pathToFileURL(join(built, "dist", "cli", "main.js")).href : "./src/cli/main.ts";
   return [
-    "--import",
-    "tsx",
+    ...(built ? [] : ["--import", "tsx"]),
     "-e",
-    `import("./src/cli/main.ts").then((m) => m.main(["node", "meshvault", ...${JSON.stringify(args)}]))`,
+    `import(${JSON.stringify(main)}).then((m) => m.main(["node", "meshvault", ...${JSON.stringify(args)}]))`,
   ];
 }
 
