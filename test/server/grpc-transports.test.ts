@@ -492,3 +492,40 @@ test("shutdown: no new connections, the call in flight finishes, then the server
     assert.equal(err.code, "ECONNREFUSED");
   }
 });
+
+test("before the authority has issued the server's certificate, every TLS handshake fails", async () => {
+  const { freePort } = await import("../helpers/ports.js");
+  const closed = await freePort();
+  for (const t of GRPC_SERVERS) {
+    const config = loadServerConfig({
+      env: {},
+      overrides: {
+        dataDir: join(dir, `${t}-no-cert`),
+        "listen.grpc": "127.0.0.1:0",
+        "listen.http": "127.0.0.1:0",
+        "log.level": "silent",
+        grpcServer: t,
+        authority: { type: "vault-sign" },
+        // Nothing listens there: the authority cannot start, so there is no certificate to serve.
+        vault: { address: `http://127.0.0.1:${closed}`, token: "hvs.test-token-not-real" },
+      },
+    });
+    const s = await startCaServer(config, { log: silentLogger(), defaultMetrics: false });
+    try {
+      await s.firstAttempt;
+      assert.equal(s.readiness().ready, false);
+      const sock = tls.connect({
+        host: "127.0.0.1",
+        port: s.grpcPort,
+        rejectUnauthorized: false,
+        ALPNProtocols: ["h2"],
+      });
+      const [err] = (await within(`${t} refuses the handshake`, once(sock, "error"))) as [Error];
+      assert.ok(err instanceof Error, `${t}: ${String(err)}`);
+      assert.equal(sock.authorized, false);
+      sock.destroy();
+    } finally {
+      await s.close();
+    }
+  }
+});
