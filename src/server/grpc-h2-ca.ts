@@ -104,6 +104,8 @@ export async function startH2Ca(o: H2CaOptions): Promise<H2CaServer> {
       resolve();
     });
   });
+  // After the bind, a listener error (e.g. out of file descriptors on accept) is logged, not fatal.
+  server.on("error", (err) => o.log.error({ err: err.message }, "CA gRPC API listener error"));
   const addr = server.address();
   return {
     port: typeof addr === "object" && addr ? addr.port : port,
