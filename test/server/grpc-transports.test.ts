@@ -529,3 +529,25 @@ test("before the authority has issued the server's certificate, every TLS handsh
     }
   }
 });
+
+test("a gRPC port in use is refused with the address and the cause, on both", async () => {
+  for (const t of GRPC_SERVERS) {
+    const port = servers["grpc-js"].grpcPort;
+    const config = loadServerConfig({
+      env: {},
+      overrides: {
+        dataDir: join(dir, `${t}-busy`),
+        "listen.grpc": `127.0.0.1:${port}`,
+        "listen.http": "127.0.0.1:0",
+        "log.level": "silent",
+        grpcServer: t,
+      },
+    });
+    await assert.rejects(
+      startCaServer(config, { log: silentLogger(), defaultMetrics: false }),
+      new RegExp(
+        `cannot listen on 127.0.0.1:${port} for the CA gRPC API: .*(EADDRINUSE|address already in use)`,
+      ),
+    );
+  }
+});
