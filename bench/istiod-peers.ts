@@ -5,6 +5,7 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { stringify } from "yaml";
 import { generateKeyPairFor, privateKeyPem } from "../src/pki/keys.js";
@@ -144,7 +145,17 @@ export async function startMeshvault(
   );
   // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof": profile the servers under load.
   const nodeArgs = (process.env["BENCH_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
-  const node = [process.execPath, ...nodeArgs, join(REPO, "bin", "meshvault.js"), "server", "-c", file];
+  // MESHVAULT_TEST_CLI: a copy of the build (npm test makes one, scripts/test.sh), so that the
+  // package test's `npm pack`, which rebuilds dist/, cannot pull the server out from under a run.
+  const built = process.env["MESHVAULT_TEST_CLI"];
+  const entry = built
+    ? [
+        "-e",
+        `import(${JSON.stringify(pathToFileURL(join(built, "dist", "cli", "main.js")).href)}).then((m) => m.main(process.argv))`,
+        "meshvault",
+      ]
+    : [join(REPO, "bin", "meshvault.js")];
+  const node = [process.execPath, ...nodeArgs, ...entry, "server", "-c", file];
   const [cmd, ...args] = cpus ? ["taskset", "-c", cpus, ...node] : node;
   const { child, port, ports } = await startProcess(
     cmd!,
