@@ -107,7 +107,7 @@ export const serverConfigSchema = z
     /** Threads that verify CSRs and sign leaves; default one per core, 0 = all on the main thread. */
     workers: z.coerce.number().int().min(0).max(256).optional(),
     /** Which gRPC server serves the CA API: grpc-js (the library) or the lean node:http2 one. */
-    grpcServer: z.enum(GRPC_SERVERS).default("grpc-js"),
+    grpcServer: z.enum(GRPC_SERVERS).default("node-http2"),
     /** Trust bundle written here on every change, for workloads that read a file; default <dataDir>/root-cert.pem. */
     rootCertFile: z.string().optional(),
     authority: z
