@@ -275,7 +275,11 @@ export function registerRootCommands(program: Command): void {
           for (const d of did) say(d);
           if (did.length) moved = true;
           obs = await op.observe();
-          if (!target || (moved && obs.state?.phase === target) || obs.next === "done") break;
+          if ((moved && (!target || obs.state?.phase === target)) || obs.next === "done") break;
+          // Without --until: one step, or report what blocks it. What blocked the step may have
+          // cleared by this observation (a server applied the phase meanwhile): then step now
+          // rather than print "nothing blocks" and exit 1.
+          if (!target && obs.blockers.length) break;
           if (Date.now() > deadline) {
             say(formatStatus(obs, rotationStateRef(config)).trimEnd());
             throw new Error(`gave up waiting after ${f.wait}: ${obs.blockers.join("; ")}`);
