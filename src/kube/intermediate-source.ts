@@ -7,7 +7,11 @@ import { join } from "node:path";
 import { loadCaMaterial, type CaMaterial } from "../authority/ca-material.js";
 import { LocalAuthority } from "../authority/local.js";
 import { checkPkiMount } from "../authority/vault/common.js";
-import { mintIntermediate, type MintIntermediateOptions } from "../authority/vault/mint-intermediate.js";
+import {
+  mintIntermediate,
+  mintMounts,
+  type MintIntermediateOptions,
+} from "../authority/vault/mint-intermediate.js";
 import { parseCertificate, type Certificate } from "../pki/certificate.js";
 import { createSigner, issueCa } from "../pki/issue.js";
 import { fitCommonName } from "../pki/name.js";
@@ -127,6 +131,12 @@ export class LocalIntermediateSource implements IntermediateSource {
   async close(): Promise<void> {}
 }
 
+/** `meshvault cacerts`' flag, or the server config field it falls back to, for each mount. */
+const CACERTS_MOUNT_FIELDS = (setting: "rootMount" | "intermediateMount"): string =>
+  setting === "rootMount"
+    ? "--root-mount / authority.rootMount"
+    : "--intermediate-mount / authority.intermediateMount";
+
 /** The mint's settings (mint-intermediate.ts) plus the client and what to close with it. */
 export type VaultSourceOptions = Pick<
   MintIntermediateOptions,
@@ -161,14 +171,8 @@ export class VaultIntermediateSource implements IntermediateSource {
     try {
       // A mistyped mount would otherwise read as a missing policy (Vault answers 403 for both).
       if (!this.mountsChecked) {
-        await checkPkiMount(client, this.o.rootMount, "--root-mount / authority.rootMount", signal);
-        if (mode === "exported")
-          await checkPkiMount(
-            client,
-            this.o.intermediateMount,
-            "--intermediate-mount / authority.intermediateMount",
-            signal,
-          );
+        for (const [mount, field] of mintMounts(this.o, CACERTS_MOUNT_FIELDS))
+          await checkPkiMount(client, mount, field, signal);
         this.mountsChecked = true;
       }
       const m = await mintIntermediate(

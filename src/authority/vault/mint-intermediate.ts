@@ -40,6 +40,20 @@ export interface MintIntermediateOptions {
   rootIssuer?: string | undefined;
 }
 
+/**
+ * The PKI mounts a mint uses, each with the setting that names it (`field`): the root's, and in
+ * exported mode the intermediate's. Callers check them first (checkPkiMount): a mistyped mount
+ * would otherwise read as a missing policy (Vault answers 403 for both).
+ */
+export function mintMounts(
+  o: Pick<MintIntermediateOptions, "mode" | "rootMount" | "intermediateMount">,
+  field: (setting: "rootMount" | "intermediateMount") => string,
+): [mount: string, field: string][] {
+  const mounts: [string, string][] = [[o.rootMount, field("rootMount")]];
+  if (o.mode === "exported") mounts.push([o.intermediateMount, field("intermediateMount")]);
+  return mounts;
+}
+
 export interface MintedIntermediate {
   /** Signer (certificate + key), intermediates above it, and the mount's roots. */
   material: CaMaterial;

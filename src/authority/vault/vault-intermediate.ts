@@ -29,7 +29,7 @@ import {
 import { materialReadiness, signLeaf, type CaMaterial, type LeafSigner } from "../ca-material.js";
 import { ReloadListeners } from "../reload-listeners.js";
 import { checkPkiMount, silentLog, toAuthorityError, type VaultAuthorityLog } from "./common.js";
-import { mintIntermediate } from "./mint-intermediate.js";
+import { mintIntermediate, mintMounts } from "./mint-intermediate.js";
 
 export interface VaultIntermediateAuthorityOptions {
   /** Signs leaves somewhere else (the server's issuance workers); default signLeaf here. */
@@ -130,10 +130,7 @@ export class VaultIntermediateAuthority implements Authority {
       throw toAuthorityError(err, `vault-intermediate: cannot log in to Vault at ${this.client.address}`);
     }
     // A mistyped mount would otherwise read as a missing policy (Vault answers 403 for both).
-    const mounts: [string, string][] = [[this.opts.rootMount, "authority.rootMount"]];
-    if (this.opts.mode === "exported")
-      mounts.push([this.opts.intermediateMount, "authority.intermediateMount"]);
-    for (const [mount, field] of mounts) {
+    for (const [mount, field] of mintMounts(this.opts, (setting) => `authority.${setting}`)) {
       try {
         await checkPkiMount(this.client, mount, field, cancel);
       } catch (err) {
