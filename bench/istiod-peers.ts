@@ -5,12 +5,12 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { stringify } from "yaml";
 import { generateKeyPairFor, privateKeyPem } from "../src/pki/keys.js";
 import { createSigner, issueCa, parseIssued } from "../src/pki/issue.js";
 import { waitFor } from "../test/helpers/wait.js";
+import { builtCliNodeArgs } from "../test/helpers/cli.js";
 
 export const REPO = join(import.meta.dirname, "..");
 export const TD = "cluster.local";
@@ -148,14 +148,12 @@ export async function startMeshvault(
   // MESHVAULT_TEST_CLI: a copy of the build (npm test makes one, scripts/test.sh), so that the
   // package test's `npm pack`, which rebuilds dist/, cannot pull the server out from under a run.
   const built = process.env["MESHVAULT_TEST_CLI"];
-  const entry = built
-    ? [
-        "-e",
-        `import(${JSON.stringify(pathToFileURL(join(built, "dist", "cli", "main.js")).href)}).then((m) => m.main(process.argv))`,
-        "meshvault",
-      ]
-    : [join(REPO, "bin", "meshvault.js")];
-  const node = [process.execPath, ...nodeArgs, ...entry, "server", "-c", file];
+  const serve = ["server", "-c", file];
+  const node = [
+    process.execPath,
+    ...nodeArgs,
+    ...(built ? builtCliNodeArgs(built, serve) : [join(REPO, "bin", "meshvault.js"), ...serve]),
+  ];
   const [cmd, ...args] = cpus ? ["taskset", "-c", cpus, ...node] : node;
   const { child, port, ports } = await startProcess(
     cmd!,

@@ -19,9 +19,16 @@ export interface CliResult {
 /** Node's arguments for running the CLI with `args`. */
 function nodeArgs(args: string[]): string[] {
   const built = process.env["MESHVAULT_TEST_CLI"];
-  const main = built ? pathToFileURL(join(built, "dist", "cli", "main.js")).href : "./src/cli/main.ts";
+  return built ? builtCliNodeArgs(built, args) : ["--import", "tsx", ...mainArgs("./src/cli/main.ts", args)];
+}
+
+/** Node's arguments for running the CLI from the build in `dir` (its dist/cli/main.js) with `args`. */
+export function builtCliNodeArgs(dir: string, args: string[]): string[] {
+  return mainArgs(pathToFileURL(join(dir, "dist", "cli", "main.js")).href, args);
+}
+
+function mainArgs(main: string, args: string[]): string[] {
   return [
-    ...(built ? [] : ["--import", "tsx"]),
     "-e",
     `import(${JSON.stringify(main)}).then((m) => m.main(["node", "meshvault", ...${JSON.stringify(args)}]))`,
   ];
