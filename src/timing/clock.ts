@@ -69,7 +69,11 @@ export function sleep(ms: number, signal?: AbortSignal, clock: Clock = systemClo
  */
 export function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(abortError(signal));
+  if (signal.aborted) {
+    // Given up before it settles: its own rejection (e.g. a closed token manager) is nobody's.
+    promise.catch(() => undefined);
+    return Promise.reject(abortError(signal));
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(abortError(signal));
     signal.addEventListener("abort", onAbort, { once: true });

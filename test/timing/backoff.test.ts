@@ -57,3 +57,24 @@ test("abortable: a promise that cannot take a signal is abandoned when the signa
   await assert.rejects(p, (e) => isAbortError(e));
   assert.equal(await abortable(Promise.resolve("v"), new AbortController().signal), "v");
 });
+
+test("abortable: with a signal already aborted, the abandoned promise's own rejection is not an unhandled rejection", async () => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown): void => void unhandled.push(e);
+  process.on("unhandledRejection", onUnhandled);
+  try {
+    const ac = new AbortController();
+    ac.abort();
+    let fail!: (e: Error) => void;
+    const later = new Promise<never>((_, reject) => (fail = reject));
+    await assert.rejects(abortable(later, ac.signal), (e: unknown) => isAbortError(e));
+    fail(new Error("VaultTokenManager is closed"));
+    // An unhandled rejection is reported within the next macrotasks; then the anchor: it did reject.
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    await assert.rejects(later, /VaultTokenManager is closed/);
+    assert.deepEqual(unhandled, []);
+  } finally {
+    process.off("unhandledRejection", onUnhandled);
+  }
+});
