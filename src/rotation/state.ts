@@ -1,12 +1,14 @@
 // The state of a root rotation, kept where every replica reads it: a Vault KV v2 secret for
 // the Vault-backed authorities, or a file in the data directory for the local and files
 // authorities (whose CA lives in that directory: every replica sharing the CA shares it).
-// Servers only read it; `meshvault root rotate` writes it, one step at a time. The shared
-// stores (Vault KV v2, kube-state.ts) write only over the version they last read, so two
-// operators cannot both advance a phase; KV v1 has no check-and-set and is refused.
+// Servers only read it; `meshvault root rotate` writes it, one step at a time. Every store
+// (Vault KV v2, kube-state.ts, the file) writes only over what it last read, so two operators
+// cannot both advance a phase; KV v1 has no check-and-set and is refused.
 import { mkdirSync, readFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
 import { writeFileAtomicSync } from "../fs/atomic-write.js";
+import { DirLockedError, lockDir } from "../fs/dir-lock.js";
+import { fsReason } from "../fs/errors.js";
 import {
   readKv,
   writeKv,
@@ -171,22 +173,83 @@ export function vaultRotationStore(client: VaultClient, ref: string): RotationSt
   };
 }
 
+/**
+ * A JSON file (the data directory's `root-rotation.json`). A write holds a lock file next to it
+ * while it checks that the file still holds what the last read saw, then replaces it atomically:
+ * the same compare-and-set as the shared stores, for two operators on one machine.
+ */
 export function fileRotationStore(path: string): RotationStore {
+  const where = `file:${path}`;
+  // The text the last read saw: null = no file, undefined = never read.
+  let seen: string | null | undefined;
+  const readText = (): string | null => {
+    try {
+      return readFileSync(path, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw new RotationStateError(`cannot read rotation state ${path}: ${fsReason(err)}`, { cause: err });
+    }
+  };
+  const parse = (text: string | null): RotationState | undefined => {
+    if (text === null) return undefined;
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch (err) {
+      throw new RotationStateError(
+        `rotation state ${path} is not JSON (${(err as Error).message}): restore it or delete it to start over ` +
+          `(meshvault root status shows what it holds)`,
+        { cause: err },
+      );
+    }
+    return check(raw, path);
+  };
   return {
-    location: `file:${path}`,
+    location: where,
     async read() {
-      let text: string;
-      try {
-        text = readFileSync(path, "utf8");
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-        throw new RotationStateError(`cannot read rotation state ${path}: ${(err as Error).message}`);
-      }
-      return check(JSON.parse(text), path);
+      const text = readText();
+      const s = parse(text);
+      seen = text;
+      return s;
     },
     async write(s) {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      writeFileAtomicSync(path, `${JSON.stringify(s, null, 2)}\n`, 0o644);
+      if (seen === undefined)
+        throw new RotationStateError(`rotation state ${where} written before it was read (a bug)`);
+      const dir = dirname(path);
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      let release: () => void;
+      try {
+        release = lockDir(dir, `${basename(path)}.lock`, "meshvault root rotate");
+      } catch (err) {
+        if (!(err instanceof DirLockedError)) throw err;
+        throw new RotationStateError(
+          `rotation state ${where} is being written by another meshvault root rotate (pid ${err.pid}): ` +
+            `this step (to ${s.phase}) was not recorded. Run meshvault root status and retry once it has finished`,
+          { cause: err },
+        );
+      }
+      try {
+        const text = `${JSON.stringify(s, null, 2)}\n`;
+        const now = readText();
+        if (now !== seen) {
+          // A retried step whose first attempt landed finds exactly its own write: not a conflict.
+          if (now === text) {
+            seen = now;
+            return;
+          }
+          let current: RotationState | undefined;
+          try {
+            current = parse(now);
+          } catch {
+            /* the refusal below is the message that matters */
+          }
+          throw changedSinceRead(where, current, s.phase, undefined);
+        }
+        writeFileAtomicSync(path, text, 0o644);
+        seen = text;
+      } finally {
+        release();
+      }
     },
   };
 }
