@@ -23,6 +23,16 @@ export interface CaCallOptions {
   metrics: CaMetrics;
 }
 
+/** A running CA gRPC API, whichever transport serves it. */
+export interface CaApiServer {
+  port: number;
+  /**
+   * Stops accepting connections, lets calls in flight finish for the grace period, then closes
+   * every connection left (`forced`). Calling it again returns the same shutdown.
+   */
+  shutdown(): Promise<{ forced: boolean }>;
+}
+
 /** The answer: the chain (status OK), or an error status code with its message. */
 export type CaCallOutcome = { ok: true; certChain: string[] } | { ok: false; code: number; message: string };
 

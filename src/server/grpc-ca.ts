@@ -5,6 +5,7 @@ import {
   answerCreateCertificate,
   callerCredentials,
   MAX_REQUEST_MESSAGE_BYTES,
+  type CaApiServer,
   type CaCallOptions,
 } from "./ca-call.js";
 import {
@@ -13,6 +14,7 @@ import {
   type WireCertificateResponse,
 } from "./proto.js";
 import type { ReloadableServerCredentials } from "./server-credentials.js";
+import { closeWithGrace } from "../timing/grace.js";
 
 function credentialsOf(
   call: grpc.ServerUnaryCall<WireCertificateRequest, WireCertificateResponse>,
@@ -28,9 +30,11 @@ function credentialsOf(
 export interface GrpcCaOptions extends CaCallOptions {
   credentials: ReloadableServerCredentials;
   address: string;
+  /** How long shutdown() lets calls in flight finish before it closes their connections. */
+  shutdownGraceMs: number;
 }
 
-export async function startGrpcCa(o: GrpcCaOptions): Promise<{ server: grpc.Server; port: number }> {
+export async function startGrpcCa(o: GrpcCaOptions): Promise<CaApiServer> {
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_REQUEST_MESSAGE_BYTES,
     "grpc.keepalive_permit_without_calls": 1,
@@ -52,5 +56,15 @@ export async function startGrpcCa(o: GrpcCaOptions): Promise<{ server: grpc.Serv
         : resolve(p),
     ),
   );
-  return { server, port };
+  let shutdown: Promise<{ forced: boolean }> | undefined;
+  return {
+    port,
+    shutdown: () =>
+      (shutdown ??= closeWithGrace({
+        graceful: (done) => server.tryShutdown(() => done()),
+        // A peer that never ends its request would hold tryShutdown() forever.
+        force: () => server.forceShutdown(),
+        graceMs: o.shutdownGraceMs,
+      })),
+  };
 }

@@ -4,17 +4,20 @@
 // which cost ~40 µs of server CPU per call (issue 11). grpc-ca.ts stays the oracle:
 // test/server/ca-server.test.ts runs against both, and the same requests get the same statuses.
 import * as http2 from "node:http2";
+import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { gunzipSync, inflateSync } from "node:zlib";
 import {
   answerCreateCertificate,
   callerCredentials,
   MAX_REQUEST_MESSAGE_BYTES,
+  type CaApiServer,
   type CaCallOptions,
 } from "./ca-call.js";
 import { splitHostPort } from "./http.js";
 import { istioCaServiceDefinition, type WireCertificateRequest } from "./proto.js";
 import { CA_TLS_SERVER_OPTIONS, type ReloadableServerCredentials } from "./server-credentials.js";
+import { closeWithGrace } from "../timing/grace.js";
 
 /** gRPC status codes this transport sends itself (the policy's are in ca-service.ts). */
 const Status = {
@@ -33,12 +36,8 @@ const TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 10
 export interface H2CaOptions extends CaCallOptions {
   credentials: ReloadableServerCredentials;
   address: string;
-}
-
-export interface H2CaServer {
-  port: number;
-  /** Stops accepting connections, lets calls in flight finish, then closes every session. */
-  shutdown(): Promise<void>;
+  /** How long shutdown() lets calls in flight finish before it closes their connections. */
+  shutdownGraceMs: number;
 }
 
 /** grpc-message: bytes outside printable ASCII, and '%', percent-encoded (gRPC over HTTP/2 spec). */
@@ -64,7 +63,7 @@ function first(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-export async function startH2Ca(o: H2CaOptions): Promise<H2CaServer> {
+export async function startH2Ca(o: H2CaOptions): Promise<CaApiServer> {
   const method = istioCaServiceDefinition()["CreateCertificate"]!;
   const server = http2.createSecureServer({
     ...CA_TLS_SERVER_OPTIONS,
@@ -86,11 +85,20 @@ export async function startH2Ca(o: H2CaOptions): Promise<H2CaServer> {
   // Errors of a connection or session end that connection only (a peer that resets, garbage).
   server.on("secureConnection", (socket: TLSSocket) => socket.on("error", () => {}));
   server.on("sessionError", () => {});
+  // Every TCP connection, from accept on: one still in its TLS handshake holds close() too.
+  const sockets = new Set<Socket>();
+  server.on("connection", (socket: Socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
   const sessions = new Set<http2.ServerHttp2Session>();
+  let closing = false;
   server.on("session", (session) => {
     sessions.add(session);
     session.on("error", () => {});
     session.on("close", () => sessions.delete(session));
+    // Accepted before the shutdown, handshaken after it: no new calls on it either.
+    if (closing) session.close();
   });
   server.on("stream", (stream, headers) => serveStream(o, method, stream, headers));
 
@@ -107,16 +115,28 @@ export async function startH2Ca(o: H2CaOptions): Promise<H2CaServer> {
   // After the bind, a listener error (e.g. out of file descriptors on accept) is logged, not fatal.
   server.on("error", (err) => o.log.error({ err: err.message }, "CA gRPC API listener error"));
   const addr = server.address();
+  let shutdown: Promise<{ forced: boolean }> | undefined;
   return {
     port: typeof addr === "object" && addr ? addr.port : port,
     shutdown: () =>
-      new Promise<void>((resolve) => {
+      (shutdown ??= (() => {
         unwatch();
-        // close() stops accepting and calls back once every connection is gone; session.close()
-        // (GOAWAY) lets the streams in flight finish first.
-        server.close(() => resolve());
-        for (const s of sessions) s.close();
-      }),
+        closing = true;
+        return closeWithGrace({
+          // close() stops accepting and calls back once every connection is gone; session.close()
+          // (GOAWAY) lets the streams in flight finish first.
+          graceful: (done) => {
+            server.close(() => done());
+            for (const s of sessions) s.close();
+          },
+          // A peer that never ends its request (or its handshake) would hold the shutdown.
+          force: () => {
+            for (const s of sessions) s.destroy();
+            for (const s of sockets) s.destroy();
+          },
+          graceMs: o.shutdownGraceMs,
+        });
+      })()),
   };
 }
 

@@ -4,6 +4,7 @@ import type { Authority, Readiness } from "../authority/authority.js";
 import type { CaMetrics } from "./metrics.js";
 import { buildOverview, IssuanceHistory, type OverviewSource } from "./overview.js";
 import { renderStatusPage } from "./status-page.js";
+import { closeWithGrace } from "../timing/grace.js";
 
 export interface HttpOptions {
   address: string;
@@ -17,6 +18,19 @@ export interface HttpOptions {
   page?: Pick<OverviewSource, "trustDomain" | "vaultAddress" | "servingChainPem">;
   /** The root rotation this server follows, as JSON on /rotation. */
   rotation?: () => unknown;
+  /** How long close() lets requests in flight finish before it closes their connections. */
+  shutdownGraceMs: number;
+}
+
+export interface HttpServer {
+  server: Server;
+  port: number;
+  /**
+   * Stops accepting, lets requests in flight finish for the grace period, then closes every
+   * connection left (one whose request never ends: Node's close() waits for it). Calling it
+   * again returns the same close.
+   */
+  close(): Promise<{ forced: boolean }>;
 }
 
 /** /readyz's body: the reason when not ready, what it signs with and until when otherwise. */
@@ -34,7 +48,7 @@ export function splitHostPort(address: string): { host: string; port: number } {
   };
 }
 
-export async function startHttp(o: HttpOptions): Promise<{ server: Server; port: number }> {
+export async function startHttp(o: HttpOptions): Promise<HttpServer> {
   const history = new IssuanceHistory(o.metrics);
   const overviewSource: OverviewSource = {
     authority: o.authority,
@@ -104,5 +118,15 @@ export async function startHttp(o: HttpOptions): Promise<{ server: Server; port:
     server.listen(port, host, () => resolve());
   });
   const addr = server.address();
-  return { server, port: typeof addr === "object" && addr ? addr.port : port };
+  let closing: Promise<{ forced: boolean }> | undefined;
+  return {
+    server,
+    port: typeof addr === "object" && addr ? addr.port : port,
+    close: () =>
+      (closing ??= closeWithGrace({
+        graceful: (done) => server.close(() => done()),
+        force: () => server.closeAllConnections(),
+        graceMs: o.shutdownGraceMs,
+      })),
+  };
 }

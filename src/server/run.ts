@@ -73,7 +73,17 @@ export interface StartOptions {
   extraAuthenticators?: Authenticator[];
   /** Skip Node's default process metrics (several servers in one process). */
   defaultMetrics?: boolean;
+  /** How long close() lets gRPC calls and HTTP requests in flight finish (default SHUTDOWN_GRACE_MS). */
+  shutdownGraceMs?: number;
 }
+
+/**
+ * How long close() lets calls in flight on the gRPC API and the HTTP port finish before it
+ * closes their connections: a third of the CLI's 15 s shutdown deadline (src/cli/shutdown.ts),
+ * so a peer that never ends its request still leaves time for the closers after the listeners
+ * (the authority's Vault token and leases, the issuance workers, the data directory lock).
+ */
+export const SHUTDOWN_GRACE_MS = 5000;
 
 function writeAtomic(path: string, data: string): void {
   makeDirSync(dirname(path), 0o755);
@@ -229,6 +239,7 @@ async function startLocked(
   closers: CloserStack,
 ): Promise<CaServerHandle> {
   const metrics = createCaMetrics(opts.defaultMetrics ?? true);
+  const shutdownGraceMs = opts.shutdownGraceMs ?? SHUTDOWN_GRACE_MS;
   const pool = issuancePoolFor(config.workers, log);
   if (pool) closers.defer(() => pool.close());
   const base =
@@ -321,17 +332,23 @@ async function startLocked(
     address: config.listen.grpc,
     log,
     metrics,
+    shutdownGraceMs,
   };
   // config.grpcServer: the lean node:http2 server, or grpc-js (the library, its oracle).
-  const g =
-    config.grpcServer === "node-http2"
-      ? await startH2Ca(caApi)
-      : await startGrpcCa(caApi).then(({ server, port }) => ({
-          port,
-          shutdown: () => new Promise<void>((r) => server.tryShutdown(() => r())),
-        }));
-  closers.defer(() => g.shutdown());
+  const g = config.grpcServer === "node-http2" ? await startH2Ca(caApi) : await startGrpcCa(caApi);
+  /** Said when the grace period ended with a listener's requests still open. */
+  const forcedClose = (what: string) => (r: { forced: boolean }) => {
+    if (r.forced)
+      log.warn(
+        { graceMs: shutdownGraceMs },
+        `${what} still had requests open after the shutdown grace period (a peer did not finish its request); closed their connections`,
+      );
+  };
+  let grpcClosed: Promise<void> | undefined;
+  const closeGrpc = (): Promise<void> => (grpcClosed ??= g.shutdown().then(forcedClose("the CA gRPC API")));
+  closers.defer(closeGrpc);
   const h = await startHttp({
+    shutdownGraceMs,
     address: config.listen.http,
     authority,
     metrics,
@@ -364,7 +381,10 @@ async function startLocked(
       };
     },
   });
-  closers.defer(() => new Promise<void>((r) => h.server.close(() => r())));
+  // Both listeners drain at once, under one grace period (the gRPC closer then finds it done).
+  closers.defer(async () => {
+    await Promise.all([h.close().then(forcedClose("the HTTP port")), closeGrpc()]);
+  });
   authenticators.push(
     ...(await buildAuthenticators(config, authority, log, tracked.intermediates)),
     ...(kube?.authenticators ?? []),
@@ -553,6 +573,7 @@ async function startLocked(
   );
   run();
 
+  let stopped: Promise<void> | undefined;
   return {
     get grpcPort() {
       return g.port;
@@ -569,7 +590,7 @@ async function startLocked(
     started,
     firstAttempt,
     readiness,
-    close: () => closers.close(),
+    close: () => (stopped ??= closers.close().then(() => log.info("meshvault CA server stopped"))),
   };
 }
 

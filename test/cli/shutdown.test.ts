@@ -1,10 +1,13 @@
-// Shutdown while Vault hangs (cacerts and server): a real TCP peer at VAULT_ADDR accepts connections and never
-// answers. SIGTERM must cancel the request in flight and exit cleanly, well inside the
-// shutdown deadline; without cancellation the close would wait on the 30 s request timeout
-// and the deadline would end the process with exit 1.
+// Shutdown while a peer hangs: a real TCP peer at VAULT_ADDR accepts connections and never
+// answers (cacerts and server), or a gRPC client opens a CreateCertificate stream and never ends
+// it (server). SIGTERM must cancel the Vault request in flight, or close the hung stream after
+// the grace period, and exit 0 inside the shutdown deadline; otherwise the close would wait on
+// the 30 s request timeout (or forever) and the deadline would end the process with exit 1.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import * as http2 from "node:http2";
+import { once } from "node:events";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnCli } from "../helpers/cli.js";
@@ -99,6 +102,77 @@ test("meshvault server: with a Vault that accepts and never answers it logs its 
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL");
     vault.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("meshvault server: SIGTERM with a CreateCertificate stream that never ends closes it after the grace period and exits 0", async () => {
+  const http = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "meshvault-shutdown-"));
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of Object.keys(env)) if (/^(MESHVAULT|VAULT|BAO)_/.test(k)) delete env[k];
+  const child = spawnCli(
+    [
+      "server",
+      "--authority",
+      "local",
+      "--data-dir",
+      join(dir, "data"),
+      "--grpc-listen",
+      "127.0.0.1:0",
+      "--http-listen",
+      `127.0.0.1:${http}`,
+      "--log-format",
+      "json",
+    ],
+    { env, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  for (const s of [child.stdout!, child.stderr!]) s.setEncoding("utf8").on("data", (c: string) => (out += c));
+  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  let client: http2.ClientHttp2Session | undefined;
+  try {
+    const grpcPort = await waitFor(
+      "the server to be ready",
+      async () => {
+        const r = await fetch(`http://127.0.0.1:${http}/_status`).catch(() => undefined);
+        const status = r?.ok ? ((await r.json()) as { ready: boolean; grpc: { port: number } }) : undefined;
+        return status?.ready && status.grpc.port;
+      },
+      60_000,
+    );
+    client = http2.connect(`https://127.0.0.1:${grpcPort}`, {
+      ca: readFileSync(join(dir, "data", "root-cert.pem"), "utf8"),
+    });
+    client.on("error", () => {});
+    const stream = client.request({
+      ":method": "POST",
+      ":path": "/istio.v1.auth.IstioCertificateService/CreateCertificate",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    stream.on("error", () => {});
+    stream.resume();
+    const streamClosed = new Promise((resolve) => stream.on("close", resolve));
+    // A message prefix announcing 1000 bytes, and 10 of them: never completed, never ended.
+    const prefix = Buffer.alloc(15);
+    prefix.writeUInt32BE(1000, 1);
+    stream.write(prefix);
+    if (client.connecting) await once(client, "connect");
+    // The server has the stream once it answers a PING sent after it.
+    await new Promise<void>((resolve, reject) => client!.ping((err) => (err ? reject(err) : resolve())));
+
+    child.kill("SIGTERM");
+    const code = await exited;
+    await streamClosed;
+    assert.match(out, /"msg":"shutting down"/);
+    assert.match(out, /the CA gRPC API still had requests open after the shutdown grace period/);
+    assert.match(out, /"msg":"meshvault CA server stopped"/);
+    assert.doesNotMatch(out, /did not finish before the deadline/);
+    assert.equal(code, 0, `exit code; output:\n${out}`);
+  } finally {
+    client?.destroy();
+    if (child.exitCode === null) child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   }
 });

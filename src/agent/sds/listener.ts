@@ -8,6 +8,7 @@ import net from "node:net";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import type { Log } from "../../log/logger.js";
+import { closeWithGrace } from "../../timing/grace.js";
 
 export interface UnixSocketOptions {
   socketPath: string;
@@ -66,16 +67,10 @@ export async function listenOnUnixSocket(
     socketPath,
     close: () =>
       (closed ??= (async () => {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(() => {
-            server.forceShutdown();
-            resolve();
-          }, graceMs);
-          timer.unref();
-          server.tryShutdown(() => {
-            clearTimeout(timer);
-            resolve();
-          });
+        await closeWithGrace({
+          graceful: (done) => server.tryShutdown(() => done()),
+          force: () => server.forceShutdown(),
+          graceMs,
         });
         await removeIfSocket(socketPath);
       })()),
