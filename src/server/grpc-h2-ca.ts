@@ -14,7 +14,7 @@ import {
   type CaApiServer,
   type CaCallOptions,
 } from "./ca-call.js";
-import { splitHostPort } from "./http.js";
+import { listenOnEveryAddress } from "./listen.js";
 import { istioCaServiceDefinition, type WireCertificateRequest } from "./proto.js";
 import { CA_TLS_SERVER_OPTIONS, type ReloadableServerCredentials } from "./server-credentials.js";
 import { closeWithGrace } from "../timing/grace.js";
@@ -38,6 +38,8 @@ export interface H2CaOptions extends CaCallOptions {
   address: string;
   /** How long shutdown() lets calls in flight finish before it closes their connections. */
   shutdownGraceMs: number;
+  /** The addresses of a listen host name (listen.ts); default the system resolver. */
+  resolveHost?: (host: string) => Promise<string[]>;
 }
 
 /** grpc-message: bytes outside printable ASCII, and '%', percent-encoded (gRPC over HTTP/2 spec). */
@@ -65,15 +67,11 @@ function first(v: string | string[] | undefined): string | undefined {
 
 export async function startH2Ca(o: H2CaOptions): Promise<CaApiServer> {
   const method = istioCaServiceDefinition()["CreateCertificate"]!;
-  const server = http2.createSecureServer({
-    ...CA_TLS_SERVER_OPTIONS,
-    ...o.credentials.secureContextOptions(),
-    // As grpc-js: Node's default per-session cap (10 MB) refuses new streams under load.
-    maxSessionMemory: Number.MAX_SAFE_INTEGER,
-  });
+  /** One server per address the listen host resolves to (listen.ts); they share everything else. */
+  const servers: http2.Http2SecureServer[] = [];
   const unwatch = o.credentials.watch((ctx) => {
     try {
-      server.setSecureContext(ctx);
+      for (const server of servers) server.setSecureContext(ctx);
     } catch (err) {
       o.log.error(
         { err: (err as Error).message },
@@ -81,43 +79,56 @@ export async function startH2Ca(o: H2CaOptions): Promise<CaApiServer> {
       );
     }
   });
-  server.setTimeout(0);
-  // Errors of a connection or session end that connection only (a peer that resets, garbage).
-  server.on("secureConnection", (socket: TLSSocket) => socket.on("error", () => {}));
-  server.on("sessionError", () => {});
   // Every TCP connection, from accept on: one still in its TLS handshake holds close() too.
   const sockets = new Set<Socket>();
-  server.on("connection", (socket: Socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-  });
   const sessions = new Set<http2.ServerHttp2Session>();
   let closing = false;
-  server.on("session", (session) => {
-    sessions.add(session);
-    session.on("error", () => {});
-    session.on("close", () => sessions.delete(session));
-    // Accepted before the shutdown, handshaken after it: no new calls on it either.
-    if (closing) session.close();
-  });
-  server.on("stream", (stream, headers) => serveStream(o, method, stream, headers));
-
-  const { host, port } = splitHostPort(o.address);
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error): void =>
-      reject(new Error(`cannot listen on ${o.address} for the CA gRPC API: ${err.message}`));
-    server.once("error", onError);
-    server.listen(port, host, () => {
-      server.off("error", onError);
-      resolve();
+  const create = (): http2.Http2SecureServer => {
+    const server = http2.createSecureServer({
+      ...CA_TLS_SERVER_OPTIONS,
+      ...o.credentials.secureContextOptions(),
+      // As grpc-js: Node's default per-session cap (10 MB) refuses new streams under load.
+      maxSessionMemory: Number.MAX_SAFE_INTEGER,
     });
-  });
+    servers.push(server);
+    server.setTimeout(0);
+    // Errors of a connection or session end that connection only (a peer that resets, garbage).
+    server.on("secureConnection", (socket: TLSSocket) => socket.on("error", () => {}));
+    server.on("sessionError", () => {});
+    server.on("connection", (socket: Socket) => {
+      sockets.add(socket);
+      socket.on("close", () => sockets.delete(socket));
+    });
+    server.on("session", (session) => {
+      sessions.add(session);
+      session.on("error", () => {});
+      session.on("close", () => sessions.delete(session));
+      // Accepted before the shutdown, handshaken after it: no new calls on it either.
+      if (closing) session.close();
+    });
+    server.on("stream", (stream, headers) => serveStream(o, method, stream, headers));
+    return server;
+  };
+
+  let listening: { servers: http2.Http2SecureServer[]; port: number };
+  try {
+    listening = await listenOnEveryAddress({
+      address: o.address,
+      what: "the CA gRPC API",
+      create,
+      log: o.log,
+      ...(o.resolveHost ? { resolve: o.resolveHost } : {}),
+    });
+  } catch (err) {
+    unwatch();
+    throw err;
+  }
   // After the bind, a listener error (e.g. out of file descriptors on accept) is logged, not fatal.
-  server.on("error", (err) => o.log.error({ err: err.message }, "CA gRPC API listener error"));
-  const addr = server.address();
+  for (const server of listening.servers)
+    server.on("error", (err) => o.log.error({ err: err.message }, "CA gRPC API listener error"));
   let shutdown: Promise<{ forced: boolean }> | undefined;
   return {
-    port: typeof addr === "object" && addr ? addr.port : port,
+    port: listening.port,
     shutdown: () =>
       (shutdown ??= (() => {
         unwatch();
@@ -126,7 +137,8 @@ export async function startH2Ca(o: H2CaOptions): Promise<CaApiServer> {
           // close() stops accepting and calls back once every connection is gone; session.close()
           // (GOAWAY) lets the streams in flight finish first.
           graceful: (done) => {
-            server.close(() => done());
+            let open = listening.servers.length;
+            for (const server of listening.servers) server.close(() => --open === 0 && done());
             for (const s of sessions) s.close();
           },
           // A peer that never ends its request (or its handshake) would hold the shutdown.

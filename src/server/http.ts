@@ -1,10 +1,12 @@
 // The plain-HTTP side port: liveness, readiness, status, the trust bundle, Prometheus metrics.
-import { createServer, type Server } from "node:http";
+import { createServer, type RequestListener, type Server } from "node:http";
 import type { Authority, Readiness } from "../authority/authority.js";
 import type { CaMetrics } from "./metrics.js";
 import { buildOverview, IssuanceHistory, type OverviewSource } from "./overview.js";
 import { renderStatusPage } from "./status-page.js";
 import { closeWithGrace } from "../timing/grace.js";
+import type { Log } from "../log/logger.js";
+import { listenOnEveryAddress } from "./listen.js";
 
 export interface HttpOptions {
   address: string;
@@ -20,10 +22,14 @@ export interface HttpOptions {
   rotation?: () => unknown;
   /** How long close() lets requests in flight finish before it closes their connections. */
   shutdownGraceMs: number;
+  log: Pick<Log, "warn">;
+  /** The addresses of a listen host name (listen.ts); default the system resolver. */
+  resolveHost?: (host: string) => Promise<string[]>;
 }
 
 export interface HttpServer {
-  server: Server;
+  /** One per address the listen host resolves to. */
+  servers: Server[];
   port: number;
   /**
    * Stops accepting, lets requests in flight finish for the grace period, then closes every
@@ -40,14 +46,6 @@ export function readinessText(r: Readiness): string {
   return parts.length ? `ready: ${parts.join(", ")}\n` : "ready\n";
 }
 
-export function splitHostPort(address: string): { host: string; port: number } {
-  const i = address.lastIndexOf(":");
-  return {
-    host: address.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0",
-    port: Number(address.slice(i + 1)),
-  };
-}
-
 export async function startHttp(o: HttpOptions): Promise<HttpServer> {
   const history = new IssuanceHistory(o.metrics);
   const overviewSource: OverviewSource = {
@@ -62,7 +60,7 @@ export async function startHttp(o: HttpOptions): Promise<HttpServer> {
       return r.ready ? { ready: true } : { ready: false, reason: r.reason };
     },
   };
-  const server = createServer((req, res) => {
+  const handle: RequestListener = (req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     const send = (status: number, body: string, type = "text/plain; charset=utf-8"): void => {
       res.writeHead(status, { "content-type": type, "cache-control": "no-store" });
@@ -108,25 +106,35 @@ export async function startHttp(o: HttpOptions): Promise<HttpServer> {
           "not found: try /, /overview, /healthz, /readyz, /_status, /roots, /rotation or /metrics\n",
         );
     }
-  });
-  server.on("close", () => history.stop());
-  const { host, port } = splitHostPort(o.address);
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (err) =>
-      reject(new Error(`cannot listen on ${o.address} for HTTP: ${err.message}`)),
-    );
-    server.listen(port, host, () => resolve());
-  });
-  const addr = server.address();
+  };
+  let listening: { servers: Server[]; port: number };
+  try {
+    listening = await listenOnEveryAddress({
+      address: o.address,
+      what: "HTTP",
+      create: () => createServer(handle),
+      log: o.log,
+      ...(o.resolveHost ? { resolve: o.resolveHost } : {}),
+    });
+  } catch (err) {
+    history.stop();
+    throw err;
+  }
+  const { servers, port } = listening;
   let closing: Promise<{ forced: boolean }> | undefined;
   return {
-    server,
-    port: typeof addr === "object" && addr ? addr.port : port,
+    servers,
+    port,
     close: () =>
       (closing ??= closeWithGrace({
-        graceful: (done) => server.close(() => done()),
-        force: () => server.closeAllConnections(),
+        graceful: (done) => {
+          let open = servers.length;
+          for (const server of servers) server.close(() => --open === 0 && done());
+        },
+        force: () => {
+          for (const server of servers) server.closeAllConnections();
+        },
         graceMs: o.shutdownGraceMs,
-      })),
+      }).finally(() => history.stop())),
   };
 }

@@ -75,6 +75,11 @@ export interface StartOptions {
   defaultMetrics?: boolean;
   /** How long close() lets gRPC calls and HTTP requests in flight finish (default SHUTDOWN_GRACE_MS). */
   shutdownGraceMs?: number;
+  /**
+   * The addresses of a listen host name, for the node-http2 gRPC server and the HTTP port
+   * (default the system resolver; grpc-js resolves on its own). Tests name both loopbacks.
+   */
+  resolveHost?: (host: string) => Promise<string[]>;
 }
 
 /**
@@ -333,6 +338,7 @@ async function startLocked(
     log,
     metrics,
     shutdownGraceMs,
+    ...(opts.resolveHost ? { resolveHost: opts.resolveHost } : {}),
   };
   // config.grpcServer: the lean node:http2 server, or grpc-js (the library, its oracle).
   const g = config.grpcServer === "node-http2" ? await startH2Ca(caApi) : await startGrpcCa(caApi);
@@ -349,6 +355,8 @@ async function startLocked(
   closers.defer(closeGrpc);
   const h = await startHttp({
     shutdownGraceMs,
+    log,
+    ...(opts.resolveHost ? { resolveHost: opts.resolveHost } : {}),
     address: config.listen.http,
     authority,
     metrics,
