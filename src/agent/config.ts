@@ -15,13 +15,11 @@ import { formatIssues } from "../config/issues.js";
 import { KEY_ALGORITHMS, type KeyAlgorithm } from "../pki/keys.js";
 import { namespaceProblem, serviceAccountProblem } from "../pki/kube-names.js";
 import { parseSpiffeId, validateTrustDomain, workloadId } from "../pki/spiffe.js";
+import { DEFAULT_CA_ADDRESS, DEFAULT_CA_ROOT_FILE, DEFAULT_TOKEN_FILE } from "./defaults.js";
+
+export { DEFAULT_CA_ADDRESS, DEFAULT_CA_ROOT_FILE, DEFAULT_TOKEN_FILE };
 
 const require = createRequire(import.meta.url);
-
-/** istio-agent's defaults, relative to the working directory. */
-export const DEFAULT_TOKEN_FILE = "./var/run/secrets/tokens/istio-token";
-export const DEFAULT_CA_ROOT_FILE = "./var/run/secrets/istio/root-cert.pem";
-export const DEFAULT_CA_ADDRESS = "localhost:15012";
 
 /** The schemas, built with the zod module passed in (loaded on first use, see above). */
 function buildSchemas(z: typeof Zod) {

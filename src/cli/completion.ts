@@ -1,6 +1,6 @@
 // `meshvault completion bash|zsh|fish`: shell completion scripts generated from the command
 // tree itself, so every command and flag is offered (and a new one without any extra work).
-import { Argument, type Command, type Option } from "commander";
+import type { Command, Option } from "commander";
 import { UsageError } from "./errors.js";
 
 interface Node {
@@ -121,17 +121,12 @@ export function fishCompletion(program: Command): string {
   return `${lines.join("\n")}\n`;
 }
 
-export function registerCompletionCommand(program: Command): void {
-  program
-    .command("completion")
-    .description("print a shell completion script: bash, zsh or fish")
-    .addArgument(new Argument("<shell>", "bash, zsh or fish").choices(["bash", "zsh", "fish"]))
-    .action(async (shell: string) => {
-      // The whole command tree, whichever command this process loaded.
-      const { buildProgram } = await import("./main.js");
-      const full = await buildProgram();
-      const make = { bash: bashCompletion, zsh: zshCompletion, fish: fishCompletion }[shell];
-      if (!make) throw new UsageError(`completion ${JSON.stringify(shell)}: use bash, zsh or fish`);
-      process.stdout.write(make(full));
-    });
+/** `meshvault completion <shell>` (declared in commands/completion.ts): the whole command tree. */
+export async function runCompletion(shell: string): Promise<void> {
+  // Every command's declaration, whichever command this process loaded.
+  const { buildProgram } = await import("./main.js");
+  const full = await buildProgram();
+  const make = { bash: bashCompletion, zsh: zshCompletion, fish: fishCompletion }[shell];
+  if (!make) throw new UsageError(`completion ${JSON.stringify(shell)}: use bash, zsh or fish`);
+  process.stdout.write(make(full));
 }

@@ -1,6 +1,6 @@
-// `meshvault config validate -c FILE`: checks a server or agent configuration against the
-// same schemas the commands use, without starting anything. Exit 0 valid, 2 invalid.
-import type { Command } from "commander";
+// `meshvault config validate -c FILE` runs (declared in commands/config.ts): checks a server or
+// agent configuration against the same schemas the commands use, without starting anything.
+// Exit 0 valid, 2 invalid.
 import { readConfigFile, loadServerConfig } from "../config/load.js";
 import { parseAgentConfig } from "../agent/config.js";
 import { UsageError } from "./errors.js";
@@ -25,18 +25,8 @@ export function validateConfigFile(file: string, kind?: ConfigKind): string {
   return `${file}: valid server configuration (authority ${c.authority.type}, trust domain ${c.trustDomain}${c.kubernetes ? ", kubernetes" : ""}${c.vault ? ", vault" : ""})`;
 }
 
-export function registerConfigCommands(program: Command): void {
-  const config = program.command("config").description("work with meshvault configuration files");
-  config
-    .command("validate")
-    .description(
-      "check a server or agent YAML file against the schema (unknown fields, types, durations, names) without starting anything; exit 0 valid, 2 invalid",
-    )
-    .requiredOption("-c, --config <file>", "the YAML file to check")
-    .option("--kind <kind>", "server or agent (default: agent when the file lists identities)")
-    .action((f: { config: string; kind?: string }) => {
-      if (f.kind !== undefined && f.kind !== "server" && f.kind !== "agent")
-        throw new UsageError(`--kind ${JSON.stringify(f.kind)}: use server or agent`);
-      process.stdout.write(`${validateConfigFile(f.config, f.kind as ConfigKind | undefined)}\n`);
-    });
+export function runConfigValidate(f: { config: string; kind?: string }): void {
+  if (f.kind !== undefined && f.kind !== "server" && f.kind !== "agent")
+    throw new UsageError(`--kind ${JSON.stringify(f.kind)}: use server or agent`);
+  process.stdout.write(`${validateConfigFile(f.config, f.kind as ConfigKind | undefined)}\n`);
 }

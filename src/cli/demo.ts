@@ -1,20 +1,11 @@
-// `meshvault demo`: runs seed 000's sleep -> httpbin proof on this machine and
-// exits 0 only when all three outcomes hold.
-import type { Command } from "commander";
+// `meshvault demo` runs (declared in commands/demo.ts): seed 000's sleep -> httpbin proof on
+// this machine, exit 0 only when all three outcomes hold.
 import { demoAuthority, localAuthority, type DemoAuthorityProvider } from "../demo/authority-hook.js";
 import { runDemo } from "../demo/run.js";
 import { createLogger, silentLogger } from "../log/logger.js";
 import { KEY_ALGORITHMS, type KeyAlgorithm } from "../pki/keys.js";
+import type { DemoFlags } from "./commands/demo.js";
 import { UsageError } from "./errors.js";
-
-interface DemoFlags {
-  vault?: boolean;
-  authority?: string;
-  keyAlgorithm?: string;
-  trustDomain?: string;
-  keep?: boolean;
-  logLevel?: string;
-}
 
 /**
  * Vault-backed providers live in src/demo/vault.ts (owned by the Vault work); that module calls
@@ -54,37 +45,19 @@ async function chooseAuthority(f: DemoFlags): Promise<DemoAuthorityProvider> {
   return localAuthority;
 }
 
-export function registerDemoCommand(program: Command): void {
-  program
-    .command("demo")
-    .description(
-      "one-command proof on loopback: CA, agents and tunnels for sleep and httpbin; sleep -> httpbin over mTLS = 200, plaintext fails, a third identity is refused",
-    )
-    .option(
-      "--vault",
-      "sign with a dev Vault/OpenBao configured like seed 000 (default when bao/vault is on PATH)",
-    )
-    .option("--authority <name>", "local (embedded CA) or vault")
-    .option("--key-algorithm <alg>", "workload key type: rsa-2048 (default), ec-p256, ec-p384")
-    .option("--trust-domain <domain>", "trust domain (default cluster.local)")
-    .option("--keep", "keep the temp directory with tokens, certificates and sockets")
-    .option("--log-level <level>", "show component logs on stderr at this level (default: silent)")
-    .action(async (f: DemoFlags) => {
-      // Ctrl-C: exit through process.exit so "exit" hooks remove the temp dir and stop the dev Vault.
-      const interrupted = (): never => process.exit(130);
-      process.once("SIGINT", interrupted);
-      process.once("SIGTERM", interrupted);
-      if (f.keyAlgorithm && !(KEY_ALGORITHMS as readonly string[]).includes(f.keyAlgorithm))
-        throw new UsageError(`--key-algorithm ${f.keyAlgorithm}: use one of ${KEY_ALGORITHMS.join(", ")}`);
-      const result = await runDemo({
-        authority: await chooseAuthority(f),
-        ...(f.keyAlgorithm ? { keyAlgorithm: f.keyAlgorithm as KeyAlgorithm } : {}),
-        ...(f.trustDomain ? { trustDomain: f.trustDomain } : {}),
-        keepDir: f.keep ?? false,
-        logger: f.logLevel
-          ? createLogger({ level: f.logLevel, format: "pretty", name: "demo" })
-          : silentLogger(),
-      });
-      process.exitCode = result.ok ? 0 : 1;
-    });
+export async function runDemoCommand(f: DemoFlags): Promise<void> {
+  // Ctrl-C: exit through process.exit so "exit" hooks remove the temp dir and stop the dev Vault.
+  const interrupted = (): never => process.exit(130);
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
+  if (f.keyAlgorithm && !(KEY_ALGORITHMS as readonly string[]).includes(f.keyAlgorithm))
+    throw new UsageError(`--key-algorithm ${f.keyAlgorithm}: use one of ${KEY_ALGORITHMS.join(", ")}`);
+  const result = await runDemo({
+    authority: await chooseAuthority(f),
+    ...(f.keyAlgorithm ? { keyAlgorithm: f.keyAlgorithm as KeyAlgorithm } : {}),
+    ...(f.trustDomain ? { trustDomain: f.trustDomain } : {}),
+    keepDir: f.keep ?? false,
+    logger: f.logLevel ? createLogger({ level: f.logLevel, format: "pretty", name: "demo" }) : silentLogger(),
+  });
+  process.exitCode = result.ok ? 0 : 1;
 }

@@ -3,7 +3,6 @@
 // grep: whose identity is this, who issued it, is it still valid, does the chain hold.
 import { createHash, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import type { Command } from "commander";
 import { parseCertificateDer, parseCertificates, type Certificate } from "../pki/certificate.js";
 import { verifyChain } from "../pki/chain.js";
 import { bytesEqual } from "../pki/der.js";
@@ -338,27 +337,18 @@ export async function runCertInspect(path: string, opts: RunInspectOptions = {})
   return report.chain.status === "failed" ? 1 : 0;
 }
 
-/** Adds `cert inspect <file|-> [--roots file] [--json]` to the CLI. */
-export function registerCertCommands(program: Command): Command {
-  const cert = program.command("cert").description("work with certificates");
-  cert
-    .command("inspect")
-    .description(
-      "show subject, SPIFFE ID, SANs, issuer, validity and time left, key type for each certificate in a PEM file, and verify the chain (exit 1 when it fails)",
-    )
-    .argument("<file>", 'PEM (or DER) certificate file, leaf first; "-" reads stdin')
-    .option("--roots <file>", "PEM file of trusted roots (default: the self-signed certificates in <file>)")
-    .option("--json", "print the report as JSON")
-    .action(async (file: string, o: { roots?: string; json?: boolean }) => {
-      try {
-        process.exitCode = await runCertInspect(file, {
-          ...(o.roots !== undefined ? { roots: o.roots } : {}),
-          ...(o.json ? { json: true } : {}),
-        });
-      } catch (err) {
-        process.stderr.write(`meshvault cert inspect: ${(err as Error).message}\n`);
-        process.exitCode = 2;
-      }
+/** `meshvault cert inspect` (declared in commands/cert.ts): exit 2 when the input cannot be read. */
+export async function runCertInspectCommand(
+  file: string,
+  o: { roots?: string; json?: boolean },
+): Promise<void> {
+  try {
+    process.exitCode = await runCertInspect(file, {
+      ...(o.roots !== undefined ? { roots: o.roots } : {}),
+      ...(o.json ? { json: true } : {}),
     });
-  return cert;
+  } catch (err) {
+    process.stderr.write(`meshvault cert inspect: ${(err as Error).message}\n`);
+    process.exitCode = 2;
+  }
 }

@@ -1,5 +1,5 @@
-// `meshvault root rotate` and `meshvault root status`: the staged root rotation.
-import type { Command } from "commander";
+// `meshvault root rotate` and `meshvault root status` run (declared in commands/root.ts): the
+// staged root rotation.
 import { readFileSync } from "node:fs";
 import { loadServerConfig } from "../config/load.js";
 import type { ServerConfig } from "../config/schema.js";
@@ -11,27 +11,7 @@ import { parseSourceSpec, SourceSpecError } from "../verify/sources.js";
 import { RotationOperator, describeStep, waitsFor, type Observation } from "../rotation/operator.js";
 import { rotationStateRef, rotationStore, stateKubeConfig } from "../rotation/server-hook.js";
 import { PHASES, enteredAt, phaseIndex, type Phase } from "../rotation/state.js";
-
-interface CommonFlags {
-  config?: string;
-  server: string[];
-  check: string[];
-  output: string;
-}
-
-interface RotateFlags extends CommonFlags {
-  dryRun?: boolean;
-  until?: string;
-  wait: string;
-  interval: string;
-  rootTtl?: string;
-  commonName?: string;
-  crossSign?: boolean;
-  importRoot?: string;
-  new?: boolean;
-}
-
-const collect = (v: string, prev: string[]): string[] => [...prev, v];
+import type { RootFlags, RotateFlags } from "./commands/root.js";
 
 function usage(msg: string): never {
   process.stderr.write(`meshvault root: ${msg}\n`);
@@ -48,7 +28,7 @@ function readBundle(file: string): string {
   }
 }
 
-function setup(f: CommonFlags & Partial<RotateFlags>): {
+function setup(f: RootFlags & Partial<RotateFlags>): {
   op: RotationOperator;
   close: () => void;
   config: ServerConfig;
@@ -158,140 +138,80 @@ export function formatStatus(obs: Observation, stateRef: string): string {
   return `${lines.join("\n")}\n`;
 }
 
-export function registerRootCommands(program: Command): void {
-  const root = program
-    .command("root")
-    .description("the root of trust's life: staged rotation and its status");
-  const common = (c: Command): Command =>
-    c
-      .option(
-        "-c, --config <file>",
-        "the servers' YAML configuration (authority, vault, rotation, rootCertFile)",
-      )
-      .option(
-        "--server <url>",
-        "a replica's HTTP side port (/rotation, /roots); repeatable (default the config's listen.http); none: no meshvault servers (stock istiod with meshvault cacerts)",
-        collect,
-        [],
-      )
-      .option(
-        "--check <source>",
-        "another channel to check, in verify's source syntax (sds:SOCKET, file:DIR, kube:CONTEXT); repeatable",
-        collect,
-        [],
-      )
-      .option("-o, --output <format>", "text or json", "text");
-  common(
-    root
-      .command("status")
-      .description("phase, both roots, what each channel holds, and what blocks the next step"),
-  ).action(async (f: CommonFlags) => {
-    const { op, config, close } = setup(f);
-    try {
-      const obs = await op.observe();
-      process.stdout.write(
-        f.output === "json"
-          ? `${JSON.stringify(obs, null, 2)}\n`
-          : formatStatus(obs, rotationStateRef(config)),
+export async function runRootStatus(f: RootFlags): Promise<void> {
+  const { op, config, close } = setup(f);
+  try {
+    const obs = await op.observe();
+    process.stdout.write(
+      f.output === "json" ? `${JSON.stringify(obs, null, 2)}\n` : formatStatus(obs, rotationStateRef(config)),
+    );
+  } finally {
+    close();
+  }
+}
+
+export async function runRootRotate(f: RotateFlags): Promise<void> {
+  if (f.until && !PHASES.includes(f.until as Phase))
+    usage(`--until ${f.until}: expected one of ${PHASES.join(", ")}`);
+  const { op, config, close } = setup(f);
+  const say = (m: string): void => void process.stdout.write(`${m}\n`);
+  try {
+    let obs = await op.observe();
+    if (f.new && obs.state && obs.state.phase !== "retired")
+      throw new Error(
+        `--new: rotation ${obs.state.id} is at ${obs.state.phase}, not finished: take it to retired first (root rotate --until retired)`,
       );
-    } finally {
-      close();
-    }
-  });
-  common(
-    root
-      .command("rotate")
-      .description(
-        "take the next step of a staged root rotation (prepare, trust-both, switch, retire) once nothing blocks it",
-      ),
-  )
-    .option("--dry-run", "print the steps left and what each waits for; change nothing")
-    .option(
-      "--until <phase>",
-      "keep going, waiting for each step's conditions, up to this phase: prepared, trust-both, switched, retired",
-    )
-    .option("--wait <duration>", "with --until: give up after this long", "30m")
-    .option("--interval <duration>", "with --until: how often to re-check the channels", "2s")
-    .option(
-      "--root-ttl <duration>",
-      "prepare: the new root's lifetime (default the authority's rootTtl, or 87600h)",
-    )
-    .option("--common-name <cn>", "prepare: the new root's common name")
-    .option(
-      "--import-root <file>",
-      "prepare: import this root (PEM certificate + its private key, made outside Vault) as the new root instead of generating one",
-    )
-    .option(
-      "--cross-sign",
-      "prepare: also certify the new root with the old one; in switched servers send it after the new intermediate, so peers holding only the old root verify new leaves",
-    )
-    .option(
-      "--new",
-      "start another rotation after the last one retired (without it, a retired rotation is left finished)",
-    )
-    .action(async (f: RotateFlags) => {
-      if (f.until && !PHASES.includes(f.until as Phase))
-        usage(`--until ${f.until}: expected one of ${PHASES.join(", ")}`);
-      const { op, config, close } = setup(f);
-      const say = (m: string): void => void process.stdout.write(`${m}\n`);
-      try {
-        let obs = await op.observe();
-        if (f.new && obs.state && obs.state.phase !== "retired")
-          throw new Error(
-            `--new: rotation ${obs.state.id} is at ${obs.state.phase}, not finished: take it to retired first (root rotate --until retired)`,
-          );
-        if (f.dryRun) {
-          say(formatStatus(obs, rotationStateRef(config)).trimEnd());
-          say("steps left:");
-          const from = obs.next === "done" || obs.next === undefined ? undefined : obs.next;
-          const start = from ? phaseIndex(from) : PHASES.length;
-          const plan = from === "prepared" ? [...PHASES] : PHASES.slice(start);
-          for (const p of plan) {
-            const detail = (await op.step({ ...obs, next: p, blockers: [] }, true))[0] ?? describeStep(p);
-            say(`  ${p}: ${detail}`);
-            say(`      waits for: ${waitsFor(p)}`);
-          }
-          return;
-        }
-        const cur = obs.state;
-        if (f.crossSign && cur && cur.phase !== "retired" && !cur.cross)
-          process.stderr.write(
-            `meshvault root: --cross-sign applies to the prepare step; rotation ${cur.id} was prepared without it and continues without a cross-certificate\n`,
-          );
-        if (f.importRoot && cur && cur.phase !== "retired")
-          process.stderr.write(
-            `meshvault root: --import-root applies to the prepare step; rotation ${cur.id} is at ${cur.phase} and continues with its new root ${cur.next.fingerprint}\n`,
-          );
-        const deadline = Date.now() + parseDuration(f.wait) * 1000;
-        const target = f.until as Phase | undefined;
-        const at = obs.state?.phase;
-        if (target && at && at !== "retired" && phaseIndex(at) >= phaseIndex(target)) {
-          say(`rotation ${obs.state!.id} is already at ${at}`);
-          return;
-        }
-        let moved = false;
-        for (;;) {
-          const did = await op.step(obs, false);
-          for (const d of did) say(d);
-          if (did.length) moved = true;
-          obs = await op.observe();
-          if ((moved && (!target || obs.state?.phase === target)) || obs.next === "done") break;
-          // Without --until: one step, or report what blocks it. What blocked the step may have
-          // cleared by this observation (a server applied the phase meanwhile): then step now
-          // rather than print "nothing blocks" and exit 1.
-          if (!target && obs.blockers.length) break;
-          if (Date.now() > deadline) {
-            say(formatStatus(obs, rotationStateRef(config)).trimEnd());
-            throw new Error(`gave up waiting after ${f.wait}: ${obs.blockers.join("; ")}`);
-          }
-          if (!did.length) await new Promise((r) => setTimeout(r, parseDuration(f.interval) * 1000));
-        }
-        if (!moved) {
-          say(formatStatus(obs, rotationStateRef(config)).trimEnd());
-          if (obs.next !== "done") process.exitCode = 1;
-        }
-      } finally {
-        close();
+    if (f.dryRun) {
+      say(formatStatus(obs, rotationStateRef(config)).trimEnd());
+      say("steps left:");
+      const from = obs.next === "done" || obs.next === undefined ? undefined : obs.next;
+      const start = from ? phaseIndex(from) : PHASES.length;
+      const plan = from === "prepared" ? [...PHASES] : PHASES.slice(start);
+      for (const p of plan) {
+        const detail = (await op.step({ ...obs, next: p, blockers: [] }, true))[0] ?? describeStep(p);
+        say(`  ${p}: ${detail}`);
+        say(`      waits for: ${waitsFor(p)}`);
       }
-    });
+      return;
+    }
+    const cur = obs.state;
+    if (f.crossSign && cur && cur.phase !== "retired" && !cur.cross)
+      process.stderr.write(
+        `meshvault root: --cross-sign applies to the prepare step; rotation ${cur.id} was prepared without it and continues without a cross-certificate\n`,
+      );
+    if (f.importRoot && cur && cur.phase !== "retired")
+      process.stderr.write(
+        `meshvault root: --import-root applies to the prepare step; rotation ${cur.id} is at ${cur.phase} and continues with its new root ${cur.next.fingerprint}\n`,
+      );
+    const deadline = Date.now() + parseDuration(f.wait) * 1000;
+    const target = f.until as Phase | undefined;
+    const at = obs.state?.phase;
+    if (target && at && at !== "retired" && phaseIndex(at) >= phaseIndex(target)) {
+      say(`rotation ${obs.state!.id} is already at ${at}`);
+      return;
+    }
+    let moved = false;
+    for (;;) {
+      const did = await op.step(obs, false);
+      for (const d of did) say(d);
+      if (did.length) moved = true;
+      obs = await op.observe();
+      if ((moved && (!target || obs.state?.phase === target)) || obs.next === "done") break;
+      // Without --until: one step, or report what blocks it. What blocked the step may have
+      // cleared by this observation (a server applied the phase meanwhile): then step now
+      // rather than print "nothing blocks" and exit 1.
+      if (!target && obs.blockers.length) break;
+      if (Date.now() > deadline) {
+        say(formatStatus(obs, rotationStateRef(config)).trimEnd());
+        throw new Error(`gave up waiting after ${f.wait}: ${obs.blockers.join("; ")}`);
+      }
+      if (!did.length) await new Promise((r) => setTimeout(r, parseDuration(f.interval) * 1000));
+    }
+    if (!moved) {
+      say(formatStatus(obs, rotationStateRef(config)).trimEnd());
+      if (obs.next !== "done") process.exitCode = 1;
+    }
+  } finally {
+    close();
+  }
 }

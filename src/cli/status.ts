@@ -1,7 +1,7 @@
 // `meshvault status`: what a running server or agent says about itself, as a table (default),
 // JSON or YAML. A server answers GET /overview (the status page's data); an agent's
 // --status-listen answers GET /_status. Exit 0 when it is ready, 1 when not or unreachable.
-import type { Command } from "commander";
+// The flags are declared in commands/status.ts.
 import { stringify as toYaml } from "yaml";
 import { loadServerConfig } from "../config/load.js";
 import type { Overview } from "../server/overview.js";
@@ -120,30 +120,22 @@ export function formatStatus(d: StatusDocument, base: string, now = Date.now()):
   return `meshvault server at ${base}\n\n${head}\n\n${table(rows)}\n`;
 }
 
-export function registerStatusCommand(program: Command): void {
-  program
-    .command("status")
-    .description(
-      "show a running server (authority, readiness and reason, chain with expiries, Vault, issuance) or agent (identities, expiry, next rotation, outputs); exit 1 when not ready",
-    )
-    .argument("[address]", "the server's HTTP port or the agent's --status-listen (default 127.0.0.1:15014)")
-    .option("-c, --config <file>", "server config: use its listen.http")
-    .option("-o, --output <format>", "table, json or yaml", "table")
-    .action(async (address: string | undefined, f: { config?: string; output: string }) => {
-      if (!["table", "json", "yaml"].includes(f.output))
-        throw new UsageError(`--output ${JSON.stringify(f.output)}: use table, json or yaml`);
-      const target =
-        address ?? (f.config ? loadServerConfig({ file: f.config }).listen.http : "127.0.0.1:15014");
-      const base = baseUrl(target);
-      const doc = await fetchStatus(base);
-      const out =
-        f.output === "json"
-          ? `${JSON.stringify(doc, null, 2)}\n`
-          : f.output === "yaml"
-            ? toYaml(doc)
-            : formatStatus(doc, base);
-      process.stdout.write(out);
-      const ready = doc.kind === "server" ? doc.ready : doc.status.ready;
-      process.exitCode = ready ? 0 : 1;
-    });
+export async function runStatusCommand(
+  address: string | undefined,
+  f: { config?: string; output: string },
+): Promise<void> {
+  if (!["table", "json", "yaml"].includes(f.output))
+    throw new UsageError(`--output ${JSON.stringify(f.output)}: use table, json or yaml`);
+  const target = address ?? (f.config ? loadServerConfig({ file: f.config }).listen.http : "127.0.0.1:15014");
+  const base = baseUrl(target);
+  const doc = await fetchStatus(base);
+  const out =
+    f.output === "json"
+      ? `${JSON.stringify(doc, null, 2)}\n`
+      : f.output === "yaml"
+        ? toYaml(doc)
+        : formatStatus(doc, base);
+  process.stdout.write(out);
+  const ready = doc.kind === "server" ? doc.ready : doc.status.ready;
+  process.exitCode = ready ? 0 : 1;
 }

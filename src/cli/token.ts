@@ -1,47 +1,22 @@
-// `meshvault token create`: mint a service-account-style token from the local issuer,
-// for workloads on machines without Kubernetes.
+// `meshvault token create` runs (declared in commands/token.ts): mint a service-account-style
+// token from the local issuer, for workloads on machines without Kubernetes.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import type { Command } from "commander";
 import { parseDuration } from "../config/duration.js";
 import { mintLocalToken } from "../identity/local-issuer.js";
+import type { TokenFlags } from "./commands/token.js";
 
-interface TokenFlags {
-  namespace: string;
-  serviceAccount: string;
-  trustDomain: string;
-  dataDir: string;
-  audience: string[];
-  ttl: string;
-  out?: string;
-}
-
-export function registerTokenCommands(program: Command): void {
-  const token = program
-    .command("token")
-    .description("tokens from meshvault's local issuer (no Kubernetes needed)");
-  token
-    .command("create")
-    .description("mint a token that the server (same --data-dir) accepts for namespace/service-account")
-    .requiredOption("-n, --namespace <ns>", "the workload's namespace")
-    .requiredOption("-s, --service-account <sa>", "the workload's service account")
-    .option("--trust-domain <domain>", "trust domain of the server", "cluster.local")
-    .option("--data-dir <dir>", "the server's data directory", "./.meshvault")
-    .option("--audience <aud...>", "token audiences", ["istio-ca"])
-    .option("--ttl <duration>", "token lifetime", "12h")
-    .option("-o, --out <file>", "write the token to this file (0600) instead of stdout")
-    .action(async (f: TokenFlags) => {
-      const jwt = await mintLocalToken({
-        dataDir: f.dataDir,
-        trustDomain: f.trustDomain,
-        namespace: f.namespace,
-        serviceAccount: f.serviceAccount,
-        audiences: f.audience,
-        ttlSeconds: parseDuration(f.ttl),
-      });
-      if (f.out) {
-        mkdirSync(dirname(f.out), { recursive: true });
-        writeFileSync(f.out, jwt, { mode: 0o600 });
-      } else process.stdout.write(`${jwt}\n`);
-    });
+export async function runTokenCreate(f: TokenFlags): Promise<void> {
+  const jwt = await mintLocalToken({
+    dataDir: f.dataDir,
+    trustDomain: f.trustDomain,
+    namespace: f.namespace,
+    serviceAccount: f.serviceAccount,
+    audiences: f.audience,
+    ttlSeconds: parseDuration(f.ttl),
+  });
+  if (f.out) {
+    mkdirSync(dirname(f.out), { recursive: true });
+    writeFileSync(f.out, jwt, { mode: 0o600 });
+  } else process.stdout.write(`${jwt}\n`);
 }

@@ -4,9 +4,10 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
-import { agentConfigFromFlags, registerAgentCommand } from "../../src/cli/agent.js";
-import { registerTunnelCommand } from "../../src/cli/tunnel.js";
-import { registerDemoCommand } from "../../src/cli/demo.js";
+import { agentConfigFromFlags } from "../../src/cli/agent.js";
+import { registerAgentCommand } from "../../src/cli/commands/agent.js";
+import { registerTunnelCommand } from "../../src/cli/commands/tunnel.js";
+import { registerDemoCommand } from "../../src/cli/commands/demo.js";
 
 test("sidecar flags and Istio env make one identity with istio-agent's defaults", () => {
   const c = agentConfigFromFlags(

@@ -178,7 +178,7 @@ test("registerCertCommands wires `cert inspect <file> --roots --json` into comma
     const file = join(dir, "chain.pem");
     writeFileSync(file, leaf.pem + ca.intermediate.pem);
     writeFileSync(join(dir, "root.pem"), ca.root.pem);
-    const mod = fileURLToPath(new URL("../../src/cli/inspect.ts", import.meta.url));
+    const mod = fileURLToPath(new URL("../../src/cli/commands/cert.ts", import.meta.url));
     const script = `
       import { Command } from "commander";
       import { registerCertCommands } from ${JSON.stringify(mod)};

@@ -11,9 +11,7 @@ import type { SecretSource } from "./source.js";
 import { sdsServiceDefinition } from "./wire.js";
 
 export { DEFAULT_RESOURCE, ROOTCA_RESOURCE } from "./resources.js";
-
-/** istio-agent's default socket, relative to the working directory. */
-export const DEFAULT_SDS_SOCKET = "./var/run/secrets/workload-spiffe-uds/socket";
+export { DEFAULT_SDS_SOCKET } from "../defaults.js";
 
 export interface SdsServerOptions {
   /** Path of the Unix socket Envoy connects to. Its directory is created if missing. */
