@@ -40,7 +40,11 @@ export interface AuthMethod {
   readonly description: string;
   /** Whether login() can produce a new token (false for a fixed VAULT_TOKEN). */
   readonly canRelogin: boolean;
-  login(client: VaultClient): Promise<LoginResult>;
+  /**
+   * Logs in. `signal` cancels the request to Vault itself (as vault-client-go's context):
+   * the login rejects with the signal's reason and is not counted as a refusal.
+   */
+  login(client: VaultClient, signal?: AbortSignal): Promise<LoginResult>;
   /** Secret values used by the last login, to scrub from messages. */
   secrets(): string[];
 }
@@ -98,10 +102,11 @@ async function login(
   secrets: string[],
   /** What to check, given Vault's own words. */
   hint: string | ((said: string) => string | Promise<string>),
+  signal: AbortSignal | undefined,
 ): Promise<LoginResult> {
   const path = `auth/${mount}/login`;
   try {
-    const r = await client.write(path, body, { noAuth: true, secrets });
+    const r = await client.write(path, body, { noAuth: true, secrets, signal });
     return toLoginResult(r, path, client.address);
   } catch (e) {
     if (!(e instanceof VaultError) || e.retryable || e instanceof VaultConfigError) throw e;
@@ -159,6 +164,7 @@ export function loginWithJwt(
   mount: string,
   role: string,
   jwt: string,
+  signal?: AbortSignal,
 ): Promise<LoginResult> {
   const m = mountPath(mount, DEFAULT_AUTH_MOUNTS.jwt);
   return login(
@@ -169,6 +175,7 @@ export function loginWithJwt(
     [jwt],
     `Check that role "${role}" at auth/${m} accepts this token (bound_audiences, bound_claims / bound service accounts, ` +
       `user_claim) and that Vault can validate its signature.`,
+    signal,
   );
 }
 
@@ -186,7 +193,7 @@ export class TokenAuth implements AuthMethod {
     this.description = cfg.tokenFile ? `token from ${cfg.tokenFile}` : "token (VAULT_TOKEN)";
     this.refused = new RefusedLogins(options);
   }
-  async login(client: VaultClient): Promise<LoginResult> {
+  async login(client: VaultClient, signal?: AbortSignal): Promise<LoginResult> {
     const token = this.cfg.tokenFile
       ? await readCredential(
           this.cfg.tokenFile,
@@ -205,11 +212,11 @@ export class TokenAuth implements AuthMethod {
     const source: CredentialSource = this.cfg.tokenFile
       ? { files: [this.cfg.tokenFile] }
       : { files: [], fixed: "VAULT_TOKEN" };
-    return this.refused.run([token], source, () => this.lookupSelf(client, token));
+    return this.refused.run([token], source, () => this.lookupSelf(client, token, signal));
   }
 
   /** lookup-self tells us the TTL and whether renew-self will work. */
-  private async lookupSelf(client: VaultClient, token: string): Promise<LoginResult> {
+  private async lookupSelf(client: VaultClient, token: string, signal?: AbortSignal): Promise<LoginResult> {
     let r: VaultResponse<{
       ttl?: number;
       renewable?: boolean;
@@ -217,7 +224,7 @@ export class TokenAuth implements AuthMethod {
       policies?: string[];
     }> | null;
     try {
-      r = await client.request("GET", "auth/token/lookup-self", undefined, { token });
+      r = await client.request("GET", "auth/token/lookup-self", undefined, { token, signal });
     } catch (e) {
       if (e instanceof VaultError && !e.retryable && !(e instanceof VaultConfigError)) {
         throw new VaultAuthError(
@@ -259,7 +266,7 @@ export class KubernetesAuth implements AuthMethod {
     this.description = `kubernetes login at auth/${this.mount} as role "${cfg.role}"`;
     this.refused = new RefusedLogins(options);
   }
-  async login(client: VaultClient): Promise<LoginResult> {
+  async login(client: VaultClient, signal?: AbortSignal): Promise<LoginResult> {
     // Read at every login: projected tokens rotate underneath us.
     const jwt = await readCredential(
       this.tokenFile,
@@ -277,6 +284,7 @@ export class KubernetesAuth implements AuthMethod {
         [jwt],
         `Check that role "${this.cfg.role}" binds this service account (bound_service_account_names / ` +
           `bound_service_account_namespaces) and that Vault can reach the TokenReview API (auth/${this.mount}/config kubernetes_host).`,
+        signal,
       ),
     );
   }
@@ -304,7 +312,7 @@ export class AppRoleAuth implements AuthMethod {
       ...options,
     });
   }
-  async login(client: VaultClient): Promise<LoginResult> {
+  async login(client: VaultClient, signal?: AbortSignal): Promise<LoginResult> {
     const c = this.cfg;
     const roleId =
       c.roleId ??
@@ -334,11 +342,16 @@ export class AppRoleAuth implements AuthMethod {
       ...(c.secretId !== undefined ? ["the secret_id (VAULT_SECRET_ID / vault.auth.secretId)"] : []),
     ];
     const source: CredentialSource = { files, ...(fixed.length ? { fixed: fixed.join(" and ") } : {}) };
-    return this.refused.run(this.last, source, () => this.loginOnce(client, roleId, secretId));
+    return this.refused.run(this.last, source, () => this.loginOnce(client, roleId, secretId, signal));
   }
 
   /** One login at Vault: a refusal costs exactly one failed login (the lockout counter's unit). */
-  private loginOnce(client: VaultClient, roleId: string, secretId: string | undefined): Promise<LoginResult> {
+  private loginOnce(
+    client: VaultClient,
+    roleId: string,
+    secretId: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<LoginResult> {
     const c = this.cfg;
     const secretFrom =
       c.secretId !== undefined ? "the configured secret_id" : `the secret_id in ${c.secretIdFile}`;
@@ -366,7 +379,7 @@ export class AppRoleAuth implements AuthMethod {
       // OpenBao says "invalid role or secret ID" for both, so then the role_id alone is tried,
       // which Vault does not count as a failed login (it is not a credential check).
       const both = /invalid role or secret/i.test(said);
-      const roleIdOk = both ? await this.roleIdAccepted(client, roleId) : undefined;
+      const roleIdOk = both ? await this.roleIdAccepted(client, roleId, signal) : undefined;
       const role = roleIdOk === false || (!both && /role.?id/i.test(said));
       const secret = roleIdOk === true || (!both && /secret.?id/i.test(said));
       const secretCheck =
@@ -377,19 +390,23 @@ export class AppRoleAuth implements AuthMethod {
       if (secret || !both) return `The secret_id is not accepted: check ${secretCheck}.`;
       return `Check ${roleFrom} (${roleFix}) and ${secretCheck}.`;
     };
-    return login(client, "approle", this.mount, body, this.last, hint);
+    return login(client, "approle", this.mount, body, this.last, hint, signal);
   }
 
   /**
    * Whether Vault knows `roleId`: a login with the role_id alone is answered "missing
    * secret_id" for a known role and "invalid role or secret ID" for an unknown one.
    */
-  private async roleIdAccepted(client: VaultClient, roleId: string): Promise<boolean | undefined> {
+  private async roleIdAccepted(
+    client: VaultClient,
+    roleId: string,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean | undefined> {
     try {
       await client.write(
         `auth/${this.mount}/login`,
         { role_id: roleId },
-        { noAuth: true, maxAttempts: 1, secrets: [roleId] },
+        { noAuth: true, maxAttempts: 1, secrets: [roleId], signal },
       );
       return true; // bind_secret_id=false: a role_id alone logs in
     } catch (e) {
@@ -421,7 +438,7 @@ export class JwtAuth implements AuthMethod {
     this.description = `jwt login at auth/${this.mount} as role "${cfg.role}"`;
     this.refused = new RefusedLogins(options);
   }
-  async login(client: VaultClient): Promise<LoginResult> {
+  async login(client: VaultClient, signal?: AbortSignal): Promise<LoginResult> {
     const jwt = await readCredential(
       this.cfg.tokenFile,
       "JWT",
@@ -430,7 +447,7 @@ export class JwtAuth implements AuthMethod {
     );
     this.last = jwt;
     return this.refused.run([jwt], { files: [this.cfg.tokenFile] }, () =>
-      loginWithJwt(client, this.mount, this.cfg.role, jwt),
+      loginWithJwt(client, this.mount, this.cfg.role, jwt, signal),
     );
   }
   secrets(): string[] {

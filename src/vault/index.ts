@@ -39,7 +39,8 @@ export function connectVault(
     tokens,
     auth,
     close: () => {
-      tokens.close();
+      // The login or renewal in flight is aborted at once; its end need not be waited for.
+      void tokens.close();
       client.close();
     },
   };

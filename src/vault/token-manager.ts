@@ -6,7 +6,7 @@
 // messages carry the accessor at most.
 
 import { EventEmitter } from "node:events";
-import { abortable, isAbortError, systemClock, type Clock } from "../timing/clock.js";
+import { isAbortError, systemClock, type Clock } from "../timing/clock.js";
 import { RenewalLoop, type RenewalFailure, type Validity } from "../timing/renewal-loop.js";
 import type { AuthMethod, LoginResult } from "./auth.js";
 import type { TokenSource, VaultClient } from "./client.js";
@@ -185,10 +185,13 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
     return this.loop.status().nextAttemptAt;
   }
 
-  /** Stop the timers and cancel a renewal in flight. The token is left to expire (not revoked). */
-  close(): void {
+  /**
+   * Stops the timers and cancels the renewal or login in flight (its request to Vault is
+   * aborted); resolves once that has ended. The token is left to expire (not revoked).
+   */
+  async close(): Promise<void> {
     this.closed = true;
-    void this.loop.stop();
+    await Promise.allSettled([this.loop.stop(), this.pendingLogin]);
   }
 
   private usable(c: Current): boolean {
@@ -252,8 +255,8 @@ export class VaultTokenManager extends EventEmitter<TokenManagerEvents> implemen
   }
 
   private async login(signal: AbortSignal): Promise<Current> {
-    // A login cannot take the signal; stop() stops waiting for it.
-    const r: LoginResult = await abortable(this.auth.login(this.client), signal);
+    // The signal cancels the login's request to Vault itself: close() leaves nothing running.
+    const r: LoginResult = await this.auth.login(this.client, signal);
     const now = this.clock.now();
     const c: Current = {
       token: r.token,

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import {
   TokenAuth,
   VaultClient,
+  authMethodFromConfig,
   VaultTokenManager,
   connectVault,
   readKv,
@@ -25,6 +26,7 @@ import { FakeClock, settle } from "../helpers/fake-clock.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 import { waitFor, within } from "../helpers/wait.js";
 import { approleCreds, type ApproleCreds as Creds } from "../helpers/approle.js";
+import { startHangingPeer } from "../helpers/hanging-peer.js";
 
 const FAST = { baseDelayMs: 10, maxDelayMs: 50 };
 const HOUR = 3600_000;
@@ -316,4 +318,36 @@ test("a request's login that Vault refuses fails that request only: no backgroun
   assert.notEqual(await v.tokens.token(), first);
   assert.deepEqual(clock.pending(), [RENEW_AT], "the schedule follows the new token");
   assert.deepEqual(events, ["login", "login"]);
+});
+
+test("closing the manager during a login to a Vault that hangs aborts the login's request itself, for approle and token", async () => {
+  const hang = await startHangingPeer();
+  try {
+    const auths: VaultConnection["auth"][] = [
+      { method: "approle", roleId: "role-id-not-real", secretId: "secret-id-not-real" },
+      { method: "token", token: "hvs.test-token-not-real" },
+    ];
+    for (const auth of auths) {
+      const client = new VaultClient({ address: hang.url, skipVerify: false }, { retry: FAST });
+      const mgr = new VaultTokenManager(client, authMethodFromConfig(auth));
+      const before = hang.accepted();
+      const starting = mgr.start();
+      starting.catch(() => undefined);
+      await waitFor(
+        `the ${auth.method} login to reach the hanging Vault`,
+        async () => hang.accepted() > before,
+      );
+      await within(`close() during the ${auth.method} login`, mgr.close());
+      await assert.rejects(starting, /stopped/);
+      // The request was aborted (its connection closed), not left running until the request timeout.
+      // client.close() would end it too, so it comes only after.
+      await waitFor(
+        `the hanging Vault to see the ${auth.method} login's connection closed`,
+        async () => hang.closed() === hang.accepted(),
+      );
+      client.close();
+    }
+  } finally {
+    hang.close();
+  }
 });
