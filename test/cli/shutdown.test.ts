@@ -10,6 +10,7 @@ import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { ChildProcess } from "node:child_process";
 import { spawnCli } from "../helpers/cli.js";
 import { startHangingPeer } from "../helpers/hanging-peer.js";
 import { freePort } from "../helpers/ports.js";
@@ -51,34 +52,45 @@ test("meshvault cacerts: SIGTERM while Vault hangs cancels the request and exits
   }
 });
 
-test("meshvault server: with a Vault that accepts and never answers it logs its start, /readyz says it waits for Vault, and SIGTERM exits 0 before the deadline", async () => {
-  const vault = await startHangingPeer();
-  const http = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), "meshvault-shutdown-"));
+/** `meshvault server` on 127.0.0.1 (gRPC on port 0), JSON logs, none of this shell's MESHVAULT_/VAULT_/BAO_ settings. */
+function spawnServer(
+  authority: string,
+  dir: string,
+  httpPort: number,
+  extraEnv: NodeJS.ProcessEnv = {},
+): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of Object.keys(env)) if (/^(MESHVAULT|VAULT|BAO)_/.test(k)) delete env[k];
   const child = spawnCli(
     [
       "server",
       "--authority",
-      "vault-sign",
+      authority,
       "--data-dir",
       join(dir, "data"),
       "--grpc-listen",
       "127.0.0.1:0",
       "--http-listen",
-      `127.0.0.1:${http}`,
+      `127.0.0.1:${httpPort}`,
       "--log-format",
       "json",
     ],
-    {
-      env: { ...env, VAULT_ADDR: vault.url, VAULT_TOKEN: "hvs.test-token-not-real" },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
+    { env: { ...env, ...extraEnv }, stdio: ["ignore", "pipe", "pipe"] },
   );
   let out = "";
   for (const s of [child.stdout!, child.stderr!]) s.setEncoding("utf8").on("data", (c: string) => (out += c));
   const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  return { child, output: () => out, exited };
+}
+
+test("meshvault server: with a Vault that accepts and never answers it logs its start, /readyz says it waits for Vault, and SIGTERM exits 0 before the deadline", async () => {
+  const vault = await startHangingPeer();
+  const http = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "meshvault-shutdown-"));
+  const { child, output, exited } = spawnServer("vault-sign", dir, http, {
+    VAULT_ADDR: vault.url,
+    VAULT_TOKEN: "hvs.test-token-not-real",
+  });
   try {
     // The first Vault request is in flight (the peer holds it) and the server already serves HTTP.
     const readyz = await waitFor(
@@ -92,13 +104,13 @@ test("meshvault server: with a Vault that accepts and never answers it logs its 
       60_000,
     );
     assert.match(readyz, /the vault-sign authority is starting/);
-    assert.match(out, /meshvault CA server listening; starting the authority/);
+    assert.match(output(), /meshvault CA server listening; starting the authority/);
     assert.ok(child.exitCode === null, "still running");
     child.kill("SIGTERM");
     const code = await exited;
-    assert.match(out, /"msg":"shutting down"/);
-    assert.doesNotMatch(out, /did not finish before the deadline/);
-    assert.equal(code, 0, `exit code; output:\n${out}`);
+    assert.match(output(), /"msg":"shutting down"/);
+    assert.doesNotMatch(output(), /did not finish before the deadline/);
+    assert.equal(code, 0, `exit code; output:\n${output()}`);
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL");
     vault.close();
@@ -109,27 +121,7 @@ test("meshvault server: with a Vault that accepts and never answers it logs its 
 test("meshvault server: SIGTERM with a CreateCertificate stream that never ends closes it after the grace period and exits 0", async () => {
   const http = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "meshvault-shutdown-"));
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (/^(MESHVAULT|VAULT|BAO)_/.test(k)) delete env[k];
-  const child = spawnCli(
-    [
-      "server",
-      "--authority",
-      "local",
-      "--data-dir",
-      join(dir, "data"),
-      "--grpc-listen",
-      "127.0.0.1:0",
-      "--http-listen",
-      `127.0.0.1:${http}`,
-      "--log-format",
-      "json",
-    ],
-    { env, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let out = "";
-  for (const s of [child.stdout!, child.stderr!]) s.setEncoding("utf8").on("data", (c: string) => (out += c));
-  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  const { child, output, exited } = spawnServer("local", dir, http);
   let client: http2.ClientHttp2Session | undefined;
   try {
     const grpcPort = await waitFor(
@@ -165,11 +157,11 @@ test("meshvault server: SIGTERM with a CreateCertificate stream that never ends 
     child.kill("SIGTERM");
     const code = await exited;
     await streamClosed;
-    assert.match(out, /"msg":"shutting down"/);
-    assert.match(out, /the CA gRPC API still had requests open after the shutdown grace period/);
-    assert.match(out, /"msg":"meshvault CA server stopped"/);
-    assert.doesNotMatch(out, /did not finish before the deadline/);
-    assert.equal(code, 0, `exit code; output:\n${out}`);
+    assert.match(output(), /"msg":"shutting down"/);
+    assert.match(output(), /the CA gRPC API still had requests open after the shutdown grace period/);
+    assert.match(output(), /"msg":"meshvault CA server stopped"/);
+    assert.doesNotMatch(output(), /did not finish before the deadline/);
+    assert.equal(code, 0, `exit code; output:\n${output()}`);
   } finally {
     client?.destroy();
     if (child.exitCode === null) child.kill("SIGKILL");
