@@ -12,7 +12,7 @@ import { createAgentMetrics, type AgentMetrics } from "./metrics.js";
 import { silentLogger, type Logger } from "../log/logger.js";
 import { createLimiter } from "./semaphore.js";
 import { startSdsServer, type SdsServer } from "./sds/index.js";
-import { RetryingOutput, type OutputStatus } from "./outputs.js";
+import { OutputChain, RetryingOutput, type OutputStatus } from "./outputs.js";
 import { WorkloadIdentity, type IdentityStatus } from "./workload.js";
 
 export interface StartAgentOptions {
@@ -122,16 +122,17 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
         limiter,
         logger: agentLog,
         onFailure: () => metrics.failures.inc({ identity: name }),
-        onRootsChanged: async (secrets) => {
-          if (outDir) await writeCredentialFiles(outDir, secrets);
-        },
+        // A new trust bundle goes down the same outputs as a new certificate, so the newer of
+        // the two is what they end up holding, and the hook tells the workload to trust it.
+        onRootsChanged: (secrets, info) => chain.publish(secrets, info),
         onIssued: async (secrets, info) => {
           metrics.issued.inc({ identity: name, via: info.via });
-          // In order: the hook (a reload signal) runs after the files it announces.
-          for (const o of outputs) await o.publish(secrets, info);
+          await chain.publish(secrets, info);
         },
       });
       const outputs: RetryingOutput[] = [];
+      // In order: the hook (a reload signal) runs after the files it announces.
+      const chain = new OutputChain(outputs);
       const outputLog = { identity: name, logger: agentLog };
       const files = outDir
         ? new RetryingOutput("files", outDir, (secrets) => writeCredentialFiles(outDir, secrets), outputLog)

@@ -1,7 +1,10 @@
 // Where an identity's certificate goes besides SDS: files and a post-rotation hook. Each
-// output keeps the latest certificate it was given and retries a failed write with backoff
-// (within seconds, not at the next rotation) until it holds that certificate; its state feeds
-// the agent's /readyz and /_status.
+// output keeps the latest credentials it was given (a new certificate, or a new trust bundle
+// for the one it has) and retries a failed write with backoff (within seconds, not at the
+// next rotation) until it holds them; its state feeds the agent's /readyz and /_status.
+// Writes are one at a time and the newest wins: an older write still in flight never lands
+// after a newer one (a root rotation's bundle change racing a renewal once left an agent's
+// files holding its previous, soon expired, certificate).
 import type { BackoffPolicy } from "../timing/backoff.js";
 import { FailureStreak } from "../timing/failure-streak.js";
 import { systemClock, type CancelTimer, type Clock } from "../timing/clock.js";
@@ -28,7 +31,8 @@ export const OUTPUT_BACKOFF: BackoffPolicy = { initialMs: 500, maxMs: 5000 };
 
 export class RetryingOutput {
   private wanted: { secrets: WorkloadSecrets; info: IssuedInfo } | undefined;
-  private heldSerial: string | undefined;
+  /** What the last successful write wrote (compared by identity: one object per publication). */
+  private held: WorkloadSecrets | undefined;
   private running: Promise<void> | undefined;
   private cancelRetry: CancelTimer | undefined;
   private nextAttemptAt: number | undefined;
@@ -44,7 +48,7 @@ export class RetryingOutput {
     this.streak = new FailureStreak(o.backoff ?? OUTPUT_BACKOFF);
   }
 
-  /** Hands the output a new certificate; resolves after the first attempt (retries go on by themselves). */
+  /** Hands the output new credentials; resolves after the first attempt (retries go on by themselves). */
   publish(secrets: WorkloadSecrets, info: IssuedInfo): Promise<void> {
     this.wanted = { secrets, info };
     this.cancelRetry?.();
@@ -53,14 +57,14 @@ export class RetryingOutput {
   }
 
   status(): OutputStatus {
-    const wanted = this.wanted?.info.serial;
+    const wanted = this.wanted;
     const s: OutputStatus = {
       kind: this.kind,
       target: this.target,
-      state: wanted === undefined ? "pending" : wanted === this.heldSerial ? "current" : "failed",
+      state: !wanted ? "pending" : wanted.secrets === this.held ? "current" : "failed",
       failures: this.streak.attempts,
     };
-    if (wanted !== undefined) s.serial = wanted;
+    if (wanted) s.serial = wanted.info.serial;
     const lastError = this.streak.lastError;
     if (s.state === "failed" && lastError) s.lastError = lastError;
     if (this.nextAttemptAt !== undefined) s.nextAttemptAt = new Date(this.nextAttemptAt).toISOString();
@@ -77,10 +81,10 @@ export class RetryingOutput {
     const run = async (): Promise<void> => {
       await this.running?.catch(() => undefined);
       const w = this.wanted;
-      if (!w || this.stopped || w.info.serial === this.heldSerial) return;
+      if (!w || this.stopped || w.secrets === this.held) return;
       try {
         await this.write(w.secrets, w.info);
-        this.heldSerial = w.info.serial;
+        this.held = w.secrets;
         if (this.streak.succeed() > 0)
           this.o.logger.info(
             { identity: this.o.identity, output: this.kind, target: this.target, serial: w.info.serial },
@@ -110,5 +114,29 @@ export class RetryingOutput {
     const p = run();
     this.running = p;
     return p;
+  }
+}
+
+/**
+ * An identity's outputs in order (the files before the hook that announces them), given each
+ * publication of the identity: a new certificate, or a new trust bundle for the one it has.
+ * A publication still going down the list stops when a newer one arrives (which goes down the
+ * whole list itself), so no output is handed an older one after a newer one.
+ */
+export class OutputChain {
+  private latest: WorkloadSecrets | undefined;
+
+  constructor(readonly outputs: RetryingOutput[]) {}
+
+  async publish(secrets: WorkloadSecrets, info: IssuedInfo): Promise<void> {
+    this.latest = secrets;
+    for (const o of this.outputs) {
+      if (this.latest !== secrets) return;
+      await o.publish(secrets, info);
+    }
+  }
+
+  stop(): void {
+    for (const o of this.outputs) o.stop();
   }
 }

@@ -50,8 +50,8 @@ export interface WorkloadIdentityOptions {
   onIssued?: (secrets: WorkloadSecrets, issued: IssuedInfo) => Promise<void> | void;
   /** Called after a failed attempt (for metrics). */
   onFailure?: (err: Error) => void;
-  /** Called after updateRoots() changed the published trust bundle (write files). */
-  onRootsChanged?: (secrets: WorkloadSecrets) => Promise<void> | void;
+  /** Called after updateRoots() changed the published trust bundle (the same certificate with the new roots). */
+  onRootsChanged?: (secrets: WorkloadSecrets, issued: IssuedInfo) => Promise<void> | void;
 }
 
 export interface IssuedInfo {
@@ -150,7 +150,8 @@ export class WorkloadIdentity {
    */
   updateRoots(bundlePem: string): boolean {
     const cur = this.source.current();
-    if (!cur) return false;
+    const info = this.info;
+    if (!cur || !info) return false;
     let rootsPem: string;
     try {
       const roots = parseCertificates(bundlePem, "trust bundle").filter(
@@ -167,7 +168,7 @@ export class WorkloadIdentity {
     const next = { ...cur, rootsPem };
     this.source.set(next);
     this.log.info({ identity: this.o.name }, "trust bundle changed: published the new roots");
-    void Promise.resolve(this.o.onRootsChanged?.(next)).catch((err: Error) =>
+    void Promise.resolve(this.o.onRootsChanged?.(next, info)).catch((err: Error) =>
       this.log.error({ identity: this.o.name, err: err.message }, "cannot write the new trust bundle"),
     );
     return true;

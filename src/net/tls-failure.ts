@@ -44,7 +44,7 @@ const RULES: [RegExp, TlsFailureKind, string][] = [
     "its certificate is not for the name we verified",
   ],
   [
-    /unable to get local issuer certificate|self[- ]signed certificate|unable to verify the first certificate|certificate signature failure|UNABLE_TO_VERIFY_LEAF_SIGNATURE|unable to get issuer certificate/i,
+    /unable to get local issuer certificate|self[- ]signed certificate|unable to verify the first certificate|certificate signature failure|UNABLE_TO_VERIFY_LEAF_SIGNATURE|unable to get issuer certificate|UNABLE_TO_GET_ISSUER_CERT|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_SIGNATURE_FAILURE/i,
     "untrusted",
     "its certificate does not chain to the roots we trust",
   ],

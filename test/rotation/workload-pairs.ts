@@ -1,13 +1,19 @@
 // Workload pairs under continuous mTLS load, for the root-rotation proof (test and bench):
 // per pair, an agent (SDS) + tunnel server in front of an echo service, and an agent (files)
 // + tunnel client; every request is a new TCP connection, so a new mutual TLS handshake
-// through both tunnels. Attempts and failures are counted per phase label.
+// through both tunnels. Attempts and failures are counted per phase label. A failed request
+// says why: what each side's tunnel logged (the TLS refusal and its cause) and the
+// certificates each side held at that moment; every agent and tunnel line is in
+// <dir>/journal.jsonl (kept with MESHVAULT_KEEP_TEST_DIRS).
 import net from "node:net";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pino } from "pino";
 import { parseAgentConfig } from "../../src/agent/config.js";
 import { startAgent, type RunningAgent } from "../../src/agent/agent.js";
 import { mintLocalToken } from "../../src/identity/local-issuer.js";
+import { parseCertificates, type Certificate } from "../../src/pki/certificate.js";
+import { formatName } from "../../src/pki/name.js";
 import {
   fileCredentialSource,
   sdsCredentialSource,
@@ -15,6 +21,7 @@ import {
   startTunnelServer,
   type CredentialSource,
   type RunningTunnel,
+  type TlsCredentials,
 } from "../../src/tunnel/index.js";
 
 export interface PairsOptions {
@@ -48,7 +55,44 @@ export interface Pairs {
   totals(): { attempted: number; failed: number };
   /** The agents' certificates: issued and failed CSRs so far, and the least time any has left. */
   certs(): { issued: number; failures: number; minSecondsLeft: number };
+  /** Each failed request: when, which pair, what each tunnel logged and the certificates both sides held. */
+  failures(): string;
   stop(): Promise<void>;
+}
+
+interface JournalLine {
+  time: number;
+  level: string;
+  msg: string;
+  pair?: number;
+  [k: string]: unknown;
+}
+
+interface Failure {
+  pair: number;
+  phase: string;
+  err: string;
+  start: number;
+  end: number;
+  client: string;
+  server: string;
+}
+
+/** One line per certificate: leaf and chain, then the trust bundle's roots. */
+function describeCredentials(c: TlsCredentials | undefined, at: number): string {
+  if (!c) return "      (none)";
+  const line = (x: Certificate): string =>
+    `${x.sans.uris[0] ?? formatName(x.subject)} serial ${x.serialHex.slice(0, 12)} issuer ${formatName(x.issuer)} ` +
+    `${x.notBefore.toISOString()}..${x.notAfter.toISOString()} (${((x.notAfter.getTime() - at) / 1000).toFixed(1)}s left)`;
+  try {
+    const chain = parseCertificates(c.certChainPem).map(
+      (x, i) => `      ${i === 0 ? "leaf" : "ca  "} ${line(x)}`,
+    );
+    const roots = parseCertificates(c.rootsPem).map((x) => `      root ${line(x)}`);
+    return [...chain, ...roots].join("\n");
+  } catch (err) {
+    return `      (unreadable: ${(err as Error).message})`;
+  }
 }
 
 function echoServer(): Promise<net.Server> {
@@ -84,7 +128,29 @@ export async function startPairs(o: PairsOptions): Promise<Pairs> {
   const sources: CredentialSource[] = [];
   const checks: string[] = [];
   const ports: number[] = [];
+  const creds: { server: CredentialSource; client: CredentialSource }[] = [];
   mkdirSync(o.dir, { recursive: true });
+  // Every agent and tunnel line goes to the journal file; all but accepted connections are kept
+  // here too, for the failure report.
+  const journalFile = join(o.dir, "journal.jsonl");
+  const journal: JournalLine[] = [];
+  const logger = pino(
+    { level: "debug", timestamp: pino.stdTimeFunctions.epochTime },
+    {
+      write(line: string) {
+        appendFileSync(journalFile, line);
+        const rec = JSON.parse(line) as Record<string, unknown>;
+        if (rec["msg"] === "connection accepted") return;
+        journal.push({
+          ...rec,
+          time: rec["time"] as number,
+          level: pino.levels.labels[rec["level"] as number] ?? String(rec["level"]),
+          msg: String(rec["msg"]),
+        });
+      },
+    },
+  );
+  const failed: Failure[] = [];
   const token = async (ca: PairsOptions["cas"][number], sa: string): Promise<string> => {
     const file = join(o.dir, `${sa}.token`);
     writeFileSync(
@@ -128,7 +194,7 @@ export async function startPairs(o: PairsOptions): Promise<Pairs> {
         },
         "rotation test",
       ),
-      { rootsPollMs: o.rootsPollMs },
+      { rootsPollMs: o.rootsPollMs, logger: logger.child({ pair: i }) },
     );
     agents.push(agent);
     await agent.ready();
@@ -141,15 +207,18 @@ export async function startPairs(o: PairsOptions): Promise<Pairs> {
       target: `127.0.0.1:${echoPort}`,
       allow: [`spiffe://cluster.local/ns/default/sa/${clientSa}`],
       credentials: serverCreds,
+      logger: logger.child({ pair: i, component: "tunnel server" }),
     });
     const tc = await startTunnelClient({
       listen: "127.0.0.1:0",
       connect: `127.0.0.1:${ts.port}`,
       verifySpiffeId: [`spiffe://cluster.local/ns/default/sa/${serverSa}`],
       credentials: clientCreds,
+      logger: logger.child({ pair: i, component: "tunnel client" }),
     });
     tunnels.push(ts, tc);
     ports.push(tc.port);
+    creds.push({ server: serverCreds, client: clientCreds });
   }
   const counts = new Map<string, PhaseCount>();
   const done = new Array<number>(o.pairs).fill(0);
@@ -171,8 +240,19 @@ export async function startPairs(o: PairsOptions): Promise<Pairs> {
               let c = counts.get(label);
               if (!c) counts.set(label, (c = { attempted: 0, failed: 0, reasons: new Map() }));
               c.attempted++;
+              const start = Date.now();
               const err = await roundTrip(ports[i]!, `pair ${i} request ${n++}`);
               if (err) {
+                const end = Date.now();
+                failed.push({
+                  pair: i,
+                  phase: label,
+                  err,
+                  start,
+                  end,
+                  client: describeCredentials(creds[i]!.client.current(), end),
+                  server: describeCredentials(creds[i]!.server.current(), end),
+                });
                 c.failed++;
                 c.reasons.set(err, (c.reasons.get(err) ?? 0) + 1);
                 await new Promise((r) => setTimeout(r, 50));
@@ -199,6 +279,27 @@ export async function startPairs(o: PairsOptions): Promise<Pairs> {
         for (const [r, k] of c.reasons) lines.push(`    ${k} x ${r}`);
       }
       return lines.join("\n");
+    },
+    failures() {
+      const at = (t: number): string => new Date(t).toISOString();
+      return failed
+        .map((f) => {
+          // What this pair's agent and tunnels said from a renewal before until just after.
+          const lines = journal
+            .filter((l) => l.pair === f.pair && l.time >= f.start - 12_000 && l.time <= f.end + 2000)
+            .map((l) => {
+              const { time, level, msg, pair: _p, pid: _i, hostname: _h, ...rest } = l;
+              return `      ${at(time)} ${level} ${msg} ${JSON.stringify(rest)}`;
+            });
+          return [
+            `pair ${f.pair} (${f.phase}) ${at(f.start)}..${at(f.end)}: ${f.err}`,
+            `    client side held:\n${f.client}`,
+            `    server side held:\n${f.server}`,
+            `    pair ${f.pair}'s agent and tunnels said:`,
+            ...lines,
+          ].join("\n");
+        })
+        .join("\n");
     },
     totals() {
       let attempted = 0;

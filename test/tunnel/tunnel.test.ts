@@ -23,7 +23,9 @@ import {
   type RunningTunnel,
 } from "../../src/tunnel/index.js";
 import { makeTestCa, type TestCa } from "../helpers/pki-fixtures.js";
+import { recordingLog } from "../helpers/recording-log.js";
 import { waitFor } from "../helpers/wait.js";
+import type { Log } from "../../src/log/logger.js";
 
 const TD = "spiffe://cluster.local";
 const SLEEP = `${TD}/ns/default/sa/sleep`;
@@ -152,12 +154,13 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function serverFor(allow: string[], creds = issue(HTTPBIN)): Promise<RunningTunnel> {
+async function serverFor(allow: string[], creds = issue(HTTPBIN), logger?: Log): Promise<RunningTunnel> {
   return startTunnelServer({
     listen: "127.0.0.1:0",
     target: `127.0.0.1:${echoPort}`,
     allow,
     credentials: staticCredentialSource(createMutableSecretSource(creds)),
+    ...(logger ? { logger } : {}),
   });
 }
 
@@ -240,11 +243,13 @@ test("no client certificate: the handshake fails", async () => {
   }
 });
 
-test("expired client certificate: the handshake fails", async () => {
-  const server = await serverFor([SLEEP]);
+test("expired client certificate: the handshake fails, and the server says which certificate and why", async () => {
+  const log = recordingLog();
+  const server = await serverFor([SLEEP], issue(HTTPBIN), log);
   try {
     const expired = issue(SLEEP, { now: new Date(Date.now() - 3 * 3600_000), ttlSeconds: 3600 });
-    assert.ok(parseCertificate(expired.certChainPem).notAfter < new Date());
+    const leaf = parseCertificate(expired.certChainPem);
+    assert.ok(leaf.notAfter < new Date());
     const r = await tlsRoundTrip(server.port, {
       cert: expired.certChainPem,
       key: expired.privateKeyPem,
@@ -254,13 +259,21 @@ test("expired client certificate: the handshake fails", async () => {
     // Anchored on the handshake error being counted, then nothing may have been accepted.
     await waitFor("the handshake error counted", async () => server.stats().handshakeErrors >= 1);
     assert.equal(server.stats().accepted, 0);
+    const refused = log.records.find((l) => l.msg === "TLS handshake refused: the client's certificate");
+    assert.ok(refused, JSON.stringify(log.records));
+    assert.equal(refused.level, "warn");
+    assert.equal(refused.obj["reason"], "the client's certificate has expired");
+    assert.equal(refused.obj["spiffeId"], `URI:${SLEEP}`);
+    assert.equal(String(refused.obj["serial"]).toLowerCase(), leaf.serialHex.toLowerCase());
+    assert.equal(new Date(String(refused.obj["notAfter"])).getTime(), leaf.notAfter.getTime());
   } finally {
     await server.close();
   }
 });
 
-test("client certificate from another CA: the handshake fails", async () => {
-  const server = await serverFor([SLEEP]);
+test("client certificate from another CA: the handshake fails, and the server says so", async () => {
+  const log = recordingLog();
+  const server = await serverFor([SLEEP], issue(HTTPBIN), log);
   try {
     const foreign = issue(SLEEP, { ca: makeTestCa() });
     const r = await tlsRoundTrip(server.port, {
@@ -269,7 +282,10 @@ test("client certificate from another CA: the handshake fails", async () => {
       ca: ca.root.pem,
     });
     assert.match(r, /^closed/);
+    await waitFor("the handshake error counted", async () => server.stats().handshakeErrors >= 1);
     assert.equal(server.stats().accepted, 0);
+    const refused = log.records.find((l) => l.msg === "TLS handshake refused: the client's certificate");
+    assert.equal(refused?.obj["reason"], "the client's certificate does not chain to our trust bundle");
   } finally {
     await server.close();
   }
