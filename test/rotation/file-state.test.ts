@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileRotationStore, type Phase, type RotationState } from "../../src/rotation/state.js";
+import { stateThrough } from "./state-fixture.js";
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "meshvault-file-state-"));
@@ -20,24 +21,7 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-const root = (name: string): RotationState["old"] => ({
-  fingerprint: name,
-  pem: `-----BEGIN CERTIFICATE-----\n${name}\n-----END CERTIFICATE-----\n`,
-  subject: `CN=${name}`,
-  notAfter: "2036-01-01T00:00:00.000Z",
-});
-
-function state(id: string, ...phases: Phase[]): RotationState {
-  return {
-    id,
-    authority: "local",
-    phase: phases.at(-1)!,
-    old: root("old"),
-    next: root("new"),
-    startedAt: "2026-11-30T18:00:00.000Z",
-    history: phases.map((phase, i) => ({ phase, at: `2026-11-30T18:0${i}:00.000Z` })),
-  };
-}
+const state = (id: string, ...phases: Phase[]): RotationState => stateThrough("local", id, ...phases);
 
 test("file: two operators advance the same phase at once: the second is refused and the file keeps the first step", async () =>
   withTempDir(async (dir) => {

@@ -5,6 +5,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { VaultClient } from "../../src/vault/index.js";
 import { vaultRotationStore, type Phase, type RotationState } from "../../src/rotation/state.js";
+import { stateThrough } from "./state-fixture.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 
 let bao: OpenBao;
@@ -19,24 +20,8 @@ after(async () => {
   await bao?.stop();
 });
 
-const root = (name: string): RotationState["old"] => ({
-  fingerprint: name,
-  pem: `-----BEGIN CERTIFICATE-----\n${name}\n-----END CERTIFICATE-----\n`,
-  subject: `CN=${name}`,
-  notAfter: "2036-01-01T00:00:00.000Z",
-});
-
-function state(id: string, ...phases: Phase[]): RotationState {
-  return {
-    id,
-    authority: "vault-intermediate",
-    phase: phases.at(-1)!,
-    old: root("old"),
-    next: root("new"),
-    startedAt: "2026-11-30T18:00:00.000Z",
-    history: phases.map((phase, i) => ({ phase, at: `2026-11-30T18:0${i}:00.000Z` })),
-  };
-}
+const state = (id: string, ...phases: Phase[]): RotationState =>
+  stateThrough("vault-intermediate", id, ...phases);
 
 const store = (path: string) => vaultRotationStore(admin, `vault:secret/data/${path}`);
 
