@@ -28,7 +28,11 @@ function loaded(args: string[]): CliResult & { modules: string[] } {
 
 /** The npm packages among `modules`, without tsx's own (the suite may run the CLI from source). */
 function packages(modules: string[]): string[] {
-  const names = modules.flatMap((m) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(m)?.[1] ?? []);
+  const names = modules.flatMap((m) =>
+    m.includes("/node_modules/.cache/meshvault-test-cli/")
+      ? []
+      : (/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(m)?.[1] ?? []),
+  );
   return [...new Set(names)].filter(
     (p) => !["tsx", "esbuild", "get-tsconfig", "resolve-pkg-maps"].includes(p),
   );
@@ -37,7 +41,10 @@ function packages(modules: string[]): string[] {
 /** meshvault's own modules among `modules`, as paths below src/ or dist/ without extension ("cli/main"). */
 function own(modules: string[]): string[] {
   return modules.flatMap((m) =>
-    m.includes("/node_modules/") ? [] : (/\/(?:src|dist)\/(.+)\.[jt]s$/.exec(m)?.[1] ?? []),
+    // npm test runs the CLI from its build copy under node_modules/.cache (scripts/test.sh).
+    ((u) => (u.includes("/node_modules/") ? [] : (/\/(?:src|dist)\/(.+)\.[jt]s$/.exec(u)?.[1] ?? [])))(
+      m.replace("/node_modules/.cache/meshvault-test-cli/", "/"),
+    ),
   );
 }
 
