@@ -19,6 +19,7 @@ const USAGE_ERRORS = new Set([
   "DurationError",
   "SpiffeIdError",
   "TunnelFlagError",
+  "AddressError",
 ]);
 
 export function isUsageError(err: unknown): boolean {

@@ -13,6 +13,7 @@ import {
 import type { TunnelClientFlags, TunnelCommonFlags, TunnelServerFlags } from "./commands/tunnel.js";
 import { UsageError } from "./errors.js";
 import { logOptionsFromFlags } from "./log-flags.js";
+import { splitHostPort } from "../net/listen.js";
 import { closeOnSignal } from "./shutdown.js";
 
 function credentialsFrom(f: TunnelCommonFlags): CredentialSource {
@@ -25,8 +26,8 @@ function credentialsFrom(f: TunnelCommonFlags): CredentialSource {
 }
 
 /** True for localhost, 127.0.0.0/8 and ::1: addresses only this machine can reach. */
-export function isLoopback(address: string): boolean {
-  const host = address.slice(0, address.lastIndexOf(":")).replace(/^\[|\]$/g, "");
+function isLoopback(flag: string, address: string): boolean {
+  const { host } = splitHostPort(address, flag);
   return host === "localhost" || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
 }
 
@@ -35,7 +36,7 @@ export function isLoopback(address: string): boolean {
  * --unsafe-listen / --unsafe-target): anyone who can reach them speaks with the tunnel's identity.
  */
 function requireLoopback(flag: string, address: string, unsafe: boolean | undefined, override: string): void {
-  if (!unsafe && !isLoopback(address))
+  if (!unsafe && !isLoopback(flag, address))
     throw new UsageError(
       `${flag} ${address} is not a loopback address: its plaintext side would be reachable from the network, and anyone reaching it ${flag === "--listen" ? "connects with this workload's identity" : "receives traffic admitted by the tunnel"}; use 127.0.0.1 (or localhost), or pass ${override} if that is intended`,
     );

@@ -14,7 +14,7 @@ import {
   type CaApiServer,
   type CaCallOptions,
 } from "./ca-call.js";
-import { listenOnEveryAddress } from "./listen.js";
+import { listenOnEveryAddress } from "../net/listen.js";
 import { istioCaServiceDefinition, type WireCertificateRequest } from "./proto.js";
 import { CA_TLS_SERVER_OPTIONS, type ReloadableServerCredentials } from "./server-credentials.js";
 import { closeWithGrace } from "../timing/grace.js";
@@ -38,7 +38,7 @@ export interface H2CaOptions extends CaCallOptions {
   address: string;
   /** How long shutdown() lets calls in flight finish before it closes their connections. */
   shutdownGraceMs: number;
-  /** The addresses of a listen host name (listen.ts); default the system resolver. */
+  /** The addresses of a listen host name (net/listen.ts); default the system resolver. */
   resolveHost?: (host: string) => Promise<string[]>;
 }
 
@@ -67,7 +67,7 @@ function first(v: string | string[] | undefined): string | undefined {
 
 export async function startH2Ca(o: H2CaOptions): Promise<CaApiServer> {
   const method = istioCaServiceDefinition()["CreateCertificate"]!;
-  /** One server per address the listen host resolves to (listen.ts); they share everything else. */
+  /** One server per address the listen host resolves to (net/listen.ts); they share everything else. */
   const servers: http2.Http2SecureServer[] = [];
   const unwatch = o.credentials.watch((ctx) => {
     try {

@@ -6,7 +6,7 @@ import { buildOverview, IssuanceHistory, type OverviewSource } from "./overview.
 import { renderStatusPage } from "./status-page.js";
 import { closeWithGrace } from "../timing/grace.js";
 import type { Log } from "../log/logger.js";
-import { listenOnEveryAddress } from "./listen.js";
+import { listenOnEveryAddress } from "../net/listen.js";
 
 export interface HttpOptions {
   address: string;
@@ -23,7 +23,7 @@ export interface HttpOptions {
   /** How long close() lets requests in flight finish before it closes their connections. */
   shutdownGraceMs: number;
   log: Pick<Log, "warn">;
-  /** The addresses of a listen host name (listen.ts); default the system resolver. */
+  /** The addresses of a listen host name (net/listen.ts); default the system resolver. */
   resolveHost?: (host: string) => Promise<string[]>;
 }
 

@@ -16,8 +16,8 @@ import {
   TunnelCertificate,
   type RunningTunnel,
 } from "./runtime.js";
-import { splitHostPort } from "./status.js";
 import { createContext, type TlsVersion } from "./tls-context.js";
+import { splitHostPort } from "../net/listen.js";
 import { classifyTlsFailure } from "../net/tls-failure.js";
 import { silentLog, type Log } from "../log/logger.js";
 
@@ -36,6 +36,8 @@ export interface TunnelClientOptions {
   /** `log.child({ component: "tunnel" })` from the CLI's logger. */
   logger?: Log;
   processMetrics?: boolean;
+  /** The addresses of a --listen or --status host name; default the system resolver. */
+  resolveHost?: (host: string) => Promise<string[]>;
   readyTimeoutMs?: number;
   /** Handshake timeout. Default 10 s. */
   handshakeTimeoutMs?: number;
@@ -49,6 +51,7 @@ export async function startTunnelClient(o: TunnelClientOptions): Promise<Running
     );
   validatePatterns(o.verifySpiffeId, "--verify-spiffe-id");
   const listen = splitHostPort(o.listen, "--listen");
+  if (o.status) splitHostPort(o.status, "--status");
   const remote = splitHostPort(o.connect, "--connect");
   const minVersion = o.minVersion ?? "TLSv1.3";
   const metrics = createTunnelMetrics(o.processMetrics ?? false);
@@ -62,63 +65,65 @@ export async function startTunnelClient(o: TunnelClientOptions): Promise<Running
   });
 
   const sockets = new Set<net.Socket>();
-  const server = net.createServer((plain) => {
-    track(sockets, plain);
-    plain.on("error", () => {});
-    let identityError: Error | undefined;
-    const secure = tls.connect({
-      host: remote.host,
-      port: remote.port,
-      secureContext: ctx,
-      ...(o.serverName ? { servername: o.serverName } : {}),
-      rejectUnauthorized: true,
-      checkServerIdentity: (_host, cert) => {
-        try {
-          const id = peerSpiffeId(cert);
-          if (isAllowed(id, o.verifySpiffeId)) return undefined;
-          identityError = new Error(
-            `server presented ${id.uri}, which is not among --verify-spiffe-id ${o.verifySpiffeId.join(", ")}`,
+  const create = (): net.Server =>
+    net.createServer((plain) => {
+      track(sockets, plain);
+      plain.on("error", () => {});
+      let identityError: Error | undefined;
+      const secure = tls.connect({
+        host: remote.host,
+        port: remote.port,
+        secureContext: ctx,
+        ...(o.serverName ? { servername: o.serverName } : {}),
+        rejectUnauthorized: true,
+        checkServerIdentity: (_host, cert) => {
+          try {
+            const id = peerSpiffeId(cert);
+            if (isAllowed(id, o.verifySpiffeId)) return undefined;
+            identityError = new Error(
+              `server presented ${id.uri}, which is not among --verify-spiffe-id ${o.verifySpiffeId.join(", ")}`,
+            );
+          } catch (err) {
+            identityError = err as Error;
+          }
+          return identityError;
+        },
+      });
+      track(sockets, secure);
+      secure.setTimeout(o.handshakeTimeoutMs ?? 10_000, () => {
+        if (!secure.authorized) secure.destroy(new Error("TLS handshake timed out"));
+      });
+      secure.once("secureConnect", () => {
+        secure.setTimeout(0);
+        spliceAccepted(plain, secure, metrics, stats);
+      });
+      secure.once("error", (err) => {
+        if (secure.authorized) return; // splice handles errors after the handshake
+        if (identityError) {
+          stats.denied++;
+          metrics.connections.inc({ result: "server_identity_error" });
+          log.warn(
+            { connect: o.connect, reason: identityError.message },
+            "refusing the server: wrong SPIFFE ID",
           );
-        } catch (err) {
-          identityError = err as Error;
+        } else {
+          stats.handshakeErrors++;
+          metrics.connections.inc({ result: "handshake_error" });
+          log.warn(
+            { connect: o.connect, reason: classifyTlsFailure(err).reason },
+            "cannot establish mTLS to the server",
+          );
         }
-        return identityError;
-      },
+        plain.destroy();
+      });
     });
-    track(sockets, secure);
-    secure.setTimeout(o.handshakeTimeoutMs ?? 10_000, () => {
-      if (!secure.authorized) secure.destroy(new Error("TLS handshake timed out"));
-    });
-    secure.once("secureConnect", () => {
-      secure.setTimeout(0);
-      spliceAccepted(plain, secure, metrics, stats);
-    });
-    secure.once("error", (err) => {
-      if (secure.authorized) return; // splice handles errors after the handshake
-      if (identityError) {
-        stats.denied++;
-        metrics.connections.inc({ result: "server_identity_error" });
-        log.warn(
-          { connect: o.connect, reason: identityError.message },
-          "refusing the server: wrong SPIFFE ID",
-        );
-      } else {
-        stats.handshakeErrors++;
-        metrics.connections.inc({ result: "handshake_error" });
-        log.warn(
-          { connect: o.connect, reason: classifyTlsFailure(err).reason },
-          "cannot establish mTLS to the server",
-        );
-      }
-      plain.destroy();
-    });
-  });
 
   const tunnel = await serveTunnel({
-    server,
+    create,
     listenAddress: o.listen,
-    listen,
     statusAddress: o.status,
+    ...(o.resolveHost ? { resolveHost: o.resolveHost } : {}),
+    log,
     mode: "client",
     details: () => ({ connect: o.connect, verifySpiffeId: o.verifySpiffeId }),
     credentials: o.credentials,

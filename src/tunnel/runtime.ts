@@ -6,6 +6,7 @@ import { splice } from "./forward.js";
 import type { TunnelMetrics } from "./metrics.js";
 import { startStatusServer, type StatusServer } from "./status.js";
 import { describeOwn, type OwnCertificate } from "./tls-context.js";
+import { listenOnEveryAddress, splitHostPort } from "../net/listen.js";
 import type { Log } from "../log/logger.js";
 
 export interface TunnelStats {
@@ -96,12 +97,18 @@ export function track(sockets: Set<net.Socket>, sock: net.Socket): void {
 }
 
 export interface ServeOptions {
-  server: net.Server;
-  /** As given (`--listen`), for the error message. */
+  /**
+   * A new, unbound server with its handlers: one per address `listenAddress` resolves to, as
+   * the CA server's ports do (net/listen.ts), so `localhost` is reached over ::1 and 127.0.0.1.
+   */
+  create: () => net.Server;
+  /** As given (`--listen`). */
   listenAddress: string;
-  listen: { host: string; port: number };
   /** `host:port` for the status port, when wanted. */
   statusAddress?: string;
+  /** The addresses of a listen host name; default the system resolver. */
+  resolveHost?: (host: string) => Promise<string[]>;
+  log: Log;
   mode: "server" | "client";
   /** The mode's own /_status fields, between `listen` and `credentials`. */
   details: () => Record<string, unknown>;
@@ -116,13 +123,18 @@ export interface ServeOptions {
 
 /** Listens, starts the status port when asked, and returns the running tunnel. */
 export async function serveTunnel(o: ServeOptions): Promise<RunningTunnel> {
-  const { server, listen, metrics, stats, sockets } = o;
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (err) => reject(new Error(`cannot listen on ${o.listenAddress}: ${err.message}`)));
-    server.listen(listen.port, listen.host, () => resolve());
+  const { metrics, stats, sockets } = o;
+  const listen = splitHostPort(o.listenAddress, "--listen");
+  const { servers, port } = await listenOnEveryAddress({
+    address: o.listenAddress,
+    what: "the tunnel (--listen)",
+    create: o.create,
+    log: o.log,
+    ...(o.resolveHost ? { resolve: o.resolveHost } : {}),
+  }).catch((err: unknown) => {
+    o.stopFollowing();
+    throw err;
   });
-  const addr = server.address();
-  const port = typeof addr === "object" && addr ? addr.port : listen.port;
   const status = (): Record<string, unknown> & { ready: boolean } => {
     const own = o.certificate.own;
     return {
@@ -136,7 +148,14 @@ export async function serveTunnel(o: ServeOptions): Promise<RunningTunnel> {
     };
   };
   let statusServer: StatusServer | undefined;
-  if (o.statusAddress) statusServer = await startStatusServer(o.statusAddress, status, metrics);
+  try {
+    if (o.statusAddress)
+      statusServer = await startStatusServer(o.statusAddress, status, metrics, o.log, o.resolveHost);
+  } catch (err) {
+    o.stopFollowing();
+    await closeAll(servers);
+    throw err;
+  }
   return {
     port,
     ...(statusServer ? { statusPort: statusServer.port } : {}),
@@ -145,10 +164,14 @@ export async function serveTunnel(o: ServeOptions): Promise<RunningTunnel> {
     status,
     close: async () => {
       o.stopFollowing();
-      const closed = new Promise<void>((r) => server.close(() => r()));
+      const closed = closeAll(servers);
       for (const s of sockets) s.destroy();
       await closed;
       await statusServer?.close();
     },
   };
+}
+
+function closeAll(servers: net.Server[]): Promise<void> {
+  return Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r())))).then(() => {});
 }

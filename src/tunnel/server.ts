@@ -16,8 +16,8 @@ import {
   TunnelCertificate,
   type RunningTunnel,
 } from "./runtime.js";
-import { splitHostPort } from "./status.js";
 import { secureContextOptions, type TlsVersion } from "./tls-context.js";
+import { splitHostPort } from "../net/listen.js";
 import { classifyTlsFailure } from "../net/tls-failure.js";
 import { silentLog, type Log } from "../log/logger.js";
 
@@ -40,6 +40,8 @@ export interface TunnelServerOptions {
   /** `log.child({ component: "tunnel" })` from the CLI's logger. */
   logger?: Log;
   processMetrics?: boolean;
+  /** The addresses of a --listen or --status host name; default the system resolver. */
+  resolveHost?: (host: string) => Promise<string[]>;
   /** How long to wait for the first certificate. Default 30 s. */
   readyTimeoutMs?: number;
 }
@@ -53,6 +55,7 @@ export async function startTunnelServer(o: TunnelServerOptions): Promise<Running
   validatePatterns(o.allow, "--allow");
   const target = splitHostPort(o.target, "--target");
   const listen = splitHostPort(o.listen, "--listen");
+  if (o.status) splitHostPort(o.status, "--status");
   const minVersion = o.minVersion ?? "TLSv1.3";
   const metrics = createTunnelMetrics(o.processMetrics ?? false);
   const stats = emptyStats();
@@ -60,21 +63,16 @@ export async function startTunnelServer(o: TunnelServerOptions): Promise<Running
   const certificate = new TunnelCertificate(first, metrics, stats, log);
 
   const sockets = new Set<net.Socket>();
-  const server = tls.createServer({
-    ...secureContextOptions(first, minVersion),
-    requestCert: true,
-    // The client's certificate is checked in secureConnection below, before anything is
-    // forwarded: Node's own rejection closes the socket without a word (an expired client
-    // certificate surfaced as "socket hang up"), and this says which certificate and why.
-    rejectUnauthorized: false,
-    // Workload certificates carry no DNS names; clients verify our SPIFFE ID instead.
+  let context = secureContextOptions(first, minVersion);
+  /** Every server made, one per listen address: a reload reaches each. */
+  const servers: tls.Server[] = [];
+  const stopFollowing = certificate.follow(o.credentials, (c) => {
+    const next = secureContextOptions(c, minVersion);
+    for (const s of servers) s.setSecureContext(next);
+    context = next;
   });
 
-  const stopFollowing = certificate.follow(o.credentials, (c) =>
-    server.setSecureContext(secureContextOptions(c, minVersion)),
-  );
-
-  server.on("tlsClientError", (err, sock) => {
+  const onClientError = (err: Error, sock: tls.TLSSocket): void => {
     stats.handshakeErrors++;
     metrics.connections.inc({ result: "handshake_error" });
     // Port scanners and plaintext probes fail here all day long: debug, not info.
@@ -82,9 +80,9 @@ export async function startTunnelServer(o: TunnelServerOptions): Promise<Running
       { peer: sock.remoteAddress, reason: classifyTlsFailure(err, "server").reason },
       "TLS handshake refused",
     );
-  });
+  };
 
-  server.on("secureConnection", (sock: tls.TLSSocket) => {
+  const onSecureConnection = (sock: tls.TLSSocket): void => {
     track(sockets, sock);
     sock.on("error", () => {});
     if (!sock.authorized) {
@@ -131,13 +129,30 @@ export async function startTunnelServer(o: TunnelServerOptions): Promise<Running
         sock.destroy();
       }
     });
-  });
+  };
+
+  const create = (): tls.Server => {
+    const server = tls.createServer({
+      ...context,
+      requestCert: true,
+      // The client's certificate is checked in onSecureConnection, before anything is
+      // forwarded: Node's own rejection closes the socket without a word (an expired client
+      // certificate surfaced as "socket hang up"), and this says which certificate and why.
+      rejectUnauthorized: false,
+      // Workload certificates carry no DNS names; clients verify our SPIFFE ID instead.
+    });
+    server.on("tlsClientError", onClientError);
+    server.on("secureConnection", onSecureConnection);
+    servers.push(server);
+    return server;
+  };
 
   const tunnel = await serveTunnel({
-    server,
+    create,
     listenAddress: o.listen,
-    listen,
     statusAddress: o.status,
+    ...(o.resolveHost ? { resolveHost: o.resolveHost } : {}),
+    log,
     mode: "server",
     details: () => ({ target: o.target, allow: o.allowAll ? ["*"] : o.allow }),
     credentials: o.credentials,

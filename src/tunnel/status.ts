@@ -1,27 +1,22 @@
 // The tunnel's HTTP status port: /_status (JSON), /_metrics and /metrics (Prometheus), /healthz.
-import { createServer, type Server } from "node:http";
-import { TunnelFlagError } from "./flag-error.js";
+import { createServer, type RequestListener } from "node:http";
 import type { TunnelMetrics } from "./metrics.js";
+import { listenOnEveryAddress } from "../net/listen.js";
+import type { Log } from "../log/logger.js";
 
 export interface StatusServer {
   port: number;
   close(): Promise<void>;
 }
 
-export function splitHostPort(address: string, what: string): { host: string; port: number } {
-  const i = address.lastIndexOf(":");
-  const port = Number(address.slice(i + 1));
-  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535)
-    throw new TunnelFlagError(`${what} ${JSON.stringify(address)} is not host:port (e.g. 127.0.0.1:8443)`);
-  return { host: address.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0", port };
-}
-
 export async function startStatusServer(
   address: string,
   status: () => { ready: boolean } & Record<string, unknown>,
   metrics: TunnelMetrics,
+  log: Pick<Log, "warn">,
+  resolveHost?: (host: string) => Promise<string[]>,
 ): Promise<StatusServer> {
-  const server: Server = createServer((req, res) => {
+  const handle: RequestListener = (req, res) => {
     const p = (req.url ?? "/").split("?")[0];
     const send = (code: number, body: string, type = "text/plain; charset=utf-8"): void => {
       res.writeHead(code, { "content-type": type, "cache-control": "no-store" });
@@ -40,21 +35,26 @@ export async function startStatusServer(
       return;
     }
     send(404, "not found: try /_status, /_metrics or /healthz\n");
+  };
+  const { servers, port } = await listenOnEveryAddress({
+    address,
+    what: "the status port (--status)",
+    create: () => createServer(handle),
+    log,
+    ...(resolveHost ? { resolve: resolveHost } : {}),
   });
-  const { host, port } = splitHostPort(address, "--status");
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (e) =>
-      reject(new Error(`cannot listen on ${address} for the status port: ${e.message}`)),
-    );
-    server.listen(port, host, () => resolve());
-  });
-  const a = server.address();
   return {
-    port: typeof a === "object" && a ? a.port : port,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
+    port,
+    close: async () => {
+      await Promise.all(
+        servers.map(
+          (server) =>
+            new Promise<void>((r) => {
+              server.closeAllConnections();
+              server.close(() => r());
+            }),
+        ),
+      );
+    },
   };
 }

@@ -125,6 +125,26 @@ test("tunnel client: a non-loopback --listen needs --unsafe-listen (exit 2)", as
   assert.match(r.err, /--listen 0\.0\.0\.0:9000 is not a loopback address.*--unsafe-listen/);
 });
 
+test("tunnel: an address that is not host:port is a bad flag (exit 2) naming the flag and the form", async () => {
+  const r = await cli(
+    ["tunnel", "client", "--listen", "127.0.0.1", "--connect", "127.0.0.1:1", "--cert-dir", dir],
+    env,
+  );
+  assert.equal(r.code, 2, r.err);
+  assert.match(r.err, /--listen "127\.0\.0\.1" is not host:port \(e\.g\. 127\.0\.0\.1:8443\)/);
+  const s = await cli(
+    ["tunnel", "server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--allow-all"].concat([
+      "--status",
+      "127.0.0.1:99999",
+      "--cert-dir",
+      dir,
+    ]),
+    env,
+  );
+  assert.equal(s.code, 2, s.err);
+  assert.match(s.err, /--status "127\.0\.0\.1:99999" is not host:port/);
+});
+
 test("tunnel server: a bad --allow pattern is a bad flag (exit 2) naming the flag, the value and the forms", async () => {
   const r = await cli(
     [

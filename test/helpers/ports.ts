@@ -1,4 +1,5 @@
-// A free loopback port for a test peer (the peer binds it right after; a rare race is retried by callers).
+// A free loopback port for a test peer (the peer binds it right after; a rare race is retried by
+// callers), and whether this machine has an IPv6 loopback at all.
 import { createServer } from "node:net";
 
 export function freePort(): Promise<number> {
@@ -16,4 +17,20 @@ export function freePort(): Promise<number> {
       srv.close(() => res(addr.port));
     });
   });
+}
+
+/** Whether this machine can bind ::1 (detected: a container may have no IPv6 loopback). */
+export async function ipv6Loopback(): Promise<boolean> {
+  const s = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      s.once("error", reject);
+      s.listen(0, "::1", () => resolve());
+    });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    s.close();
+  }
 }

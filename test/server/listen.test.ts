@@ -16,24 +16,9 @@ import { loadServerConfig } from "../../src/config/load.js";
 import { GRPC_SERVERS } from "../../src/config/schema.js";
 import { silentLog, silentLogger } from "../../src/log/logger.js";
 import { startCaServer } from "../../src/server/run.js";
-import { listenOnEveryAddress } from "../../src/server/listen.js";
+import { listenOnEveryAddress } from "../../src/net/listen.js";
+import { ipv6Loopback } from "../helpers/ports.js";
 import { within } from "../helpers/wait.js";
-
-/** Whether this machine can bind ::1 (detected: a container may have no IPv6 loopback). */
-async function ipv6Loopback(): Promise<boolean> {
-  const s = createServer();
-  try {
-    await new Promise<void>((resolve, reject) => {
-      s.once("error", reject);
-      s.listen(0, "::1", () => resolve());
-    });
-    return true;
-  } catch {
-    return false;
-  } finally {
-    s.close();
-  }
-}
 
 /** A TCP connection to host:port that the server accepted (the handshake is the client's part). */
 async function reaches(host: string, port: number): Promise<void> {

@@ -2,6 +2,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
+import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,7 +25,8 @@ import {
 } from "../../src/tunnel/index.js";
 import { makeTestCa, type TestCa } from "../helpers/pki-fixtures.js";
 import { recordingLog } from "../helpers/recording-log.js";
-import { waitFor } from "../helpers/wait.js";
+import { ipv6Loopback } from "../helpers/ports.js";
+import { waitFor, within } from "../helpers/wait.js";
 import type { Log } from "../../src/log/logger.js";
 
 const TD = "spiffe://cluster.local";
@@ -57,9 +59,9 @@ function issue(
 }
 
 /** Sends `msg` through a plaintext port and resolves with what came back, or "closed: <reason>". */
-function roundTrip(port: number, msg = "ping"): Promise<string> {
+function roundTrip(port: number, msg = "ping", host = "127.0.0.1"): Promise<string> {
   return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1");
+    const s = net.connect(port, host);
     let got = "";
     const timer = setTimeout(() => {
       s.destroy();
@@ -448,5 +450,70 @@ test("credentials from the agent's files and SDS socket; /_status and /_metrics 
     await serverCreds.close();
     await clientCreds.close();
     await sds.close();
+  }
+});
+
+/** The serial of the certificate the tunnel server presents at host:port (hex, upper case). */
+async function presentedSerial(host: string, port: number): Promise<string> {
+  const c = issue(SLEEP);
+  const s = tls.connect({
+    host,
+    port,
+    cert: c.certChainPem,
+    key: c.privateKeyPem,
+    ca: c.rootsPem,
+    checkServerIdentity: () => undefined,
+  });
+  try {
+    await within(`a TLS session with [${host}]:${port}`, once(s, "secureConnect"));
+    return s.getPeerCertificate().serialNumber.toUpperCase();
+  } finally {
+    s.destroy();
+  }
+}
+
+test("--listen and --status on a name for 127.0.0.1 and ::1: both tunnels answer over each, a reload reaches every listener", async (t) => {
+  if (!(await ipv6Loopback())) return t.skip("no IPv6 loopback on this machine (binding ::1 failed)");
+  // The name is resolved by the test: localhost may name 127.0.0.1 only here.
+  const resolveHost = async (): Promise<string[]> => ["127.0.0.1", "::1"];
+  const serverSrc = createMutableSecretSource(issue(HTTPBIN));
+  const server = await startTunnelServer({
+    listen: "both-loopbacks.test:0",
+    target: `127.0.0.1:${echoPort}`,
+    allow: [SLEEP],
+    credentials: staticCredentialSource(serverSrc),
+    status: "both-loopbacks.test:0",
+    resolveHost,
+  });
+  const clients: RunningTunnel[] = [];
+  try {
+    for (const host of ["127.0.0.1", "[::1]"])
+      clients.push(
+        await startTunnelClient({
+          listen: "both-loopbacks.test:0",
+          connect: `${host}:${server.port}`,
+          verifySpiffeId: [HTTPBIN],
+          credentials: staticCredentialSource(createMutableSecretSource(issue(SLEEP))),
+          status: "both-loopbacks.test:0",
+          resolveHost,
+        }),
+      );
+    // Each client reaches the server over one of its addresses; each is reached over both of its own.
+    for (const client of clients)
+      for (const host of ["127.0.0.1", "::1"]) {
+        assert.equal(await roundTrip(client.port, "ping", host), "ping", `client on ${host}`);
+        const url = host.includes(":") ? `[${host}]` : host;
+        assert.equal((await fetch(`http://${url}:${client.statusPort}/healthz`)).status, 200);
+        assert.equal((await fetch(`http://${url}:${server.statusPort}/healthz`)).status, 200);
+      }
+    assert.equal(server.stats().accepted, 4);
+
+    serverSrc.set(issue(HTTPBIN));
+    const serial = parseCertificate(serverSrc.current()!.certChainPem).serialHex.toUpperCase();
+    for (const host of ["127.0.0.1", "::1"])
+      assert.equal(await presentedSerial(host, server.port), serial, `the new certificate on ${host}`);
+  } finally {
+    for (const c of clients) await c.close();
+    await server.close();
   }
 });

@@ -5,18 +5,24 @@ import { lookup } from "node:dns/promises";
 import { isIP, type Server } from "node:net";
 import type { Log } from "../log/logger.js";
 
-export function splitHostPort(address: string): { host: string; port: number } {
+/** An address that is not `host:port`: a flag or setting the user must change. */
+export class AddressError extends Error {
+  override name = "AddressError";
+}
+
+/** `host:port`, `[v6]:port` or `:port` (every IPv4 address); `what` names the flag or setting. */
+export function splitHostPort(address: string, what = "the address"): { host: string; port: number } {
   const i = address.lastIndexOf(":");
-  return {
-    host: address.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0",
-    port: Number(address.slice(i + 1)),
-  };
+  const port = Number(address.slice(i + 1));
+  if (i < 0 || address.slice(i + 1) === "" || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new AddressError(`${what} ${JSON.stringify(address)} is not host:port (e.g. 127.0.0.1:8443)`);
+  return { host: address.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0", port };
 }
 
 export interface ListenOptions<S extends Server> {
   /** `host:port` as configured (named in errors). */
   address: string;
-  /** What listens, for errors: "the CA gRPC API", "HTTP". */
+  /** What listens, for errors: "the CA gRPC API", "HTTP", "the tunnel (--listen)". */
   what: string;
   /** A new, unbound server; called once per address. */
   create(): S;
@@ -34,7 +40,7 @@ const PORT_0_ATTEMPTS = 5;
 export async function listenOnEveryAddress<S extends Server>(
   o: ListenOptions<S>,
 ): Promise<{ servers: S[]; port: number }> {
-  const { host, port } = splitHostPort(o.address);
+  const { host, port } = splitHostPort(o.address, o.what);
   const hosts = isIP(host) ? [host] : await resolveHost(o, host);
   for (let attempt = 1; ; attempt++) {
     const servers: S[] = [];
