@@ -103,7 +103,7 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
 
   let source: IntermediateSource;
   let vaultClient: VaultClient | undefined;
-  const closers: (() => void)[] = [];
+  const closers: (() => void | Promise<void>)[] = [];
   if (flags.source === "local") {
     source = new LocalIntermediateSource({
       dataDir: config.dataDir,
@@ -147,7 +147,10 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
     config.rotation.pollInterval * 1000,
     caLog,
   );
-  const close = (): Promise<void> => source.close().then(() => closers.forEach((c) => c()));
+  const close = async (): Promise<void> => {
+    await source.close();
+    await Promise.all(closers.map((c) => c()));
+  };
   const opts: CaCertsOptions = {
     source,
     sink,

@@ -46,7 +46,7 @@ function setup(f: RootFlags & Partial<RotateFlags>): {
     if (err instanceof SourceSpecError) usage(err.message);
     throw err;
   }
-  const closers: (() => void)[] = [];
+  const closers: (() => void | Promise<void>)[] = [];
   const ref = rotationStateRef(config);
   // The state is written with the admin token (like `vault setup`), read with it too.
   let admin: VaultClient | undefined;
@@ -84,7 +84,8 @@ function setup(f: RootFlags & Partial<RotateFlags>): {
     ...("new" in f && f.new ? { newRotation: true } : {}),
     ...(f.importRoot ? { importRoot: { pem: readBundle(f.importRoot), source: f.importRoot } } : {}),
   });
-  return { op, config, close: () => closers.forEach((c) => c()) };
+  const close = async (): Promise<void> => void (await Promise.all(closers.map((c) => c())));
+  return { op, config, close };
 }
 
 export function formatStatus(obs: Observation, stateRef: string): string {
@@ -146,7 +147,7 @@ export async function runRootStatus(f: RootFlags): Promise<void> {
       f.output === "json" ? `${JSON.stringify(obs, null, 2)}\n` : formatStatus(obs, rotationStateRef(config)),
     );
   } finally {
-    close();
+    await close();
   }
 }
 
@@ -212,6 +213,6 @@ export async function runRootRotate(f: RotateFlags): Promise<void> {
       if (obs.next !== "done") process.exitCode = 1;
     }
   } finally {
-    close();
+    await close();
   }
 }

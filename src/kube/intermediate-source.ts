@@ -145,7 +145,7 @@ export type VaultSourceOptions = Pick<
   client: VaultClient;
   commonName?: string | undefined;
   /** Called on close (e.g. stop the token manager). */
-  onClose?: () => void;
+  onClose?: () => void | Promise<void>;
 };
 
 /**
@@ -194,6 +194,6 @@ export class VaultIntermediateSource implements IntermediateSource {
   }
 
   async close(): Promise<void> {
-    this.o.onClose?.();
+    await this.o.onClose?.();
   }
 }

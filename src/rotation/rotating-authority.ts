@@ -44,7 +44,7 @@ export interface RotatingAuthorityOptions {
    */
   makeSuccessor?(s: RotationState): Authority;
   /** After close(): release what the store holds (its Vault connection). */
-  onClose?: () => void;
+  onClose?: () => void | Promise<void>;
   now?: () => number;
 }
 
@@ -373,6 +373,6 @@ export class RotatingAuthority implements Authority {
     await this.nextStarting?.catch(() => undefined);
     await this.next?.close().catch(() => undefined);
     await this.base.close();
-    this.o.onClose?.();
+    await this.o.onClose?.();
   }
 }

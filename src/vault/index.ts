@@ -17,8 +17,11 @@ export interface ConnectedVault {
   client: VaultClient;
   tokens: VaultTokenManager;
   auth: AuthMethod;
-  /** Stop renewal timers and close keep-alive sockets. */
-  close(): void;
+  /**
+   * Stops renewal timers, aborts the login or renewal in flight and closes every connection;
+   * resolves once that login or renewal has ended.
+   */
+  close(): Promise<void>;
 }
 
 /**
@@ -38,10 +41,11 @@ export function connectVault(
     client,
     tokens,
     auth,
-    close: () => {
-      // The login or renewal in flight is aborted at once; its end need not be waited for.
-      void tokens.close();
+    close: async () => {
+      // Both abort at once (before the first await): the login's request and every other one.
+      const stopping = tokens.close();
       client.close();
+      await stopping;
     },
   };
 }

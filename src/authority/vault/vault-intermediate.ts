@@ -253,6 +253,6 @@ export class VaultIntermediateAuthority implements Authority {
 
   async close(): Promise<void> {
     await this.loop.stop();
-    if (this.opts.ownsVault ?? true) this.opts.vault.close();
+    if (this.opts.ownsVault ?? true) await this.opts.vault.close();
   }
 }

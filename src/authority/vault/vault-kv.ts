@@ -376,7 +376,8 @@ export class VaultKvAuthority implements Authority {
     this.closed = true;
     if (this.pollTimer) clearInterval(this.pollTimer);
     // Closing the connection first ends a poll waiting on a Vault that does not answer.
-    if (this.opts.ownsVault ?? true) this.opts.vault.close();
+    const closing = (this.opts.ownsVault ?? true) ? this.opts.vault.close() : undefined;
     await this.polling;
+    await closing;
   }
 }

@@ -468,9 +468,11 @@ export class VaultSignAuthority implements Authority {
     if (this.refreshTimer) clearInterval(this.refreshTimer);
     if (this.probeTimer) clearInterval(this.probeTimer);
     // Closing the connection first ends a probe or roots refresh waiting on a Vault that does not answer.
-    if (this.opts.ownsVault ?? true) this.opts.vault.close();
+    const closing = (this.opts.ownsVault ?? true) ? this.opts.vault.close() : undefined;
+    // Workload logins have their own tokens, not the connection's: closed on their own.
+    this.workloadTokens?.close();
     await this.probing;
-    this.workloadTokens?.clear();
     await this.refreshing;
+    await closing;
   }
 }

@@ -31,6 +31,8 @@ export class WorkloadTokenCache {
   private readonly maxAgeMs: number;
   private readonly now: () => number;
   private logins = 0;
+  /** Aborted by close(): cancels the logins in flight (their requests to Vault too). */
+  private readonly closing = new AbortController();
 
   constructor(
     private readonly client: VaultClient,
@@ -83,8 +85,20 @@ export class WorkloadTokenCache {
     this.entries.clear();
   }
 
+  /** Forgets every token and aborts the logins in flight; later logins fail at once. */
+  close(): void {
+    this.closing.abort(new DOMException("the workload token cache is closed", "AbortError"));
+    this.clear();
+  }
+
   private async login(callerToken: string): Promise<Entry> {
-    const r = await loginWithJwt(this.client, this.opts.mount, this.opts.role, callerToken);
+    const r = await loginWithJwt(
+      this.client,
+      this.opts.mount,
+      this.opts.role,
+      callerToken,
+      this.closing.signal,
+    );
     this.logins++;
     const lease = r.leaseSeconds > 0 ? r.leaseSeconds * 1000 : Infinity;
     // Stop using a token a little before Vault does (request time, clock skew).

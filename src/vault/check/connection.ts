@@ -23,11 +23,15 @@ function tlsFix(e: VaultTlsError): string {
   }
 }
 
-/** sys/health, without a token. Returns false when nothing further can be checked. */
+/**
+ * sys/health, without a token. Returns false when nothing further can be checked. `signal`
+ * cancels the request (a Vault that accepts and never answers).
+ */
 export async function checkReachable(
   client: VaultClient,
   conn: VaultConnection,
   r: CheckReport,
+  signal?: AbortSignal,
 ): Promise<boolean> {
   let status: number;
   let body: { version?: string; sealed?: boolean; initialized?: boolean };
@@ -37,6 +41,7 @@ export async function checkReachable(
       maxAttempts: 1,
       // standby, DR/perf secondaries, not initialised, sealed: all answers, not errors.
       acceptStatus: [429, 472, 473, 501, 503],
+      signal,
     });
     status = raw.status;
     body = JSON.parse(raw.body) as typeof body;
@@ -98,15 +103,16 @@ function loginFix(conn: VaultConnection, e: unknown): string {
   }
 }
 
-/** Log in like the server would. Never prints the token. */
+/** Log in like the server would; `signal` cancels the login's request. Never prints the token. */
 export async function checkLogin(
   client: VaultClient,
   conn: VaultConnection,
   r: CheckReport,
+  signal?: AbortSignal,
 ): Promise<LoginResult | undefined> {
   const auth = authMethodFromConfig(conn.auth);
   try {
-    const l = await auth.login(client);
+    const l = await auth.login(client, signal);
     const ttl =
       l.leaseSeconds === 0
         ? "no expiry"

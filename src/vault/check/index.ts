@@ -21,6 +21,8 @@ export interface CheckOptions {
   out?: (line: string) => void;
   /** Attempts per request; 1 by default so a dead Vault fails fast. */
   maxAttempts?: number;
+  /** Cancels the reachability and login requests (later steps end with the client's timeout). */
+  signal?: AbortSignal;
 }
 
 export interface CheckResult {
@@ -47,8 +49,8 @@ export async function runCheck(opts: CheckOptions): Promise<CheckResult> {
     return { exitCode: r.finish(), lines: r.lines };
   }
   try {
-    if (await checkReachable(client, conn, r)) {
-      const login = await checkLogin(client, conn, r);
+    if (await checkReachable(client, conn, r, opts.signal)) {
+      const login = await checkLogin(client, conn, r, opts.signal);
       if (login) {
         const lacking = await checkCapabilities(
           client,
