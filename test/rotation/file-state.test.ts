@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileRotationStore, type Phase, type RotationState } from "../../src/rotation/state.js";
-import { stateThrough } from "./state-fixture.js";
+import { stateThrough, twoOperatorsAdvanceTheSamePhase } from "./state-fixture.js";
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "meshvault-file-state-"));
@@ -26,36 +26,13 @@ const state = (id: string, ...phases: Phase[]): RotationState => stateThrough("l
 test("file: two operators advance the same phase at once: the second is refused and the file keeps the first step", async () =>
   withTempDir(async (dir) => {
     const path = join(dir, "root-rotation.json");
-    const first = fileRotationStore(path);
-    assert.equal(await first.read(), undefined);
-    await first.write(state("r-1", "prepared"));
-    assert.equal(statSync(path).mode & 0o777, 0o644);
-
-    const [a, b] = [fileRotationStore(path), fileRotationStore(path)];
-    assert.equal((await a.read())?.phase, "prepared");
-    assert.equal((await b.read())?.phase, "prepared");
-    const byA = state("r-1", "prepared", "trust-both");
-    await a.write(byA);
-    await assert.rejects(
-      b.write({ ...state("r-1", "prepared", "trust-both"), startedAt: "by b" }),
-      (err: Error) => {
-        assert.equal(err.name, "RotationStateError");
-        assert.equal(
-          err.message,
-          `rotation state file:${path} changed since it was read (another meshvault root rotate wrote it first): ` +
-            "it now holds rotation r-1 at phase trust-both; this step (to trust-both) was not recorded. " +
-            "Run meshvault root status and retry if the step is still needed",
-        );
-        return true;
-      },
-    );
-    assert.deepEqual(await fileRotationStore(path).read(), byA, "the refused write changed nothing");
-    assert.ok(!existsSync(`${path}.lock`), "the lock is released after a refusal");
-
-    // b re-reads (as `meshvault root status` + retry would) and takes the next step.
-    assert.equal((await b.read())?.phase, "trust-both");
-    await b.write(state("r-1", "prepared", "trust-both", "switched"));
-    assert.equal((await a.read())?.phase, "switched");
+    await twoOperatorsAdvanceTheSamePhase({
+      open: () => fileRotationStore(path),
+      authority: "local",
+      where: `file:${path}`,
+      afterFirstWrite: () => assert.equal(statSync(path).mode & 0o777, 0o644),
+      afterRefusal: () => assert.ok(!existsSync(`${path}.lock`), "the lock is released after a refusal"),
+    });
   }));
 
 test("file: two operators start a rotation at once: the second is refused; a retried identical write is not a conflict", async () =>

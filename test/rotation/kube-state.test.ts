@@ -1,7 +1,8 @@
 // Rotation state in a ConfigMap (`rotation.state: kube:<namespace>/<name>`) on a REAL
 // kube-apiserver: one `meshvault root rotate` process starts a rotation, another continues it to
 // the end, the server follows the phases from the ConfigMap; two operators advancing the same
-// phase at once: the second is refused (resourceVersion) and says what the state holds now.
+// phase at once: the second is refused (resourceVersion) and says what the state holds now, both
+// through the operators and in the store scenario the file and KV v2 stores pass too.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -17,6 +18,7 @@ import { startKube, type KubeEnv } from "../helpers/kube.js";
 import { startServerProcess, type ServerProcess } from "../helpers/server-process.js";
 import { waitFor } from "../helpers/wait.js";
 import { CLI_MS, rootStatus, serversApply } from "./drive.js";
+import { twoOperatorsAdvanceTheSamePhase } from "./state-fixture.js";
 
 const REF = "istio-system/meshvault-root-rotation";
 let dir: string;
@@ -140,6 +142,15 @@ test("a rotation kept in a ConfigMap: started by one root rotate process, finish
   await waitFor("the server publishing the new root alone", async () => {
     const s = await rootStatus(args, env);
     return s.channels.every((c) => c.holds === "new");
+  });
+});
+
+test("ConfigMap: two operators advance the same phase at once: the second is refused and the ConfigMap keeps the first step", async () => {
+  const ref = "istio-system/meshvault-root-rotation-concurrent";
+  await twoOperatorsAdvanceTheSamePhase({
+    open: () => kubeRotationStore(loadKubeConfig({ kubeconfig: kube.kubeconfigPath }), ref),
+    authority: "local",
+    where: `kube:${ref}`,
   });
 });
 

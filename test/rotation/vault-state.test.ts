@@ -5,7 +5,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { VaultClient } from "../../src/vault/index.js";
 import { vaultRotationStore, type Phase, type RotationState } from "../../src/rotation/state.js";
-import { stateThrough } from "./state-fixture.js";
+import { stateThrough, twoOperatorsAdvanceTheSamePhase } from "./state-fixture.js";
 import { startOpenBao, type OpenBao } from "../helpers/openbao.js";
 
 let bao: OpenBao;
@@ -32,34 +32,13 @@ async function currentVersion(path: string): Promise<number | undefined> {
 
 test("KV v2: two operators advance the same phase at once: the second is refused and the state is unchanged", async () => {
   const path = "meshvault/root-rotation/concurrent";
-  const first = store(path);
-  assert.equal(await first.read(), undefined);
-  await first.write(state("r-1", "prepared"));
-
-  // Both observe "prepared", then both write "trust-both".
-  const [a, b] = [store(path), store(path)];
-  assert.equal((await a.read())?.phase, "prepared");
-  assert.equal((await b.read())?.phase, "prepared");
-  const byA = state("r-1", "prepared", "trust-both");
-  await a.write(byA);
-  await assert.rejects(
-    b.write({ ...state("r-1", "prepared", "trust-both"), startedAt: "by b" }),
-    (err: Error) => {
-      assert.equal(err.name, "RotationStateError");
-      assert.match(
-        err.message,
-        /^rotation state vault:secret\/data\/meshvault\/root-rotation\/concurrent changed since it was read \(another meshvault root rotate wrote it first\): it now holds rotation r-1 at phase trust-both; this step \(to trust-both\) was not recorded\. Run meshvault root status/,
-      );
-      return true;
-    },
-  );
-  assert.deepEqual(await store(path).read(), byA, "the refused write changed nothing");
-  assert.equal(await currentVersion(path), 2, "prepared (1) and a's trust-both (2) only");
-
-  // b re-reads (as `meshvault root status` + retry would) and takes the next step.
-  assert.equal((await b.read())?.phase, "trust-both");
-  await b.write(state("r-1", "prepared", "trust-both", "switched"));
-  assert.equal((await a.read())?.phase, "switched");
+  await twoOperatorsAdvanceTheSamePhase({
+    open: () => store(path),
+    authority: "vault-intermediate",
+    where: `vault:secret/data/${path}`,
+    afterRefusal: async () =>
+      assert.equal(await currentVersion(path), 2, "prepared (1) and a's trust-both (2) only"),
+  });
 });
 
 test("KV v2: two operators start a rotation at once (cas 0): the second is refused", async () => {
