@@ -1,6 +1,6 @@
 // `meshvault tunnel server|client` run (declared in commands/tunnel.ts): ghostunnel-style mTLS
 // proxy with SPIFFE ID authorization, certificates from the agent's files or SDS socket.
-import { createLogger, type Logger } from "../log/logger.js";
+import { createLogger } from "../log/logger.js";
 import {
   fileCredentialSource,
   sdsCredentialSource,
@@ -9,6 +9,8 @@ import {
   type CredentialSource,
   type RunningTunnel,
   type TlsVersion,
+  type TunnelClientOptions,
+  type TunnelServerOptions,
 } from "../tunnel/index.js";
 import type { TunnelClientFlags, TunnelCommonFlags, TunnelServerFlags } from "./commands/tunnel.js";
 import { UsageError } from "./errors.js";
@@ -48,46 +50,62 @@ function tlsVersion(v: string): TlsVersion {
   throw new UsageError(`--min-tls-version ${JSON.stringify(v)}: use 1.2 or 1.3`);
 }
 
-function loggerFor(f: TunnelCommonFlags): Logger {
-  return createLogger(logOptionsFromFlags(f, "meshvault-tunnel")).child({ component: "tunnel" });
-}
+/** What both modes take from the common flags. */
+type CommonOptions = Pick<
+  TunnelServerOptions & TunnelClientOptions,
+  "credentials" | "minVersion" | "logger" | "processMetrics" | "status"
+>;
 
-function runUntilSignal(t: RunningTunnel, creds: CredentialSource, log: Logger): void {
-  closeOnSignal({ log, close: () => Promise.all([t.close(), creds.close()]).then(() => undefined) });
+/**
+ * The wiring both modes share: logger, TLS floor, credentials, status port; `start` adds the
+ * mode's own flags. The tunnel and its credentials close on SIGINT/SIGTERM, and the credentials
+ * also when the tunnel does not start.
+ */
+async function runTunnel(
+  f: TunnelCommonFlags,
+  start: (common: CommonOptions) => Promise<RunningTunnel>,
+): Promise<void> {
+  const minVersion = tlsVersion(f.minTlsVersion);
+  const log = createLogger(logOptionsFromFlags(f, "meshvault-tunnel")).child({ component: "tunnel" });
+  const credentials = credentialsFrom(f);
+  let t: RunningTunnel;
+  try {
+    t = await start({
+      credentials,
+      minVersion,
+      logger: log,
+      processMetrics: true,
+      ...(f.status ? { status: f.status } : {}),
+    });
+  } catch (err) {
+    await credentials.close();
+    throw err;
+  }
+  closeOnSignal({ log, close: () => Promise.all([t.close(), credentials.close()]).then(() => undefined) });
 }
 
 export async function runTunnelServer(f: TunnelServerFlags): Promise<void> {
   requireLoopback("--target", f.target, f.unsafeTarget, "--unsafe-target");
-  const log = loggerFor(f);
-  const credentials = credentialsFrom(f);
-  const t = await startTunnelServer({
-    listen: f.listen,
-    target: f.target,
-    allow: f.allow,
-    allowAll: f.allowAll ?? false,
-    credentials,
-    minVersion: tlsVersion(f.minTlsVersion),
-    logger: log,
-    processMetrics: true,
-    ...(f.status ? { status: f.status } : {}),
-  });
-  runUntilSignal(t, credentials, log);
+  await runTunnel(f, (common) =>
+    startTunnelServer({
+      ...common,
+      listen: f.listen,
+      target: f.target,
+      allow: f.allow,
+      allowAll: f.allowAll ?? false,
+    }),
+  );
 }
 
 export async function runTunnelClient(f: TunnelClientFlags): Promise<void> {
   requireLoopback("--listen", f.listen, f.unsafeListen, "--unsafe-listen");
-  const log = loggerFor(f);
-  const credentials = credentialsFrom(f);
-  const t = await startTunnelClient({
-    listen: f.listen,
-    connect: f.connect,
-    verifySpiffeId: f.verifySpiffeId,
-    credentials,
-    minVersion: tlsVersion(f.minTlsVersion),
-    logger: log,
-    processMetrics: true,
-    ...(f.serverName ? { serverName: f.serverName } : {}),
-    ...(f.status ? { status: f.status } : {}),
-  });
-  runUntilSignal(t, credentials, log);
+  await runTunnel(f, (common) =>
+    startTunnelClient({
+      ...common,
+      listen: f.listen,
+      connect: f.connect,
+      verifySpiffeId: f.verifySpiffeId,
+      ...(f.serverName ? { serverName: f.serverName } : {}),
+    }),
+  );
 }
