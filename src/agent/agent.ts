@@ -2,7 +2,7 @@
 // token file, renewal loop and outputs (Envoy SDS socket, files, hook), plus an
 // optional status port. The sidecar is the one-identity case of the node agent.
 import { existsSync } from "node:fs";
-import { createServer, type Server } from "node:http";
+import { createServer, type RequestListener, type Server } from "node:http";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { createCaClient, type CaClient } from "./ca-client.js";
@@ -14,6 +14,7 @@ import { createLimiter } from "./semaphore.js";
 import { startSdsServer, type SdsServer } from "./sds/index.js";
 import { OutputChain, RetryingOutput, type OutputStatus } from "./outputs.js";
 import { WorkloadIdentity, type IdentityStatus } from "./workload.js";
+import { listenOnEveryAddress } from "../net/listen.js";
 
 export interface StartAgentOptions {
   /** A real pino logger: components get children of it (`log.child({ component })`). */
@@ -26,6 +27,8 @@ export interface StartAgentOptions {
   waitForCertificates?: boolean;
   /** How often ca.rootCertFile is checked for a new trust bundle (root rotation). Default 5 s. */
   rootsPollMs?: number;
+  /** The addresses of a statusListen host name; default the system resolver. */
+  resolveHost?: (host: string) => Promise<string[]>;
 }
 
 export interface ManagedIdentity {
@@ -215,14 +218,18 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     return { ready: reasons.length === 0, ...(reasons.length ? { reasons } : {}), identities: list };
   };
 
-  let statusServer: Server | undefined;
+  let statusServers: Server[] = [];
   let statusPort: number | undefined;
   if (config.statusListen) {
     // Load prom-client now rather than on the first scrape: a status port means it will be read.
     void metrics.registry;
-    const s = await startStatusServer(config.statusListen, status, metrics);
-    statusServer = s.server;
-    statusPort = s.port;
+    ({ servers: statusServers, port: statusPort } = await listenOnEveryAddress({
+      address: config.statusListen,
+      what: "the agent status port",
+      create: () => createServer(statusHandler(status, metrics)),
+      log: logger.child({ component: "agent" }),
+      ...(opts.resolveHost ? { resolve: opts.resolveHost } : {}),
+    }));
   }
 
   const agent: RunningAgent = {
@@ -235,18 +242,14 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
       Promise.all([...identities.values()].map((m) => m.identity.rotateNow())).then(() => undefined),
     close: async () => {
       await closeAll();
-      await new Promise<void>((r) => (statusServer ? statusServer.close(() => r()) : r()));
+      await Promise.all(statusServers.map((s) => new Promise<void>((r) => s.close(() => r()))));
     },
   };
   return agent;
 }
 
-async function startStatusServer(
-  address: string,
-  status: () => AgentStatus,
-  metrics: AgentMetrics,
-): Promise<{ server: Server; port: number }> {
-  const server = createServer((req, res) => {
+function statusHandler(status: () => AgentStatus, metrics: AgentMetrics): RequestListener {
+  return (req, res) => {
     const p = (req.url ?? "/").split("?")[0];
     const send = (code: number, body: string, type = "text/plain; charset=utf-8"): void => {
       res.writeHead(code, { "content-type": type, "cache-control": "no-store" });
@@ -269,16 +272,5 @@ async function startStatusServer(
       return;
     }
     send(404, "not found: try /healthz, /readyz, /_status or /metrics\n");
-  });
-  const i = address.lastIndexOf(":");
-  const host = address.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0";
-  const port = Number(address.slice(i + 1));
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (e) =>
-      reject(new Error(`cannot listen on ${address} for the agent status port: ${e.message}`)),
-    );
-    server.listen(port, host, () => resolve());
-  });
-  const addr = server.address();
-  return { server, port: typeof addr === "object" && addr ? addr.port : port };
+  };
 }

@@ -15,6 +15,7 @@ import {
 import { parseCertificate } from "../../src/pki/certificate.js";
 import { SdsTestClient, secretsByName } from "../helpers/sds-client.js";
 import { startCaFixture, type CaFixture } from "./ca-fixture.js";
+import { ipv6Loopback } from "../helpers/ports.js";
 
 const SLEEP = "spiffe://cluster.local/ns/default/sa/sleep";
 const HTTPBIN = "spiffe://cluster.local/ns/default/sa/httpbin";
@@ -262,4 +263,32 @@ test("errors name the cause: missing token at start, identity the CA will not gr
     () => parseAgentConfig({ identities: [{ namespace: "x", tokenFile: "t" }] }, "flags"),
     /set both namespace and serviceAccount[\s\S]*set sdsSocket, outDir or both/,
   );
+});
+
+test("statusListen on a name for 127.0.0.1 and ::1 serves the status port over both, on one port", async (t) => {
+  if (!(await ipv6Loopback())) return t.skip("no IPv6 loopback on this machine (binding ::1 failed)");
+  const tok = await ca.token("default", "status");
+  const agent = await startAgent(
+    config(
+      [
+        {
+          namespace: "default",
+          serviceAccount: "status",
+          tokenFile: tok,
+          outDir: join(ca.dir, "status-out"),
+        },
+      ],
+      { statusListen: "both-loopbacks.test:0" },
+    ),
+    // The name is resolved by the test: localhost may name 127.0.0.1 only here.
+    { resolveHost: async () => ["127.0.0.1", "::1"] },
+  );
+  try {
+    for (const host of ["127.0.0.1", "[::1]"]) {
+      const r = await fetch(`http://${host}:${agent.statusPort}/metrics`);
+      assert.equal(r.status, 200, `the status port over ${host}`);
+    }
+  } finally {
+    await agent.close();
+  }
 });
