@@ -13,6 +13,7 @@ import { silentLogger, type Logger } from "../log/logger.js";
 import { createLimiter } from "./semaphore.js";
 import { startSdsServer, type SdsServer } from "./sds/index.js";
 import { OutputChain, RetryingOutput, type OutputStatus } from "./outputs.js";
+import { RootFileState } from "./trust-bundle.js";
 import { WorkloadIdentity, type IdentityStatus } from "./workload.js";
 import { listenOnEveryAddress } from "../net/listen.js";
 
@@ -82,13 +83,11 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
 
   // The mounted root file (istio-ca-root-cert in Kubernetes, rootCertFile next to a server)
   // changes during a root rotation: every identity publishes it without waiting for renewal.
-  let lastRoots = "";
+  const rootFile = new RootFileState();
   const rootsTimer = setInterval(() => {
     void readFile(config.ca.rootCertFile, "utf8").then(
       (pem) => {
-        if (pem === lastRoots) return;
-        lastRoots = pem;
-        for (const m of identities.values()) m.identity.updateRoots(pem);
+        if (rootFile.read(pem)) for (const m of identities.values()) m.identity.applyRootFile();
       },
       () => undefined,
     );
@@ -123,6 +122,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
         expiringRatio: config.expiringRatio,
         renewWithClientCert: config.renewWithClientCert,
         limiter,
+        rootFile,
         logger: agentLog,
         onFailure: () => metrics.failures.inc({ identity: name }),
         // A new trust bundle goes down the same outputs as a new certificate, so the newer of

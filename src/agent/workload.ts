@@ -3,8 +3,7 @@
 // backoff that never give up a certificate which is still valid.
 import type { KeyObject } from "node:crypto";
 import { buildCsr } from "../pki/csr.js";
-import { parseCertificates } from "../pki/certificate.js";
-import { verifyChain } from "../pki/chain.js";
+import { splitCertificates } from "../pki/pem.js";
 import { formatName } from "../pki/name.js";
 import { generateKeyPairAsync, privateKeyPem, type KeyAlgorithm } from "../pki/keys.js";
 import type { CaClient } from "./ca-client.js";
@@ -22,6 +21,7 @@ import {
 import { unlimited, type Limiter } from "./semaphore.js";
 import { createMutableSecretSource, type MutableSecretSource, type WorkloadSecrets } from "./sds/source.js";
 import { readToken } from "./token.js";
+import { composeTrustBundle, sameRoots, type RootFileState } from "./trust-bundle.js";
 import { silentLog, type Log } from "../log/logger.js";
 
 export interface WorkloadIdentityOptions {
@@ -50,7 +50,12 @@ export interface WorkloadIdentityOptions {
   onIssued?: (secrets: WorkloadSecrets, issued: IssuedInfo) => Promise<void> | void;
   /** Called after a failed attempt (for metrics). */
   onFailure?: (err: Error) => void;
-  /** Called after updateRoots() changed the published trust bundle (the same certificate with the new roots). */
+  /**
+   * The agent's reading of its mounted root file (root rotation), composed with each CA answer's
+   * roots (trust-bundle.ts). Absent: the CA answer's roots alone.
+   */
+  rootFile?: RootFileState;
+  /** Called after applyRootFile() changed the published trust bundle (the same certificate with the new roots). */
   onRootsChanged?: (secrets: WorkloadSecrets, issued: IssuedInfo) => Promise<void> | void;
 }
 
@@ -93,6 +98,8 @@ export class WorkloadIdentity {
   private readonly limiter: Limiter;
   /** Published (status, outputs) the moment a certificate arrives, before the loop records it. */
   private info: IssuedInfo | undefined;
+  /** The roots of the CA answer that carried the current certificate, and the one its path ends at. */
+  private answer: { rootsPem: string; anchorPem: string } | undefined;
   private issuedCount = 0;
   private readonly loop: RenewalLoop<IssuedInfo>;
 
@@ -144,27 +151,16 @@ export class WorkloadIdentity {
   }
 
   /**
-   * A newer trust bundle from the mesh (the CA root file during a root rotation): published
-   * at once, without waiting for the next renewal, when the current certificate verifies
-   * under it (so a file holding only the CA's TLS roots is never taken for the mesh's).
+   * The root file changed (a root rotation's step): the bundle is composed again for the current
+   * certificate and published at once, without waiting for the next renewal.
    */
-  updateRoots(bundlePem: string): boolean {
+  applyRootFile(): boolean {
     const cur = this.source.current();
     const info = this.info;
-    if (!cur || !info) return false;
-    let rootsPem: string;
-    try {
-      const roots = parseCertificates(bundlePem, "trust bundle").filter(
-        (c) => Buffer.compare(Buffer.from(c.issuerRaw), Buffer.from(c.subjectRaw)) === 0,
-      );
-      const [leaf, ...rest] = parseCertificates(cur.certChainPem, "certificate chain");
-      verifyChain(leaf!, rest, roots);
-      rootsPem = roots.map((c) => c.pem).join("");
-      const have = new Set(parseCertificates(cur.rootsPem).map((c) => c.pem));
-      if (roots.length === have.size && roots.every((c) => have.has(c.pem))) return false;
-    } catch {
-      return false;
-    }
+    const answer = this.answer;
+    if (!cur || !info || !answer) return false;
+    const rootsPem = composeTrustBundle(answer.rootsPem, answer.anchorPem, this.o.rootFile);
+    if (sameRoots(splitCertificates(rootsPem), splitCertificates(cur.rootsPem))) return false;
     const next = { ...cur, rootsPem };
     this.source.set(next);
     this.log.info({ identity: this.o.name }, "trust bundle changed: published the new roots");
@@ -272,14 +268,17 @@ export class WorkloadIdentity {
       })),
       via,
     };
+    const answer = { rootsPem: checked.rootsPem, anchorPem: checked.path.at(-1)!.pem };
     const secrets: WorkloadSecrets = {
       certChainPem: checked.certChainPem,
       privateKeyPem: privateKeyPem(privateKey),
-      rootsPem: checked.rootsPem,
+      // Not the answer's roots as such: it may have been signed before the root file's last change.
+      rootsPem: composeTrustBundle(answer.rootsPem, answer.anchorPem, this.o.rootFile),
     };
     // Status flips to the new certificate in one step: no window where it shows the new serial
     // next to the old failure count.
     this.info = info;
+    this.answer = answer;
     this.issuedCount++;
     this.source.set(secrets);
     if (this.o.onIssued) {

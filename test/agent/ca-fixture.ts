@@ -26,7 +26,13 @@ export interface CaFixture {
 }
 
 export async function startCaFixture(
-  opts: { grpcPort?: number; minTtl?: boolean; grpcServer?: GrpcServerName } = {},
+  opts: {
+    grpcPort?: number;
+    minTtl?: boolean;
+    grpcServer?: GrpcServerName;
+    /** How often the server reads its root-rotation state (`rotation.pollInterval`). */
+    rotationPoll?: string;
+  } = {},
 ): Promise<CaFixture> {
   const dir = mkdtempSync(join(tmpdir(), "meshvault-agent-test-"));
   const dataDir = join(dir, "data");
@@ -39,6 +45,7 @@ export async function startCaFixture(
         "listen.http": "127.0.0.1:0",
         "log.level": "silent",
         ...(opts.grpcServer ? { grpcServer: opts.grpcServer } : {}),
+        ...(opts.rotationPoll ? { "rotation.pollInterval": opts.rotationPoll } : {}),
       },
     });
   let server = await startCaServer(config(opts.grpcPort ?? 0), {
