@@ -1,11 +1,12 @@
 // meshvault's own service-account-style token issuer, for machines without
 // Kubernetes: the server trusts its JWKS, `meshvault token create` mints tokens
 // shaped like Kubernetes projected tokens (so the same authenticator reads both).
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID } from "node:crypto";
+import { createPrivateKey, createPublicKey, randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { exportJWK, SignJWT } from "jose";
 import { writeFileAtomicSync } from "../fs/atomic-write.js";
+import { generateKeyPairFor, privateKeyPem } from "../pki/keys.js";
 import { workloadId } from "../pki/spiffe.js";
 
 export interface LocalIssuerPaths {
@@ -29,8 +30,8 @@ export async function ensureLocalIssuer(dataDir: string): Promise<LocalIssuerPat
   const paths = localIssuerPaths(dataDir);
   mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
   if (!existsSync(paths.keyFile)) {
-    const { privateKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-    writeFileAtomicSync(paths.keyFile, privateKey.export({ type: "pkcs8", format: "pem" }).toString(), 0o600);
+    const { privateKey } = generateKeyPairFor("ec-p256");
+    writeFileAtomicSync(paths.keyFile, privateKeyPem(privateKey), 0o600);
   }
   const pub = createPublicKey(createPrivateKey(readFileSync(paths.keyFile, "utf8")));
   const jwk = { ...(await exportJWK(pub)), alg: "ES256", use: "sig", kid: "meshvault-local-1" };

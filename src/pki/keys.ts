@@ -1,5 +1,7 @@
 // Key types meshvault accepts or generates, and how each one signs.
 import {
+  createECDH,
+  createPrivateKey,
   createPublicKey,
   generateKeyPair as generateKeyPairCb,
   generateKeyPairSync,
@@ -8,8 +10,9 @@ import {
   type KeyObject,
 } from "node:crypto";
 import { promisify } from "node:util";
-import { bitString, bytesEqual, nullValue, oid, seq } from "./der.js";
+import { bitString, bytesEqual, nullValue, octetString, oid, seq, smallInteger, tlv } from "./der.js";
 import { OID } from "./oids.js";
+import { encodePem } from "./pem.js";
 
 export type KeyAlgorithm = "ec-p256" | "ec-p384" | "rsa-2048" | "rsa-3072" | "rsa-4096" | "ed25519";
 export const KEY_ALGORITHMS: readonly KeyAlgorithm[] = [
@@ -47,9 +50,48 @@ function keygenArgs(alg: KeyAlgorithm): ["ec" | "rsa" | "ed25519", Record<string
   }
 }
 
+/**
+ * A new key pair, synchronously (CA keys, serving certificates: the agent uses generateKeyPairAsync).
+ *
+ * Never the KeyObjects `generateKeyPairSync` returns: on Node 20 (20.20.2 here) they share a
+ * mutex with the key-generation job object, whose destructor takes that mutex when the garbage
+ * collector frees the job, and a JWK export holds it while allocating. A collection during a JWK
+ * export of such a key (spkiDer, privateKeyPem, jose's exportJWK) deadlocks the thread; a loop of
+ * keygen + export hangs within a few thousand keys (test/pki/keygen.test.ts). The async path
+ * frees its job at once and is not affected. EC keys are generated through ECDH and imported
+ * from their JWK (~140 us); other types are re-imported from PKCS#8 DER (~0.6 ms, rare).
+ */
 export function generateKeyPairFor(alg: KeyAlgorithm): KeyPair {
   const [type, opts] = keygenArgs(alg);
-  return generateKeyPairSync(type as "ec", opts as { namedCurve: string });
+  let privateKey: KeyObject;
+  if (type === "ec") {
+    const curve = opts["namedCurve"] as string;
+    const crv = curve === "prime256v1" ? "P-256" : "P-384";
+    const ecdh = createECDH(curve);
+    const point = ecdh.generateKeys();
+    const size = (point.length - 1) / 2;
+    const scalar = ecdh.getPrivateKey();
+    const d = Buffer.concat([Buffer.alloc(size - scalar.length), scalar]);
+    const b64 = (b: Buffer): string => b.toString("base64url");
+    privateKey = createPrivateKey({
+      key: {
+        kty: "EC",
+        crv,
+        d: b64(d),
+        x: b64(point.subarray(1, 1 + size)),
+        y: b64(point.subarray(1 + size)),
+      },
+      format: "jwk",
+    });
+  } else {
+    const generated = generateKeyPairSync(type as "rsa", opts as { modulusLength: number }).privateKey;
+    privateKey = createPrivateKey({
+      key: generated.export({ type: "pkcs8", format: "der" }),
+      format: "der",
+      type: "pkcs8",
+    });
+  }
+  return { privateKey, publicKey: createPublicKey(privateKey) };
 }
 
 const generateAsync = promisify(generateKeyPairCb);
@@ -157,19 +199,38 @@ export function verifySignature(
 
 const EC_JWK = { "P-256": { curve: OID.p256, size: 32 }, "P-384": { curve: OID.p384, size: 48 } } as const;
 
+/** An EC key's curve and point (and scalar, for a private key), read from its JWK. */
+interface EcParts {
+  curve: string;
+  /** Uncompressed point: 04 || x || y. */
+  point: Uint8Array;
+  d?: Uint8Array;
+}
+
+// OpenSSL 3 encodes DER and PEM through its generic encoders (~150 us for an EC SPKI, ~100-140 us
+// for a PKCS#8 private key, measured on every agent CSR and certificate); the JWK export gives
+// the same numbers in ~10-15 us and the DER around them is fixed (RFC 5480, RFC 5915, RFC 5208).
+// test/pki/spki-import.test.ts checks both routes give the same bytes.
+function ecParts(key: KeyObject): EcParts | undefined {
+  if (key.asymmetricKeyType !== "ec") return undefined;
+  const jwk = key.export({ format: "jwk" });
+  const ec = EC_JWK[jwk.crv as keyof typeof EC_JWK];
+  if (!ec) return undefined;
+  const x = Buffer.from(jwk.x ?? "", "base64url");
+  const y = Buffer.from(jwk.y ?? "", "base64url");
+  if (x.length !== ec.size || y.length !== ec.size) return undefined;
+  const point = Buffer.concat([Buffer.of(4), x, y]);
+  if (jwk.d === undefined) return { curve: ec.curve, point };
+  const d = Buffer.from(jwk.d, "base64url");
+  return d.length === ec.size ? { curve: ec.curve, point, d } : undefined;
+}
+
+const ecAlgorithmIdentifier = (curve: string): Uint8Array => seq(oid(OID.ecPublicKey), oid(curve));
+
 export function spkiDer(key: KeyObject): Uint8Array {
+  const ec = ecParts(key);
+  if (ec) return seq(ecAlgorithmIdentifier(ec.curve), bitString(ec.point));
   const pub = key.type === "private" ? createPublicKey(key) : key;
-  // OpenSSL 3 encodes a DER SPKI through its generic encoder (~150 us for an EC key, on every
-  // agent CSR); the JWK export gives the same point in ~7 us and the SPKI around it is fixed
-  // (RFC 5480). test/pki/spki-import.test.ts checks both give the same bytes.
-  if (pub.asymmetricKeyType === "ec") {
-    const jwk = pub.export({ format: "jwk" });
-    const ec = EC_JWK[jwk.crv as keyof typeof EC_JWK];
-    const x = Buffer.from(jwk.x ?? "", "base64url");
-    const y = Buffer.from(jwk.y ?? "", "base64url");
-    if (ec && x.length === ec.size && y.length === ec.size)
-      return seq(seq(oid(OID.ecPublicKey), oid(ec.curve)), bitString(Buffer.concat([Buffer.of(4), x, y])));
-  }
   return new Uint8Array(pub.export({ type: "spki", format: "der" }));
 }
 
@@ -178,6 +239,17 @@ export function privateKeyMatches(privateKey: KeyObject, spki: Uint8Array): bool
   return bytesEqual(spkiDer(privateKey), spki);
 }
 
+/** PKCS#8 PEM ("PRIVATE KEY"), as OpenSSL writes it. */
 export function privateKeyPem(key: KeyObject): string {
+  const ec = key.type === "private" ? ecParts(key) : undefined;
+  if (ec?.d) {
+    // ECPrivateKey (RFC 5915) with the public key and without the curve, which the
+    // AlgorithmIdentifier names: the form OpenSSL 3 writes inside PKCS#8.
+    const inner = seq(smallInteger(1), octetString(ec.d), tlv(0xa1, bitString(ec.point)));
+    return encodePem(
+      "PRIVATE KEY",
+      seq(smallInteger(0), ecAlgorithmIdentifier(ec.curve), octetString(inner)),
+    );
+  }
   return key.export({ type: "pkcs8", format: "pem" }).toString();
 }

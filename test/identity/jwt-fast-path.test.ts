@@ -4,12 +4,20 @@
 // and the fast path must be the one accepting ordinary tokens (or it is dead code).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { generateKeyPairSync, sign as cryptoSign, constants, type KeyObject } from "node:crypto";
+import {
+  constants,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  sign as cryptoSign,
+  type KeyObject,
+} from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exportJWK, type JWK } from "jose";
 import { JwtAuthenticator } from "../../src/identity/jwt.js";
+import { generateKeyPairFor } from "../../src/pki/keys.js";
 
 const ISSUER = "https://kubernetes.default.svc.cluster.local";
 const TD = "cluster.local";
@@ -79,16 +87,25 @@ before(async () => {
     signers[kid] = { kid, alg, key: privateKey };
     return { kid, alg, key: publicKey };
   };
-  const rsa = (bits: number) => () => generateKeyPairSync("rsa", { modulusLength: bits });
-  const ecc = (curve: string) => () => generateKeyPairSync("ec", { namedCurve: curve });
+  // Keys JWK-exported below come from generateKeyPairFor: on Node 20, exporting a key straight
+  // from generateKeyPairSync can deadlock (see generateKeyPairFor).
+  const ecc = (curve: string) => () => generateKeyPairFor(curve === "P-256" ? "ec-p256" : "ec-p384");
+  const weakRsa = () => {
+    const der = generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey.export({
+      type: "pkcs8",
+      format: "der",
+    });
+    const privateKey = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+    return { privateKey, publicKey: createPublicKey(privateKey) };
+  };
   const pubs = [
-    mk("rsa-1", "RS256", rsa(2048)),
-    mk("rs512", "RS512", rsa(2048)),
-    mk("pss-1", "PS256", rsa(2048)),
+    mk("rsa-1", "RS256", () => generateKeyPairFor("rsa-2048")),
+    mk("rs512", "RS512", () => generateKeyPairFor("rsa-2048")),
+    mk("pss-1", "PS256", () => generateKeyPairFor("rsa-2048")),
     mk("ec-1", "ES256", ecc("P-256")),
     mk("ec384", "ES384", ecc("P-384")),
-    mk("ed-1", "EdDSA", () => generateKeyPairSync("ed25519")),
-    mk("weak", "RS256", rsa(1024)),
+    mk("ed-1", "EdDSA", () => generateKeyPairFor("ed25519")),
+    mk("weak", "RS256", weakRsa),
     mk("enc-1", "ES256", ecc("P-256")),
     mk("ops-1", "ES256", ecc("P-256")),
     mk("dup", "ES256", ecc("P-256")),

@@ -3,9 +3,16 @@
 // createPublicKey on the DER SPKI plus describeKey (asymmetricKeyDetails), the oracle here.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createPublicKey, generateKeyPairSync } from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPairSync } from "node:crypto";
 import { decodeOne } from "../../src/pki/der.js";
-import { describeKey, generateKeyPairFor, KeyError, spkiDer, type KeyAlgorithm } from "../../src/pki/keys.js";
+import {
+  describeKey,
+  generateKeyPairFor,
+  KeyError,
+  privateKeyPem,
+  spkiDer,
+  type KeyAlgorithm,
+} from "../../src/pki/keys.js";
 import { canonicalSpki } from "../../src/pki/spki.js";
 import { importRequestKey } from "../../src/pki/spki-import.js";
 import { buildCsr, parseCsr } from "../../src/pki/csr.js";
@@ -36,6 +43,24 @@ test("spkiDer (EC keys through their JWK) exports exactly what OpenSSL's SPKI en
       assert.deepEqual(spkiDer(publicKey), spkiOf(publicKey), `${alg}: public key`);
       assert.deepEqual(spkiDer(privateKey), spkiOf(publicKey), `${alg}: from the private key`);
     }
+});
+
+test("privateKeyPem (EC keys through their JWK) writes exactly what OpenSSL's PKCS#8 encoder does", () => {
+  const algs: KeyAlgorithm[] = ["ec-p256", "ec-p384", "rsa-2048", "ed25519"];
+  let shortScalars = 0;
+  for (const alg of algs)
+    // Enough EC keys that some scalars start with a zero byte (1 in 256): they must stay full size.
+    for (let i = 0; i < (alg.startsWith("ec") ? 1500 : 2); i++) {
+      const { privateKey } = generateKeyPairFor(alg);
+      const oracle = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+      assert.equal(privateKeyPem(privateKey), oracle, `${alg}: same PKCS#8 PEM`);
+      if (alg.startsWith("ec") && Buffer.from(privateKey.export({ format: "jwk" }).d!, "base64url")[0] === 0)
+        shortScalars++;
+    }
+  assert.ok(shortScalars > 0, "no EC scalar with a leading zero byte was drawn: draw more keys");
+  // What we write reads back as the same key.
+  const { privateKey } = generateKeyPairFor("ec-p256");
+  assert.ok(createPrivateKey(privateKeyPem(privateKey)).equals(privateKey));
 });
 
 test("RSA sizes the library path refuses are refused with the same KeyError", () => {
