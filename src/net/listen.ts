@@ -75,9 +75,27 @@ export async function listenOnEveryAddress<S extends Server>(
       // The port the first address got is taken on another one: try again with a new port.
       if (port === 0 && servers.length > 0 && e.code === "EADDRINUSE" && attempt < PORT_0_ATTEMPTS) continue;
       const at = e.host === host ? "" : ` (at ${e.host})`;
-      throw new Error(`cannot listen on ${o.address}${at} for ${o.what}: ${e.message}`, { cause: err });
+      throw new Error(
+        `cannot listen on ${o.address}${at} for ${o.what}: ${e.message}${fixFor(e.code, port)}`,
+        {
+          cause: err,
+        },
+      );
     }
   }
+}
+
+/** What to do about a refused bind, by its error code. */
+function fixFor(code: string | undefined, port: number): string {
+  if (code === "EADDRINUSE")
+    return `: another process (or another meshvault) holds port ${port} there; stop it or choose another port`;
+  if (code === "EACCES")
+    return port < 1024
+      ? `: ports below 1024 need privileges (CAP_NET_BIND_SERVICE); choose a port of 1024 or above`
+      : ": the system refused the bind; check what restricts this process's network access";
+  if (code === "EADDRNOTAVAIL")
+    return ": no interface of this machine has that address; use one it has, or 0.0.0.0";
+  return "";
 }
 
 async function resolveHost(o: ListenOptions<Server>, host: string): Promise<string[]> {

@@ -79,7 +79,12 @@ test("a second server on the same data directory exits 2 naming the first one's 
     const other = join(dir, "other");
     const busy = await cli(serverArgs(other, grpc, await freePort()), env());
     assert.equal(busy.code, 1, busy.err);
-    assert.match(busy.err, new RegExp(`cannot listen on 127.0.0.1:${grpc} for the CA gRPC API`));
+    assert.match(
+      busy.err,
+      new RegExp(
+        `cannot listen on 127.0.0.1:${grpc} for the CA gRPC API: .*EADDRINUSE.*: another process \\(or another meshvault\\) holds port ${grpc} there; stop it or choose another port`,
+      ),
+    );
     assert.deepEqual(readdirSync(other), [], "nothing written, and the lock released");
   } finally {
     first.kill("SIGTERM");
