@@ -4,8 +4,7 @@
 // and the mounted root file can lag behind the CA (the kubelet updates it later). So the root
 // file decides about every root it has ever listed (trusted while listed, not again once
 // dropped), and a CA answer adds only roots the file has not listed yet.
-import { parseCertificates } from "../pki/certificate.js";
-import { bytesEqual } from "../pki/der.js";
+import { isSelfSigned, parseCertificates } from "../pki/certificate.js";
 import { joinPem, splitCertificates } from "../pki/pem.js";
 
 /** The agent's reading of its mounted root file, shared by its identities. */
@@ -30,7 +29,7 @@ export class RootFileState {
     let roots: string[];
     try {
       roots = parseCertificates(pem, "root file")
-        .filter((c) => bytesEqual(c.issuerRaw, c.subjectRaw))
+        .filter(isSelfSigned)
         .map((c) => c.pem);
     } catch {
       return false;

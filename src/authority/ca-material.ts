@@ -3,7 +3,12 @@
 // whole CaMaterial at once, so an in-flight request always signs with one consistent set.
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import { verifyChain } from "../pki/chain.js";
-import { describeCertificate, parseCertificates, type Certificate } from "../pki/certificate.js";
+import {
+  describeCertificate,
+  isSelfSigned,
+  parseCertificates,
+  type Certificate,
+} from "../pki/certificate.js";
 import { verifyCsr } from "../pki/csr.js";
 import { createSigner, issueLeaf, type LeafOptions, type Signer } from "../pki/issue.js";
 import type { SpiffeId } from "../pki/spiffe.js";
@@ -34,10 +39,6 @@ export interface CaMaterialInput {
   rootPem?: string;
   /** Names the source in errors, e.g. "files in /etc/cacerts". */
   source: string;
-}
-
-function isSelfSigned(c: Certificate): boolean {
-  return Buffer.compare(Buffer.from(c.issuerRaw), Buffer.from(c.subjectRaw)) === 0;
 }
 
 /** Validates and assembles signing material: key matches cert, chain reaches a root. */

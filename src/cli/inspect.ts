@@ -3,7 +3,12 @@
 // grep: whose identity is this, who issued it, is it still valid, does the chain hold.
 import { createHash, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { parseCertificateDer, parseCertificates, type Certificate } from "../pki/certificate.js";
+import {
+  isSelfSigned,
+  parseCertificateDer,
+  parseCertificates,
+  type Certificate,
+} from "../pki/certificate.js";
 import { verifyChain } from "../pki/chain.js";
 import { bytesEqual } from "../pki/der.js";
 import { describeKey } from "../pki/keys.js";
@@ -86,10 +91,6 @@ const SIGNATURE_NAMES: Record<string, string> = {
   "1.2.840.113549.1.1.5": "sha1WithRSAEncryption",
   "1.2.840.10045.4.1": "ecdsa-with-SHA1",
 };
-
-function isSelfSigned(c: Certificate): boolean {
-  return bytesEqual(c.issuerRaw, c.subjectRaw);
-}
 
 /** Key type for display: meshvault's name when supported, otherwise what it is and why not. */
 export function keyTypeOf(key: KeyObject): string {

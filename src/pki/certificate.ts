@@ -1,6 +1,16 @@
 // X.509 certificate parsing: the fields meshvault reasons about, straight from DER.
 import { createHash, createPublicKey, type KeyObject } from "node:crypto";
-import { children, decodeOne, DerError, expectTag, oidString, parseTime, Tag, type Node } from "./der.js";
+import {
+  bytesEqual,
+  children,
+  decodeOne,
+  DerError,
+  expectTag,
+  oidString,
+  parseTime,
+  Tag,
+  type Node,
+} from "./der.js";
 import {
   decodeBasicConstraints,
   decodeExtensions,
@@ -163,4 +173,12 @@ export function keyIdentifier(spki: Uint8Array): Uint8Array {
 export function describeCertificate(cert: Certificate): string {
   const id = cert.sans.uris[0] ?? formatName(cert.subject);
   return `${id} (serial ${cert.serialHex}, issuer ${formatName(cert.issuer)})`;
+}
+
+/**
+ * Issuer and subject are the same name (self-issued, RFC 5280 3.3): how meshvault tells a root
+ * in a bundle or chain from the intermediates next to it.
+ */
+export function isSelfSigned(c: Pick<Certificate, "issuerRaw" | "subjectRaw">): boolean {
+  return bytesEqual(c.issuerRaw, c.subjectRaw);
 }

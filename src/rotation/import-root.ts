@@ -2,7 +2,7 @@
 // becomes a new issuer of the root mount. The bundle is checked here first (one self-signed
 // CA certificate, its unencrypted private key) so a wrong file fails before Vault is touched.
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { parseCertificates, type Certificate } from "../pki/certificate.js";
+import { isSelfSigned, parseCertificates, type Certificate } from "../pki/certificate.js";
 import { privateKeyMatches } from "../pki/keys.js";
 import { decodePem, encodePem } from "../pki/pem.js";
 import type { VaultClient } from "../vault/index.js";
@@ -26,8 +26,7 @@ export function checkRootBundle(text: string, source: string): Certificate {
   if (certs.length !== 1)
     fail(`holds ${certs.length} certificates; expected exactly one (the new root) and its private key`);
   const cert = certs[0]!;
-  if (Buffer.compare(Buffer.from(cert.issuerRaw), Buffer.from(cert.subjectRaw)) !== 0)
-    fail("the certificate is not self-signed: import a root, not an intermediate");
+  if (!isSelfSigned(cert)) fail("the certificate is not self-signed: import a root, not an intermediate");
   if (!cert.isCa) fail("the certificate is not a CA (basicConstraints CA:TRUE is missing)");
   if (cert.keyUsage && !cert.keyUsage.includes("keyCertSign"))
     fail("the certificate's keyUsage lacks keyCertSign, so it cannot sign intermediates");

@@ -3,7 +3,7 @@
 // of a source publish the same roots, does a leaf from A verify under B's bundle, what
 // differs, and what to do about it.
 import { X509Certificate } from "node:crypto";
-import { parseCertificates, type Certificate } from "../pki/certificate.js";
+import { isSelfSigned, parseCertificates, type Certificate } from "../pki/certificate.js";
 import { verifyChain } from "../pki/chain.js";
 import { formatName } from "../pki/name.js";
 
@@ -85,10 +85,6 @@ function rootInfo(c: Certificate, now: Date): RootInfo {
     notAfter: c.notAfter.toISOString(),
     expired: c.notAfter.getTime() <= now.getTime(),
   };
-}
-
-function isSelfSigned(c: Certificate): boolean {
-  return Buffer.compare(Buffer.from(c.issuerRaw), Buffer.from(c.subjectRaw)) === 0;
 }
 
 /** The roots in a bundle (self-signed certificates); throws a readable error on bad PEM. */

@@ -15,7 +15,7 @@ import { loadKubeConfig } from "../kube/client.js";
 import { readClusterTrust } from "../kube/trust-channels.js";
 import { buildCsr } from "../pki/csr.js";
 import { generateKeyPairAsync } from "../pki/keys.js";
-import { parseCertificates } from "../pki/certificate.js";
+import { isSelfSigned, parseCertificates } from "../pki/certificate.js";
 import { sdsCredentialSource } from "../tunnel/credentials.js";
 import type { SourceReading } from "./matrix.js";
 
@@ -229,9 +229,7 @@ function readFiles(path: string, r: SourceReading): void {
       continue;
     }
     const certs = parseCertificates(text, f.path);
-    const selfSigned = certs.filter(
-      (c) => Buffer.compare(Buffer.from(c.issuerRaw), Buffer.from(c.subjectRaw)) === 0,
-    );
+    const selfSigned = certs.filter(isSelfSigned);
     if (selfSigned.length)
       r.channels.push({ name: f.name, bundlePem: selfSigned.map((c) => c.pem).join("") });
     if (certs[0] && !selfSigned.includes(certs[0]))

@@ -1,7 +1,12 @@
 // What the three Vault-backed authorities share: Vault errors turned into the
 // authority errors the CA service maps to gRPC codes, the trust bundle read from
 // a PKI mount (roots only), and PEM set arithmetic.
-import { parseCertificates, describeCertificate, type Certificate } from "../../pki/certificate.js";
+import {
+  parseCertificates,
+  describeCertificate,
+  isSelfSigned,
+  type Certificate,
+} from "../../pki/certificate.js";
 import { verifyChain } from "../../pki/chain.js";
 import {
   VaultAuthError,
@@ -37,10 +42,6 @@ export function toAuthorityError(err: unknown, what: string): Error {
     return new AuthorityDeniedError(`${what}: ${err.message}`, { cause: err });
   }
   return new AuthorityDeniedError(`${what}: ${err.message}`, { cause: err });
-}
-
-export function isSelfSigned(c: Certificate): boolean {
-  return Buffer.compare(Buffer.from(c.issuerRaw), Buffer.from(c.subjectRaw)) === 0;
 }
 
 export function certKey(c: Certificate): string {

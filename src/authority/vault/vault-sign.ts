@@ -7,7 +7,7 @@
 //                       role and that Vault token signs, so Vault's policies authorize
 //                       each workload. The server's own serving certificate (the only
 //                       request with DNS/IP SANs) still uses meshvault's login.
-import type { Certificate } from "../../pki/certificate.js";
+import { isSelfSigned, type Certificate } from "../../pki/certificate.js";
 import { verifyChain } from "../../pki/chain.js";
 import { CsrError } from "../../pki/csr.js";
 import { encodePem } from "../../pki/pem.js";
@@ -34,7 +34,6 @@ import {
   certKey,
   checkIssued,
   checkPkiMount,
-  isSelfSigned,
   parseAll,
   readMountChain,
   readIssuerRoots,
