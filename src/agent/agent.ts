@@ -2,7 +2,7 @@
 // token file, renewal loop and outputs (Envoy SDS socket, files, hook), plus an
 // optional status port. The sidecar is the one-identity case of the node agent.
 import { existsSync } from "node:fs";
-import { createServer, type RequestListener, type Server } from "node:http";
+import { createServer, type RequestListener } from "node:http";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { createCaClient, type CaClient } from "./ca-client.js";
@@ -16,6 +16,7 @@ import { OutputChain, RetryingOutput, type OutputStatus } from "./outputs.js";
 import { RootFileState } from "./trust-bundle.js";
 import { WorkloadIdentity, type IdentityStatus } from "./workload.js";
 import { listenOnEveryAddress } from "../net/listen.js";
+import { CloserStack } from "../lifecycle/closer-stack.js";
 
 export interface StartAgentOptions {
   /** A real pino logger: components get children of it (`log.child({ component })`). */
@@ -63,7 +64,28 @@ export interface AgentStatus {
 
 export async function startAgent(config: AgentConfig, opts: StartAgentOptions = {}): Promise<RunningAgent> {
   const logger = opts.logger ?? silentLogger();
-  const ownsClient = !opts.caClient;
+  // Everything started is stopped last-first, by close() and as well when a later start step
+  // fails (a status port already taken): no SDS socket file or renewal loop outlives the error.
+  const closers = new CloserStack((err) =>
+    logger
+      .child({ component: "agent" })
+      .warn({ err: (err as Error).message }, "a part of the agent failed to close"),
+  );
+  try {
+    return await startParts(config, opts, logger, closers);
+  } catch (err) {
+    await closers.close();
+    throw err;
+  }
+}
+
+async function startParts(
+  config: AgentConfig,
+  opts: StartAgentOptions,
+  logger: Logger,
+  closers: CloserStack,
+): Promise<RunningAgent> {
+  const agentLog = logger.child({ component: "agent" });
   const ca =
     opts.caClient ??
     (await createCaClient({
@@ -74,6 +96,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
       ...(config.ca.serverName ? { serverName: config.ca.serverName } : {}),
       ...(config.ca.clusterId ? { clusterId: config.ca.clusterId } : {}),
     }));
+  if (!opts.caClient) closers.defer(() => ca.close());
   const limiter = createLimiter(config.maxConcurrentRequests);
   const identities = new Map<string, ManagedIdentity>();
   const metrics = createAgentMetrics(
@@ -93,93 +116,89 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     );
   }, opts.rootsPollMs ?? 5000);
   rootsTimer.unref();
-
-  const closeAll = async (): Promise<void> => {
-    clearInterval(rootsTimer);
-    for (const m of identities.values()) {
-      m.identity.stop();
-      for (const o of m.outputs) o.stop();
-    }
+  closers.defer(() => clearInterval(rootsTimer));
+  // The sockets close together: each lets its streams finish under its own grace period.
+  closers.defer(async () => {
     await Promise.all([...identities.values()].map((m) => m.sds?.close()));
-    if (ownsClient) ca.close();
-  };
+  });
 
-  try {
-    for (const ic of config.identities) {
-      const name = identityName(ic);
-      const spiffeId = expectedSpiffeId(ic, config.trustDomain);
-      const outDir = ic.outDir ? path.resolve(ic.outDir) : undefined;
-      const agentLog = logger.child({ component: "agent" });
-      const identity: WorkloadIdentity = new WorkloadIdentity({
-        name,
-        ca,
-        tokenFile: ic.tokenFile,
-        ...(spiffeId ? { spiffeId } : {}),
-        keyAlgorithm: config.keyAlgorithm,
-        validitySeconds: config.certTtl,
-        rotation: { graceRatio: config.graceRatio, graceJitter: config.graceJitter },
-        backoff: { initialMs: config.backoff.initial * 1000, maxMs: config.backoff.max * 1000 },
-        expiringRatio: config.expiringRatio,
-        renewWithClientCert: config.renewWithClientCert,
-        limiter,
-        rootFile,
-        logger: agentLog,
-        onFailure: () => metrics.failures.inc({ identity: name }),
-        // A new trust bundle goes down the same outputs as a new certificate, so the newer of
-        // the two is what they end up holding, and the hook tells the workload to trust it.
-        onRootsChanged: (secrets, info) => chain.publish(secrets, info),
-        onIssued: async (secrets, info) => {
-          metrics.issued.inc({ identity: name, via: info.via });
-          await chain.publish(secrets, info);
-        },
-      });
-      const outputs: RetryingOutput[] = [];
-      // In order: the hook (a reload signal) runs after the files it announces.
-      const chain = new OutputChain(outputs);
-      const outputLog = { identity: name, logger: agentLog };
-      const files = outDir
-        ? new RetryingOutput("files", outDir, (secrets) => writeCredentialFiles(outDir, secrets), outputLog)
-        : undefined;
-      if (files) outputs.push(files);
-      if (ic.exec) {
-        const command = ic.exec;
-        outputs.push(
-          new RetryingOutput(
-            "hook",
-            command,
-            async (_secrets, info) => {
-              // The hook tells the workload to reload the files: pointless before they are written.
-              if (files && files.status().state !== "current")
-                throw new Error(`waiting for the certificate files in ${outDir} to be written`);
-              const r = await runHook(command, {
-                MESHVAULT_CERT_DIR: outDir ?? "",
-                MESHVAULT_SPIFFE_ID: info.spiffeId,
-                MESHVAULT_IDENTITY: name,
-              });
-              if (r.code !== 0)
-                throw new Error(
-                  `post-rotation command ${JSON.stringify(command)} ${r.signal ? `was killed by ${r.signal}` : `exited with code ${r.code}`}`,
-                );
-            },
-            outputLog,
-          ),
-        );
-      }
-      const managed: ManagedIdentity = { config: ic, identity, outputs };
-      identities.set(name, managed);
-      if (ic.sdsSocket)
-        managed.sds = await startSdsServer({
-          socketPath: ic.sdsSocket,
-          source: identity.source,
-          logger: logger.child({ component: "sds", identity: name }),
-        });
+  for (const ic of config.identities) {
+    const name = identityName(ic);
+    const spiffeId = expectedSpiffeId(ic, config.trustDomain);
+    const outDir = ic.outDir ? path.resolve(ic.outDir) : undefined;
+    const identity: WorkloadIdentity = new WorkloadIdentity({
+      name,
+      ca,
+      tokenFile: ic.tokenFile,
+      ...(spiffeId ? { spiffeId } : {}),
+      keyAlgorithm: config.keyAlgorithm,
+      validitySeconds: config.certTtl,
+      rotation: { graceRatio: config.graceRatio, graceJitter: config.graceJitter },
+      backoff: { initialMs: config.backoff.initial * 1000, maxMs: config.backoff.max * 1000 },
+      expiringRatio: config.expiringRatio,
+      renewWithClientCert: config.renewWithClientCert,
+      limiter,
+      rootFile,
+      logger: agentLog,
+      onFailure: () => metrics.failures.inc({ identity: name }),
+      // A new trust bundle goes down the same outputs as a new certificate, so the newer of
+      // the two is what they end up holding, and the hook tells the workload to trust it.
+      onRootsChanged: (secrets, info) => chain.publish(secrets, info),
+      onIssued: async (secrets, info) => {
+        metrics.issued.inc({ identity: name, via: info.via });
+        await chain.publish(secrets, info);
+      },
+    });
+    const outputs: RetryingOutput[] = [];
+    // In order: the hook (a reload signal) runs after the files it announces.
+    const chain = new OutputChain(outputs);
+    const outputLog = { identity: name, logger: agentLog };
+    const files = outDir
+      ? new RetryingOutput("files", outDir, (secrets) => writeCredentialFiles(outDir, secrets), outputLog)
+      : undefined;
+    if (files) outputs.push(files);
+    if (ic.exec) {
+      const command = ic.exec;
+      outputs.push(
+        new RetryingOutput(
+          "hook",
+          command,
+          async (_secrets, info) => {
+            // The hook tells the workload to reload the files: pointless before they are written.
+            if (files && files.status().state !== "current")
+              throw new Error(`waiting for the certificate files in ${outDir} to be written`);
+            const r = await runHook(command, {
+              MESHVAULT_CERT_DIR: outDir ?? "",
+              MESHVAULT_SPIFFE_ID: info.spiffeId,
+              MESHVAULT_IDENTITY: name,
+            });
+            if (r.code !== 0)
+              throw new Error(
+                `post-rotation command ${JSON.stringify(command)} ${r.signal ? `was killed by ${r.signal}` : `exited with code ${r.code}`}`,
+              );
+          },
+          outputLog,
+        ),
+      );
     }
-  } catch (err) {
-    await closeAll();
-    throw err;
+    const managed: ManagedIdentity = { config: ic, identity, outputs };
+    identities.set(name, managed);
+    if (ic.sdsSocket)
+      managed.sds = await startSdsServer({
+        socketPath: ic.sdsSocket,
+        source: identity.source,
+        logger: logger.child({ component: "sds", identity: name }),
+      });
   }
 
   for (const m of identities.values()) m.identity.start();
+  // Not awaited: a renewal in flight ends with the CA call's own deadline, which close() need not wait out.
+  closers.defer(() => {
+    for (const m of identities.values()) {
+      void m.identity.stop();
+      for (const o of m.outputs) o.stop();
+    }
+  });
 
   const status = (): AgentStatus => {
     const now = new Date();
@@ -218,21 +237,24 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     return { ready: reasons.length === 0, ...(reasons.length ? { reasons } : {}), identities: list };
   };
 
-  let statusServers: Server[] = [];
   let statusPort: number | undefined;
   if (config.statusListen) {
     // Load prom-client now rather than on the first scrape: a status port means it will be read.
     void metrics.registry;
-    ({ servers: statusServers, port: statusPort } = await listenOnEveryAddress({
+    const bound = await listenOnEveryAddress({
       address: config.statusListen,
-      what: "the agent status port",
+      what: "the agent status port (--status-listen, statusListen)",
       create: () => createServer(statusHandler(status, metrics)),
-      log: logger.child({ component: "agent" }),
+      log: agentLog,
       ...(opts.resolveHost ? { resolve: opts.resolveHost } : {}),
-    }));
+    });
+    statusPort = bound.port;
+    closers.defer(async () => {
+      await Promise.all(bound.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    });
   }
 
-  const agent: RunningAgent = {
+  return {
     identities,
     metrics,
     ...(statusPort !== undefined ? { statusPort } : {}),
@@ -240,12 +262,8 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     status,
     rotateAll: () =>
       Promise.all([...identities.values()].map((m) => m.identity.rotateNow())).then(() => undefined),
-    close: async () => {
-      await closeAll();
-      await Promise.all(statusServers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    },
+    close: () => closers.close(),
   };
-  return agent;
 }
 
 function statusHandler(status: () => AgentStatus, metrics: AgentMetrics): RequestListener {

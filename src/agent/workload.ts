@@ -216,6 +216,8 @@ export class WorkloadIdentity {
       ...(this.o.spiffeId ? { uris: [this.o.spiffeId] } : {}),
     });
     const token = this.o.tokenFile ? await readToken(this.o.tokenFile) : undefined;
+    // Stopped while the key was being made: no CSR goes out for an identity that is gone.
+    if (this.loop.stopped) throw new Error(`identity ${this.o.name} is stopped`);
     const current = this.source.current();
     const stillValid = this.info !== undefined && this.info.notAfter.getTime() > Date.now();
     let via: IssuedInfo["via"] = "token";

@@ -9,7 +9,7 @@ import type { BackoffPolicy } from "../timing/backoff.js";
 import { FailureStreak } from "../timing/failure-streak.js";
 import { ConfigError } from "../config/load.js";
 import { abortable } from "../timing/clock.js";
-import { CloserStack } from "./closer-stack.js";
+import { CloserStack } from "../lifecycle/closer-stack.js";
 import { lockDir, DirLockedError } from "../fs/dir-lock.js";
 import { makeDirSync } from "../fs/make-dir.js";
 import { VaultConfigError } from "../vault/errors.js";
@@ -256,6 +256,10 @@ async function startLocked(
       vault: config.vault,
       leafSigner: pool?.signLeaf,
     });
+  // Closed by whoever holds it last: the rotation wrapper closes its base, and a wrapper that
+  // cannot be built (a bad rotation.state) must not leave the base's Vault client open.
+  let owned: Authority = base;
+  closers.defer(() => owned.close());
   // Root rotation follows the shared state; when signing moves to the new root the server's
   // own TLS certificate is re-issued under it (assigned below, once servingOpts exists).
   let reissueServing = (): void => {};
@@ -269,10 +273,10 @@ async function startLocked(
         () => reissueServing(),
       );
   const outer = rotating ?? base;
+  owned = outer;
   // Backends that reload signing material report it; failures are counted and alerting can use
   // them. Through the rotation wrapper: it forwards the reloads of whichever signer it holds.
   outer.onReload?.((e) => metrics.caReloads.inc({ result: e.ok ? "ok" : "refused" }));
-  closers.defer(() => outer.close());
   const tracked = rememberIntermediates(outer);
   const authority = tracked.authority;
   const rootCertFile = resolve(config.rootCertFile ?? join(dataDir, "root-cert.pem"));

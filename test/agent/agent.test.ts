@@ -1,9 +1,11 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import tls from "node:tls";
+import { createServer, connect as netConnect } from "node:net";
+import { once } from "node:events";
 import { X509Certificate } from "node:crypto";
 import {
   createCaClient,
@@ -11,6 +13,7 @@ import {
   startAgent,
   WorkloadIdentity,
   type AgentConfigInput,
+  type CaClient,
 } from "../../src/agent/index.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
 import { SdsTestClient, secretsByName } from "../helpers/sds-client.js";
@@ -290,5 +293,74 @@ test("statusListen on a name for 127.0.0.1 and ::1 serves the status port over b
     }
   } finally {
     await agent.close();
+  }
+});
+
+test("a start that fails at the status port stops what it started: the SDS socket is gone and the renewal loop sends nothing more", async () => {
+  const blocker = createServer();
+  await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", () => r()));
+  const port = (blocker.address() as { port: number }).port;
+  // A CA that refuses at once, counting each identity's requests by its token.
+  const calls = new Map<string, number>();
+  const refusing: CaClient = {
+    createCertificate: async (call) => {
+      calls.set(call.token ?? "", (calls.get(call.token ?? "") ?? 0) + 1);
+      throw new Error("the test CA refuses every request");
+    },
+    close: () => undefined,
+  };
+  const tokenFile = (name: string): string => {
+    const file = join(ca.dir, `${name}-token`);
+    writeFileSync(file, `${name}-token\n`);
+    return file;
+  };
+  const socket = join(ca.dir, "failed-start", "sds.sock");
+  try {
+    await assert.rejects(
+      startAgent(
+        config(
+          [
+            {
+              namespace: "default",
+              serviceAccount: "failed",
+              tokenFile: tokenFile("failed"),
+              sdsSocket: socket,
+            },
+          ],
+          { statusListen: `127.0.0.1:${port}` },
+        ),
+        { caClient: refusing },
+      ),
+      new RegExp(
+        `^Error: cannot listen on 127\\.0\\.0\\.1:${port} for the agent status port \\(--status-listen, statusListen\\): .*EADDRINUSE.*: another process \\(or another meshvault\\) holds port ${port} there; stop it or choose another port$`,
+      ),
+    );
+    assert.equal(existsSync(socket), false, "the SDS socket file is removed");
+    const probe = netConnect({ path: socket });
+    const [err] = (await once(probe, "error")) as [NodeJS.ErrnoException];
+    assert.equal(err.code, "ENOENT", "nothing serves the SDS socket path");
+
+    // Anchor: an agent that did start, on the same refusing CA, retries three times; the failed
+    // start's identity sends nothing meanwhile.
+    const before = calls.get("failed-token") ?? 0;
+    const running = await startAgent(
+      config([
+        {
+          namespace: "default",
+          serviceAccount: "running",
+          tokenFile: tokenFile("running"),
+          sdsSocket: join(ca.dir, "failed-start", "running.sock"),
+        },
+      ]),
+      { caClient: refusing },
+    );
+    try {
+      await waitFor(() => (calls.get("running-token") ?? 0) >= 3, "three attempts of the running agent");
+    } finally {
+      await running.close();
+    }
+    assert.equal(calls.get("failed-token") ?? 0, before, "the failed start's identity is stopped");
+  } finally {
+    blocker.close();
   }
 });

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
@@ -8,6 +9,9 @@ import { agentConfigFromFlags } from "../../src/cli/agent.js";
 import { registerAgentCommand } from "../../src/cli/commands/agent.js";
 import { registerTunnelCommand } from "../../src/cli/commands/tunnel.js";
 import { registerDemoCommand } from "../../src/cli/commands/demo.js";
+import { cli } from "../helpers/cli.js";
+import { makeTestCa } from "../helpers/pki-fixtures.js";
+import { freePort } from "../helpers/ports.js";
 
 test("sidecar flags and Istio env make one identity with istio-agent's defaults", () => {
   const c = agentConfigFromFlags(
@@ -86,4 +90,56 @@ test("commands register with commander", () => {
     tunnel.commands.map((c) => c.name()),
     ["server", "client"],
   );
+});
+
+test("meshvault agent whose status port is taken exits 1 naming the address and the fix, and removes the SDS socket it had opened", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "meshvault-agent-cli-"));
+  const blocker = createServer();
+  await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", () => r()));
+  const port = (blocker.address() as { port: number }).port;
+  try {
+    const root = join(dir, "root-cert.pem");
+    writeFileSync(root, makeTestCa().root.pem);
+    const token = join(dir, "token");
+    writeFileSync(token, "not-a-real-token\n");
+    const socket = join(dir, "sds", "socket");
+    const r = await cli(
+      [
+        "agent",
+        "--ca-address",
+        `127.0.0.1:${await freePort()}`,
+        "--ca-root-cert",
+        root,
+        "--token-file",
+        token,
+        "--sds-socket",
+        socket,
+        "--status-listen",
+        `127.0.0.1:${port}`,
+        "--log-format",
+        "json",
+      ],
+      { ...process.env },
+    );
+    assert.equal(r.code, 1, r.err);
+    // The log (stderr, JSON): the socket was served, then closed, before the error ended the process.
+    const lines = r.err.trimEnd().split("\n");
+    assert.deepEqual(
+      lines
+        .slice(0, -1)
+        .map((l) => (JSON.parse(l) as { msg: string }).msg)
+        .filter((m) => m.startsWith("SDS:")),
+      ["SDS: serving", "SDS: stopped"],
+    );
+    assert.match(
+      lines.at(-1)!,
+      new RegExp(
+        `^meshvault: cannot listen on 127\\.0\\.0\\.1:${port} for the agent status port \\(--status-listen, statusListen\\): .*EADDRINUSE.*: another process \\(or another meshvault\\) holds port ${port} there; stop it or choose another port$`,
+      ),
+    );
+    assert.equal(existsSync(socket), false, "no SDS socket file is left behind");
+  } finally {
+    blocker.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import * as http2 from "node:http2";
 import * as tls from "node:tls";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer as createTcpServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync, deflateSync } from "node:zlib";
@@ -22,6 +23,7 @@ import { buildCsr } from "../../src/pki/csr.js";
 import { generateKeyPairFor, privateKeyPem } from "../../src/pki/keys.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
 import { opensslSelfSigned } from "../helpers/openssl.js";
+import { freePort } from "../helpers/ports.js";
 import { waitFor, within } from "../helpers/wait.js";
 
 type GrpcServer = (typeof GRPC_SERVERS)[number];
@@ -527,6 +529,43 @@ test("before the authority has issued the server's certificate, every TLS handsh
     } finally {
       await s.close();
     }
+  }
+});
+
+test("an HTTP port in use: the start is refused, the gRPC port it had bound is free again and the data directory unlocked, on both", async () => {
+  const blocker = createTcpServer();
+  await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", () => r()));
+  const httpPort = (blocker.address() as { port: number }).port;
+  try {
+    for (const t of GRPC_SERVERS) {
+      const grpcPort = await freePort();
+      const dataDir = join(dir, `${t}-http-busy`);
+      const config = loadServerConfig({
+        env: {},
+        overrides: {
+          dataDir,
+          "listen.grpc": `127.0.0.1:${grpcPort}`,
+          "listen.http": `127.0.0.1:${httpPort}`,
+          "log.level": "silent",
+          grpcServer: t,
+        },
+      });
+      await assert.rejects(
+        startCaServer(config, { log: silentLogger(), defaultMetrics: false }),
+        new RegExp(
+          `cannot listen on 127.0.0.1:${httpPort} for HTTP: .*EADDRINUSE.*: another process \\(or another meshvault\\) holds port ${httpPort} there`,
+        ),
+      );
+      assert.equal(existsSync(join(dataDir, "server.lock")), false, `${t}: the lock is released`);
+      const again = createTcpServer();
+      await new Promise<void>((resolve, reject) => {
+        again.once("error", reject);
+        again.listen(grpcPort, "127.0.0.1", () => resolve());
+      });
+      await new Promise((r) => again.close(r));
+    }
+  } finally {
+    blocker.close();
   }
 });
 

@@ -1,7 +1,8 @@
-// One teardown per server, written once: each thing started pushes how to stop it, and
-// close() runs them last-first (Go's `defer`, as istio-csr's cmd/app does it). A closer that
-// fails is reported and the others still run, so one broken part cannot keep a port or the
-// data directory lock held.
+// One teardown for whatever a command starts (the CA server, the agent), written once: each
+// thing started pushes how to stop it, and close() runs them last-first (Go's `defer`, as
+// istio-csr's cmd/app does it), both at shutdown and when a later start step fails. A closer
+// that fails is reported and the others still run, so one broken part cannot keep a port, a
+// socket file or the data directory lock held.
 
 export type Closer = () => Promise<void> | void;
 
