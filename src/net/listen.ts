@@ -19,6 +19,11 @@ export function splitHostPort(address: string, what = "the address"): { host: st
   return { host: address.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0", port };
 }
 
+/** `host:port` again, with an IPv6 host in brackets (Go's net.JoinHostPort): for logs and status. */
+export function joinHostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 export interface ListenOptions<S extends Server> {
   /** `host:port` as configured (named in errors). */
   address: string;

@@ -10,6 +10,7 @@ import { FailureStreak } from "../timing/failure-streak.js";
 import { ConfigError } from "../config/load.js";
 import { abortable } from "../timing/clock.js";
 import { CloserStack } from "../lifecycle/closer-stack.js";
+import { joinHostPort, splitHostPort } from "../net/listen.js";
 import { lockDir, DirLockedError } from "../fs/dir-lock.js";
 import { makeDirSync } from "../fs/make-dir.js";
 import { VaultConfigError } from "../vault/errors.js";
@@ -570,9 +571,10 @@ async function startLocked(
     stopping.abort(new Error("the CA server is closing"));
     clearTimeout(retryTimer);
   });
+  // The configured hosts with the bound ports (port 0 asks for any free one).
   const where = {
-    grpc: `${config.listen.grpc.replace(/:\d+$/, "")}:${g.port}`,
-    http: `${config.listen.http.replace(/:\d+$/, "")}:${h.port}`,
+    grpc: joinHostPort(splitHostPort(config.listen.grpc).host, g.port),
+    http: joinHostPort(splitHostPort(config.listen.http).host, h.port),
   };
   log.info(
     {

@@ -6,7 +6,7 @@ import { splice } from "./forward.js";
 import type { TunnelMetrics } from "./metrics.js";
 import { startStatusServer, type StatusServer } from "./status.js";
 import { describeOwn, type OwnCertificate } from "./tls-context.js";
-import { listenOnEveryAddress, splitHostPort } from "../net/listen.js";
+import { joinHostPort, listenOnEveryAddress, splitHostPort } from "../net/listen.js";
 import type { Log } from "../log/logger.js";
 
 export interface TunnelStats {
@@ -140,7 +140,7 @@ export async function serveTunnel(o: ServeOptions): Promise<RunningTunnel> {
     return {
       ready: own.notAfter.getTime() > Date.now(),
       mode: o.mode,
-      listen: `${listen.host}:${port}`,
+      listen: joinHostPort(listen.host, port),
       ...o.details(),
       credentials: o.credentials.description,
       certificate: { spiffeId: own.spiffeId, serial: own.serial, notAfter: own.notAfter.toISOString() },

@@ -16,7 +16,7 @@ import { loadServerConfig } from "../../src/config/load.js";
 import { GRPC_SERVERS } from "../../src/config/schema.js";
 import { silentLog, silentLogger } from "../../src/log/logger.js";
 import { startCaServer } from "../../src/server/run.js";
-import { listenOnEveryAddress } from "../../src/net/listen.js";
+import { joinHostPort, listenOnEveryAddress, splitHostPort } from "../../src/net/listen.js";
 import { ipv6Loopback } from "../helpers/ports.js";
 import { within } from "../helpers/wait.js";
 
@@ -164,4 +164,16 @@ test("a host name that does not resolve is refused naming the name and the fix",
     }),
     /cannot listen on no-such-host.invalid:15012 for the CA gRPC API: the host name no-such-host.invalid does not resolve \(.+\); use an IP address or a name this machine resolves/,
   );
+});
+
+test("host:port splits and joins back, an IPv6 host in brackets; :port is every IPv4 address", () => {
+  for (const [address, shown] of [
+    ["127.0.0.1:8443", "127.0.0.1:8443"],
+    ["[::1]:8443", "[::1]:8443"],
+    ["localhost:0", "localhost:0"],
+    [":15012", "0.0.0.0:15012"],
+  ] as const) {
+    const { host, port } = splitHostPort(address);
+    assert.equal(joinHostPort(host, port), shown, address);
+  }
 });
