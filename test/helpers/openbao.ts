@@ -36,6 +36,8 @@ export interface OpenBaoOptions {
   tls?: boolean;
   /** How long to wait for the server to answer sys/health. Default 20 s. */
   startTimeoutMs?: number;
+  /** Harness test only: the first attempt's port (as if freePort() had returned it). */
+  firstPort?: number;
 }
 
 export interface OpenBao {
@@ -169,6 +171,9 @@ function call(
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** The port freePort() gave was taken by another peer before bao bound it: pick new ports. */
+class PortTaken extends Error {}
+
 export async function startOpenBao(opts: OpenBaoOptions = {}): Promise<OpenBao> {
   installExitHooks();
   const bin = resolveBaoBinary();
@@ -176,10 +181,12 @@ export async function startOpenBao(opts: OpenBaoOptions = {}): Promise<OpenBao> 
   const tls = opts.tls === true;
   if (tls && persistent) throw new Error("startOpenBao: tls is only supported in dev mode");
   const startTimeoutMs = opts.startTimeoutMs ?? 20_000;
-  const port = await freePort();
-  const clusterPort = await freePort();
   const scheme = tls ? "https" : "http";
-  const addr = `${scheme}://127.0.0.1:${port}`;
+  // Chosen (again) by pickPorts() before each first start: another test file's peer can take a
+  // port between freePort() closing it and bao binding it.
+  let port = 0;
+  let clusterPort = 0;
+  let addr = "";
   const dir = await mkdtemp(join(tmpdir(), "meshvault-openbao-"));
   const caCert = tls ? join(dir, "tls", "vault-ca.pem") : undefined;
   let rootToken = persistent ? "" : `root-${randomBytes(12).toString("hex")}`;
@@ -190,7 +197,15 @@ export async function startOpenBao(opts: OpenBaoOptions = {}): Promise<OpenBao> 
 
   const configFile = join(dir, "config.hcl");
   if (tls) await mkdir(join(dir, "tls"), { recursive: true });
-  if (persistent) {
+  let forced = opts.firstPort;
+  const pickPorts = async (): Promise<void> => {
+    port = forced ?? (await freePort());
+    forced = undefined;
+    clusterPort = await freePort();
+    addr = `${scheme}://127.0.0.1:${port}`;
+    if (persistent) await writeConfig();
+  };
+  const writeConfig = async (): Promise<void> => {
     // performance_multiplier=1: tight raft timers, so a one-node cluster
     // elects itself in ~1 s instead of ~8 s.
     await writeFile(
@@ -213,7 +228,7 @@ export async function startOpenBao(opts: OpenBaoOptions = {}): Promise<OpenBao> 
       ].join("\n"),
     );
     await mkdir(join(dir, "data"), { recursive: true });
-  }
+  };
 
   const spawnServer = (): void => {
     const args = persistent
@@ -258,7 +273,8 @@ export async function startOpenBao(opts: OpenBaoOptions = {}): Promise<OpenBao> 
     let last = "no answer";
     while (Date.now() < deadline) {
       if (child && child.exitCode !== null) {
-        throw new Error(`bao server exited with code ${child.exitCode} during startup:\n${logs()}`);
+        const why = `bao server exited with code ${child.exitCode} during startup:\n${logs()}`;
+        throw /address already in use/i.test(logs()) ? new PortTaken(why) : new Error(why);
       }
       try {
         const r = await call(addr, "GET", "sys/health", undefined, undefined, caCert);
@@ -282,15 +298,20 @@ export async function startOpenBao(opts: OpenBaoOptions = {}): Promise<OpenBao> 
     await waitHealth([200]);
   };
 
-  const start = async (): Promise<void> => {
+  const start = async (first = false): Promise<void> => {
     if (stopped) throw new Error("OpenBao harness: start() after stop()");
     if (child && child.exitCode === null) return;
     spawnServer();
     if (!persistent) {
       await waitHealth([200]);
+      // The dev root token is ours alone: another server on this port does not know it.
+      const self = await call(addr, "GET", "auth/token/lookup-self", rootToken, undefined, caCert);
+      if (self.status !== 200) throw new PortTaken(`another server answers at ${addr} (HTTP ${self.status})`);
       return;
     }
     const status = await waitHealth([200, 429, 501, 503]);
+    // A new data directory is uninitialised: an initialised answer is another server's.
+    if (first && status !== 501) throw new PortTaken(`another server answers at ${addr} (health ${status})`);
     if (status === 501) {
       const r = await call(addr, "PUT", "sys/init", undefined, { secret_shares: 1, secret_threshold: 1 });
       const b = r.body as { keys_base64?: string[]; root_token?: string };
@@ -329,11 +350,20 @@ export async function startOpenBao(opts: OpenBaoOptions = {}): Promise<OpenBao> 
     await rm(dir, { recursive: true, force: true });
   };
 
-  try {
-    await start();
-  } catch (e) {
-    await stop();
-    throw e;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await pickPorts();
+      await start(true);
+      break;
+    } catch (e) {
+      if (e instanceof PortTaken && attempt < 3) {
+        await halt();
+        logLines.length = 0;
+        continue;
+      }
+      await stop();
+      throw e;
+    }
   }
 
   return {
