@@ -1,8 +1,20 @@
-// A free loopback port for a test peer (the peer binds it right after; a rare race is retried by
-// callers), and whether this machine has an IPv6 loopback at all.
+// A free loopback port for a test peer, and whether this machine has an IPv6 loopback at all.
+//
+// The port is free when freePort() returns, and the peer binds it a moment later (up to a second
+// or two for a process that has to start). Test files run in parallel processes, and another
+// file's freePort() could be given the same port in that window; each port handed out is
+// therefore claimed for a minute in a directory every test process shares (O_EXCL create), and
+// a port another process claimed is skipped.
+import { closeSync, mkdirSync, openSync, statSync, unlinkSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
-export function freePort(): Promise<number> {
+const CLAIMS = join(tmpdir(), "meshvault-test-ports");
+const CLAIM_MS = 60_000;
+const ATTEMPTS = 20;
+
+function bindEphemeral(): Promise<number> {
   return new Promise((res, rej) => {
     const srv = createServer();
     srv.unref();
@@ -17,6 +29,36 @@ export function freePort(): Promise<number> {
       srv.close(() => res(addr.port));
     });
   });
+}
+
+/** True when this process now holds the claim on `port` (none, or only an expired one, existed). */
+function claim(port: number): boolean {
+  const file = join(CLAIMS, String(port));
+  for (let i = 0; i < 2; i++) {
+    try {
+      closeSync(openSync(file, "wx"));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      try {
+        if (Date.now() - statSync(file).mtimeMs < CLAIM_MS) return false;
+        unlinkSync(file); // expired: take it over
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+      }
+    }
+  }
+  return false;
+}
+
+/** `ephemeral` (the kernel's choice of a free port) is replaced only by the ports test. */
+export async function freePort(ephemeral: () => Promise<number> = bindEphemeral): Promise<number> {
+  mkdirSync(CLAIMS, { recursive: true });
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+    const port = await ephemeral();
+    if (claim(port)) return port;
+  }
+  throw new Error(`freePort: ${ATTEMPTS} ports in a row were claimed by other test processes (${CLAIMS})`);
 }
 
 /** Whether this machine can bind ::1 (detected: a container may have no IPv6 loopback). */
