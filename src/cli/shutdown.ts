@@ -9,8 +9,8 @@ export const SHUTDOWN_DEADLINE_MS = 15_000;
 
 export interface ShutdownOptions {
   log: Pick<Log, "info" | "error">;
-  /** Closes everything the command started (servers, loops, clients). */
-  close: () => Promise<void>;
+  /** Closes everything the command started (servers, loops, clients); told which signal asked. */
+  close: (signal: NodeJS.Signals) => Promise<void>;
   deadlineMs?: number;
   /** Called with the exit code (default process.exit); tests pass their own. */
   exit?: (code: number) => void;
@@ -36,7 +36,7 @@ export function closeOnSignal(o: ShutdownOptions): () => void {
       );
       exit(1);
     }, deadline);
-    o.close().then(
+    o.close(signal).then(
       () => {
         clearTimeout(timer);
         exit(0);

@@ -7,6 +7,7 @@ import { runCheck } from "../vault/check/index.js";
 import { resolveAuthority, runSetup } from "../vault/setup/index.js";
 import type { CheckCliFlags, SetupCliFlags } from "./commands/vault.js";
 import { exitCodeFor, UsageError } from "./errors.js";
+import { closeOnSignal } from "./shutdown.js";
 
 function loadConfig(file: string | undefined): ServerConfig | undefined {
   return file ? loadServerConfig({ file }) : undefined;
@@ -47,13 +48,36 @@ export async function runVaultCheck(flags: CheckCliFlags): Promise<void> {
     const setupHint = flags.config
       ? `meshvault vault setup -c ${flags.config}`
       : `meshvault vault setup --mode ${authority.type}`;
-    const result = await runCheck({
-      connection,
-      authority,
-      trustDomain: flags.trustDomain ?? config?.trustDomain ?? "cluster.local",
-      setupHint,
+    // SIGINT/SIGTERM cancels the request in flight (a Vault that accepts and never answers); the
+    // check then says it was cancelled and exits 1. A second signal exits at once.
+    const cancel = new AbortController();
+    let checking: Promise<unknown> | undefined;
+    const stopListening = closeOnSignal({
+      log: {
+        info: () => undefined,
+        error: (_fields, msg) => process.stderr.write(`meshvault vault check: ${msg}\n`),
+      },
+      close: async (signal) => {
+        cancel.abort(new Error(`interrupted by ${signal}`));
+        await checking;
+      },
+      exit: (code) => {
+        if (code !== 0) process.exit(code);
+      },
     });
-    process.exitCode = result.exitCode;
+    try {
+      const run = runCheck({
+        connection,
+        authority,
+        trustDomain: flags.trustDomain ?? config?.trustDomain ?? "cluster.local",
+        setupHint,
+        signal: cancel.signal,
+      });
+      checking = run.catch(() => undefined);
+      process.exitCode = (await run).exitCode;
+    } finally {
+      stopListening();
+    }
   } catch (err) {
     process.stderr.write(`meshvault vault check: ${(err as Error).message}\n`);
     process.exitCode = exitCodeFor(err);

@@ -13,6 +13,8 @@ import { VaultClient } from "../../src/vault/index.js";
 import { resolveAuthority, runSetup, type SetupFlags } from "../../src/vault/setup/index.js";
 import { EC_P256_KEY, openssl, opensslSelfSigned } from "../helpers/openssl.js";
 import { freePort, startOpenBao, type OpenBao } from "../helpers/openbao.js";
+import { startStallingProxy } from "../helpers/hanging-peer.js";
+import { waitFor, within } from "../helpers/wait.js";
 
 let bao: OpenBao;
 let root: VaultClient;
@@ -208,6 +210,101 @@ describe("vault check", () => {
       assert.match(ok.out, /ok {4}TLS: Vault's certificate verified against/);
     } finally {
       srv.close();
+    }
+  });
+
+  test("cancelled while any step's request is unanswered, the check ends at once and says so (vault-sign, vault-kv)", async () => {
+    const key = join(dir, "cancel-ca-key.pem");
+    const cert = join(dir, "cancel-ca-cert.pem");
+    opensslSelfSigned({ keyArgs: EC_P256_KEY, days: 30, subj: "/CN=istiod-ca", cert, key });
+    const kvFlags: SetupFlags = {
+      mode: "vault-kv",
+      caCert: cert,
+      caKey: key,
+      auth: "approle",
+      authRole: "istiod",
+      secretIdFile: join(dir, "cancel-kv-secret-id"),
+      roleIdFile: join(dir, "cancel-kv-role-id"),
+    };
+    const kvSection: VaultSection = {
+      address: bao.addr,
+      auth: {
+        method: "approle",
+        mount: "approle",
+        roleIdFile: join(dir, "cancel-kv-role-id"),
+        secretIdFile: join(dir, "cancel-kv-secret-id"),
+      },
+    };
+    await setup(signFlags());
+    await setup(kvFlags);
+    for (const [flags, section, requests] of [
+      // sys/health, login, capabilities-self, ca/pem, ca_chain, the test signature, the foreign one
+      [signFlags(), approle(), 7],
+      // sys/health, login, capabilities-self, the KV pair (two reads through one function, with
+      // no line between them: the first is the one held)
+      [kvFlags, kvSection, 4],
+    ] as const) {
+      const full = await check(flags, section);
+      assert.equal(full.exitCode, 0, full.out);
+      // Hang Vault after each line of the full run in turn: the request that comes next is never
+      // answered, and cancelling must end it at once (each request's own deadline is 10 min here).
+      const heldAfter = new Set<number>();
+      for (let k = 0; k <= full.lines.length; k++) {
+        const proxy = await startStallingProxy(bao.addr);
+        const cancel = new AbortController();
+        const lines: string[] = [];
+        let reported = 0;
+        try {
+          let finished = false;
+          const run = runCheck({
+            connection: vaultConnectionFromConfig({ ...section, address: proxy.url }, {}),
+            authority: resolveAuthority(flags, undefined),
+            trustDomain: "cluster.local",
+            out: (l) => {
+              lines.push(l);
+              if (/^(ok {4}|FAIL: )/.test(l)) reported++;
+              if (reported === k) proxy.stall();
+            },
+            signal: cancel.signal,
+            timeoutMs: 600_000,
+          });
+          run.then(
+            () => (finished = true),
+            () => (finished = true),
+          );
+          await waitFor(
+            `line ${k}: a request held, or the check over`,
+            async () => finished || proxy.held() > 0,
+          );
+          if (proxy.held() === 0) {
+            assert.equal((await run).exitCode, 0, `line ${k}: no request after it`);
+            continue;
+          }
+          cancel.abort();
+          const r = await within(`line ${k}: the cancelled check`, run);
+          assert.equal(r.cancelled, true);
+          assert.equal(r.exitCode, 1);
+          assert.deepEqual(
+            r.lines.map((l) => ({ ...l, what: l.what.replace(proxy.url, bao.addr) })),
+            full.lines.slice(0, r.lines.length),
+            "what was reported, as in the full run",
+          );
+          assert.match(
+            lines.at(-1)!,
+            new RegExp(
+              `^vault check cancelled, after ${r.lines.length} check\\(s\\) \\(0 failed\\); the rest was not checked$`,
+            ),
+          );
+          heldAfter.add(r.lines.length);
+        } finally {
+          proxy.close();
+        }
+      }
+      assert.equal(
+        heldAfter.size,
+        requests,
+        `${flags.mode}: every request was held once: ${[...heldAfter].join(", ")}`,
+      );
     }
   });
 

@@ -2,12 +2,14 @@
 // the login's request itself is aborted (the peer sees its connection closed before the
 // client is closed), and close() resolves once the login has ended. A real TCP peer.
 import { test } from "node:test";
+import { once } from "node:events";
 import assert from "node:assert/strict";
 import { WorkloadTokenCache } from "../../src/authority/vault/index.js";
 import { checkLogin } from "../../src/vault/check/connection.js";
 import { CheckReport } from "../../src/vault/check/index.js";
 import { connectVault, VaultClient, type VaultConnection } from "../../src/vault/index.js";
 import { startHangingPeer, type HangingPeer } from "../helpers/hanging-peer.js";
+import { spawnCli } from "../helpers/cli.js";
 import { waitFor, within } from "../helpers/wait.js";
 
 const FAST = { baseDelayMs: 10, maxDelayMs: 50 };
@@ -72,18 +74,47 @@ test("closing the workload token cache aborts a hung workload login's request; l
   });
 });
 
-test("vault check: its signal aborts a hung login's request, and the check reports the login failed", async () => {
+test("vault check: its signal aborts a hung login's request, which is not reported as a failed login", async () => {
   await withHangingVault(async (hang, reached) => {
     const conn: VaultConnection = { address: hang.url, skipVerify: false, auth: APPROLE };
     const client = new VaultClient(conn, { retry: { maxAttempts: 1 } });
-    const report = new CheckReport(() => undefined);
     const cancel = new AbortController();
+    const report = new CheckReport(() => undefined, cancel.signal);
     const checking = checkLogin(client, conn, report, cancel.signal);
     await reached();
     cancel.abort();
-    assert.equal(await within("the check after the abort", checking), undefined);
-    assert.match(report.lines.at(-1)?.what ?? "", /^login failed \(approle login at auth\/approle\)/);
+    await assert.rejects(within("the check after the abort", checking), { name: "AbortError" });
+    assert.deepEqual(report.lines, [], "a cancelled login is not reported as a failed one");
     await connectionClosed(hang);
     client.close();
+  });
+});
+
+test("meshvault vault check: SIGTERM while Vault does not answer ends the check at once, saying it was cancelled", async () => {
+  await withHangingVault(async (hang, reached) => {
+    const child = spawnCli(["vault", "check", "--mode", "vault-sign", "--address", hang.url], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, VAULT_TOKEN: "not-a-real-token" },
+    });
+    let out = "";
+    child.stdout!.setEncoding("utf8").on("data", (c: string) => (out += c));
+    child.stderr!.resume();
+    const exited = once(child, "exit");
+    try {
+      await reached();
+      child.kill("SIGTERM");
+      const [code, signal] = (await within("the check to exit after SIGTERM", exited)) as [
+        number | null,
+        string | null,
+      ];
+      assert.deepEqual({ code, signal }, { code: 1, signal: null }, out);
+      assert.match(
+        out,
+        /^vault check cancelled: interrupted by SIGTERM, after 0 check\(s\) \(0 failed\); the rest was not checked$/m,
+      );
+      await connectionClosed(hang);
+    } finally {
+      child.kill("SIGKILL");
+    }
   });
 });

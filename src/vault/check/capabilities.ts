@@ -11,11 +11,16 @@ export async function checkCapabilities(
   policies: readonly string[],
   setupHint: string,
   r: CheckReport,
+  signal?: AbortSignal,
 ): Promise<Set<string>> {
   const paths = access.map((a) => a.path);
   let data: Record<string, unknown>;
   try {
-    const res = await client.write<Record<string, unknown>>("sys/capabilities-self", { paths }, { token });
+    const res = await client.write<Record<string, unknown>>(
+      "sys/capabilities-self",
+      { paths },
+      { token, signal },
+    );
     data = res?.data ?? {};
   } catch (e) {
     r.fail(

@@ -21,18 +21,26 @@ export interface CheckOptions {
   out?: (line: string) => void;
   /** Attempts per request; 1 by default so a dead Vault fails fast. */
   maxAttempts?: number;
-  /** Cancels the reachability and login requests (later steps end with the client's timeout). */
+  /**
+   * Cancels the check: the request in flight (whichever step) ends at once, and the check ends
+   * with a line saying it was cancelled (`cancelled` in the result).
+   */
   signal?: AbortSignal;
+  /** Deadline of each Vault request; default 10 s. */
+  timeoutMs?: number;
 }
 
 export interface CheckResult {
   exitCode: number;
   lines: CheckReport["lines"];
+  /** The signal ended the check before it was complete. */
+  cancelled?: boolean;
 }
 
 export async function runCheck(opts: CheckOptions): Promise<CheckResult> {
   const out = opts.out ?? ((l: string) => process.stdout.write(`${l}\n`));
-  const r = new CheckReport(out);
+  const signal = opts.signal;
+  const r = new CheckReport(out, signal);
   const hint = opts.setupHint ?? `meshvault vault setup --mode ${opts.authority.type}`;
   const conn = opts.connection;
   out(
@@ -40,7 +48,10 @@ export async function runCheck(opts: CheckOptions): Promise<CheckResult> {
   );
   let client: VaultClient;
   try {
-    client = new VaultClient(conn, { retry: { maxAttempts: opts.maxAttempts ?? 1 }, timeoutMs: 10_000 });
+    client = new VaultClient(conn, {
+      retry: { maxAttempts: opts.maxAttempts ?? 1 },
+      timeoutMs: opts.timeoutMs ?? 10_000,
+    });
   } catch (e) {
     r.fail(
       `cannot use the Vault settings: ${(e as Error).message}`,
@@ -49,8 +60,8 @@ export async function runCheck(opts: CheckOptions): Promise<CheckResult> {
     return { exitCode: r.finish(), lines: r.lines };
   }
   try {
-    if (await checkReachable(client, conn, r, opts.signal)) {
-      const login = await checkLogin(client, conn, r, opts.signal);
+    if (await checkReachable(client, conn, r, signal)) {
+      const login = await checkLogin(client, conn, r, signal);
       if (login) {
         const lacking = await checkCapabilities(
           client,
@@ -59,10 +70,14 @@ export async function runCheck(opts: CheckOptions): Promise<CheckResult> {
           login.policies,
           hint,
           r,
+          signal,
         );
-        await checkPkiState(client, login.token, opts.authority, opts.trustDomain, hint, r, lacking);
+        await checkPkiState(client, login.token, opts.authority, opts.trustDomain, hint, r, lacking, signal);
       }
     }
+  } catch (err) {
+    if (!signal?.aborted) throw err;
+    return { exitCode: r.cancelled(signal.reason), lines: r.lines, cancelled: true };
   } finally {
     client.close();
   }

@@ -33,12 +33,14 @@ async function checkCa(
   what: string,
   setupHint: string,
   r: CheckReport,
+  signal: AbortSignal | undefined,
 ): Promise<X509Certificate | undefined> {
   let raw;
   try {
     raw = await client.requestRaw("GET", `${mount}/ca/pem`, undefined, {
       noAuth: true,
       acceptStatus: [204, 400, 404],
+      signal,
     });
   } catch (e) {
     r.fail(`cannot read ${mount}/ca/pem (${(e as Error).message})`, "check Vault's logs");
@@ -65,10 +67,16 @@ async function checkCa(
 }
 
 /** `<mount>/ca_chain` ends at a self-signed root and each certificate is signed by the next. */
-async function checkChain(client: VaultClient, mount: string, r: CheckReport): Promise<void> {
+async function checkChain(
+  client: VaultClient,
+  mount: string,
+  r: CheckReport,
+  signal: AbortSignal | undefined,
+): Promise<void> {
   const raw = await client.requestRaw("GET", `${mount}/ca_chain`, undefined, {
     noAuth: true,
     acceptStatus: [204, 400],
+    signal,
   });
   const chain = raw.status === 200 ? certsIn(raw.body) : [];
   if (chain.length === 0) {
@@ -107,6 +115,7 @@ async function checkSigning(
   td: string,
   setupHint: string,
   r: CheckReport,
+  signal: AbortSignal | undefined,
 ): Promise<void> {
   const path = `${mount}/sign/${role}`;
   const { privateKey } = generateKeyPairFor("ec-p256");
@@ -116,7 +125,7 @@ async function checkSigning(
     const res = await client.write<{ certificate?: string }>(
       path,
       { csr, uri_sans: id, ttl: "60s", exclude_cn_from_sans: true },
-      { token, maxAttempts: 1 },
+      { token, maxAttempts: 1, signal },
     );
     const cert = res?.data?.certificate ? new X509Certificate(res.data.certificate) : undefined;
     if (!cert?.subjectAltName?.includes(`URI:${id}`)) {
@@ -130,7 +139,7 @@ async function checkSigning(
   }
   const outside = `spiffe://not-${td}/ns/x/sa/y`;
   try {
-    await client.write(path, { csr, uri_sans: outside, ttl: "60s" }, { token, maxAttempts: 1 });
+    await client.write(path, { csr, uri_sans: outside, ttl: "60s" }, { token, maxAttempts: 1, signal });
     r.fail(
       `role ${role} at ${mount}/ signed ${outside}, outside the trust domain ${td}`,
       `vault write ${mount}/roles/${role} allowed_uri_sans='spiffe://${td}/*' ... (or re-run ${setupHint})`,
@@ -152,10 +161,11 @@ async function checkKv(
   a: Extract<VaultAuthorityConfig, { type: "vault-kv" }>,
   setupHint: string,
   r: CheckReport,
+  signal: AbortSignal | undefined,
 ): Promise<void> {
   const read = async (ref: string): Promise<string | undefined> => {
     try {
-      return (await readKvField(client, ref, { token })).value;
+      return (await readKvField(client, ref, { token, signal })).value;
     } catch (e) {
       r.fail(`${ref}: ${(e as Error).message}`, setupHint);
       return undefined;
@@ -226,16 +236,18 @@ export async function checkPkiState(
   r: CheckReport,
   /** Paths the capability check already reported as lacking: not tried again. */
   lacking: ReadonlySet<string> = new Set(),
+  /** Cancels the request in flight (see runCheck). */
+  signal?: AbortSignal,
 ): Promise<void> {
   switch (a.type) {
     case "vault-sign": {
-      const ca = await checkCa(client, a.mount, "signing CA", setupHint, r);
+      const ca = await checkCa(client, a.mount, "signing CA", setupHint, r, signal);
       if (!ca) return;
-      await checkChain(client, a.mount, r);
+      await checkChain(client, a.mount, r, signal);
       if (a.identity === "server" && lacking.has(`${a.mount}/sign/${a.role}`)) {
         r.fail(`no test signature: the token may not call ${a.mount}/sign/${a.role} (see above)`, setupHint);
       } else if (a.identity === "server")
-        await checkSigning(client, token, a.mount, a.role, trustDomain, setupHint, r);
+        await checkSigning(client, token, a.mount, a.role, trustDomain, setupHint, r, signal);
       else
         r.ok(
           `identity: workload: each workload's own Vault login (role ${a.workloadAuth?.role} at auth/${a.workloadAuth?.mount}) signs; no test signature from here`,
@@ -243,7 +255,7 @@ export async function checkPkiState(
       return;
     }
     case "vault-intermediate": {
-      const root = await checkCa(client, a.rootMount, "root CA", setupHint, r);
+      const root = await checkCa(client, a.rootMount, "root CA", setupHint, r, signal);
       if (root && secondsLeft(root) < a.ttl) {
         r.ok(
           `note: the root expires in ${formatDuration(secondsLeft(root))}, sooner than the intermediate ttl ${formatDuration(a.ttl)}; Vault will cut intermediates to the root's expiry`,
@@ -253,6 +265,7 @@ export async function checkPkiState(
         const raw = await client.requestRaw("GET", `${a.intermediateMount}/ca/pem`, undefined, {
           noAuth: true,
           acceptStatus: [204, 400, 404],
+          signal,
         });
         if (raw.status === 404)
           r.fail(
@@ -267,7 +280,7 @@ export async function checkPkiState(
       return;
     }
     case "vault-kv":
-      await checkKv(client, token, a, setupHint, r);
+      await checkKv(client, token, a, setupHint, r, signal);
       return;
   }
 }

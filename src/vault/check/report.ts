@@ -10,12 +10,18 @@ export interface CheckLine {
 
 export class CheckReport {
   readonly lines: CheckLine[] = [];
-  constructor(private readonly out: (line: string) => void) {}
+  constructor(
+    private readonly out: (line: string) => void,
+    /** The check's cancellation: a failure seen once it is aborted is that, not a finding. */
+    private readonly signal?: AbortSignal,
+  ) {}
 
   ok(what: string): void {
     this.add({ ok: true, what });
   }
+  /** Records a finding; once the check is cancelled, throws the cancellation instead (it ends the check). */
   fail(what: string, fix: string): void {
+    this.signal?.throwIfAborted();
     this.add({ ok: false, what, fix });
   }
   private add(l: CheckLine): void {
@@ -30,5 +36,13 @@ export class CheckReport {
     const n = this.lines.length;
     this.out(this.failed === 0 ? `all ${n} checks passed` : `${this.failed} of ${n} checks failed`);
     return this.failed === 0 ? 0 : 1;
+  }
+  /** Closing line of a cancelled check (exit code 1: it did not pass). */
+  cancelled(reason: unknown): number {
+    const why = reason instanceof Error && reason.name !== "AbortError" ? `: ${reason.message}` : "";
+    this.out(
+      `vault check cancelled${why}, after ${this.lines.length} check(s) (${this.failed} failed); the rest was not checked`,
+    );
+    return 1;
   }
 }
