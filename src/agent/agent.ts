@@ -71,12 +71,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
       .child({ component: "agent" })
       .warn({ err: (err as Error).message }, "a part of the agent failed to close"),
   );
-  try {
-    return await startParts(config, opts, logger, closers);
-  } catch (err) {
-    await closers.close();
-    throw err;
-  }
+  return closers.unlessStartFails(() => startParts(config, opts, logger, closers));
 }
 
 async function startParts(

@@ -24,6 +24,16 @@ export class CloserStack {
     this.closers.push(closer);
   }
 
+  /** What `start` returns; when it fails, first closes everything deferred so far (a start step left half done). */
+  async unlessStartFails<T>(start: () => Promise<T>): Promise<T> {
+    try {
+      return await start();
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+  }
+
   /** Runs every closer once, last deferred first; later calls wait for the same run. */
   close(): Promise<void> {
     this.closing ??= (async () => {

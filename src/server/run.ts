@@ -229,12 +229,7 @@ export async function startCaServer(config: ServerConfig, opts: StartOptions = {
     log.warn({ err: (err as Error).message }, "a part of the CA server failed to close"),
   );
   closers.defer(release);
-  try {
-    return await startLocked(config, opts, log, dataDir, closers);
-  } catch (err) {
-    await closers.close();
-    throw err;
-  }
+  return closers.unlessStartFails(() => startLocked(config, opts, log, dataDir, closers));
 }
 
 async function startLocked(

@@ -71,6 +71,28 @@ const approle = (): VaultSection => ({
   },
 });
 
+/** vault-kv with a new CA pair (files named after `name`), set up; the check's flags and login. */
+async function kvMode(name: string): Promise<{ flags: SetupFlags; section: VaultSection; cert: string }> {
+  const key = join(dir, `${name}-ca-key.pem`);
+  const cert = join(dir, `${name}-ca-cert.pem`);
+  opensslSelfSigned({ keyArgs: EC_P256_KEY, days: 30, subj: "/CN=istiod-ca", cert, key });
+  const files = { secretIdFile: join(dir, `${name}-secret-id`), roleIdFile: join(dir, `${name}-role-id`) };
+  const flags: SetupFlags = {
+    mode: "vault-kv",
+    caCert: cert,
+    caKey: key,
+    auth: "approle",
+    authRole: "istiod",
+    ...files,
+  };
+  await setup(flags);
+  return {
+    flags,
+    section: { address: bao.addr, auth: { method: "approle", mount: "approle", ...files } },
+    cert,
+  };
+}
+
 describe("vault check", () => {
   test("all ok after setup (vault-sign, approle); the token is never printed", async () => {
     await setup(signFlags());
@@ -133,28 +155,7 @@ describe("vault check", () => {
   });
 
   test("vault-kv: ok for a good pair, FAIL when the key in KV does not match the certificate", async () => {
-    const key = join(dir, "ca-key.pem");
-    const cert = join(dir, "ca-cert.pem");
-    opensslSelfSigned({ keyArgs: EC_P256_KEY, days: 30, subj: "/CN=istiod-ca", cert, key });
-    const flags: SetupFlags = {
-      mode: "vault-kv",
-      caCert: cert,
-      caKey: key,
-      auth: "approle",
-      authRole: "istiod",
-      secretIdFile: join(dir, "kv-secret-id"),
-      roleIdFile: join(dir, "kv-role-id"),
-    };
-    await setup(flags);
-    const section: VaultSection = {
-      address: bao.addr,
-      auth: {
-        method: "approle",
-        mount: "approle",
-        roleIdFile: join(dir, "kv-role-id"),
-        secretIdFile: join(dir, "kv-secret-id"),
-      },
-    };
+    const { flags, section, cert } = await kvMode("kv");
     const ok = await check(flags, section);
     assert.equal(ok.exitCode, 0, ok.out);
     assert.match(
@@ -214,35 +215,14 @@ describe("vault check", () => {
   });
 
   test("cancelled while any step's request is unanswered, the check ends at once and says so (vault-sign, vault-kv)", async () => {
-    const key = join(dir, "cancel-ca-key.pem");
-    const cert = join(dir, "cancel-ca-cert.pem");
-    opensslSelfSigned({ keyArgs: EC_P256_KEY, days: 30, subj: "/CN=istiod-ca", cert, key });
-    const kvFlags: SetupFlags = {
-      mode: "vault-kv",
-      caCert: cert,
-      caKey: key,
-      auth: "approle",
-      authRole: "istiod",
-      secretIdFile: join(dir, "cancel-kv-secret-id"),
-      roleIdFile: join(dir, "cancel-kv-role-id"),
-    };
-    const kvSection: VaultSection = {
-      address: bao.addr,
-      auth: {
-        method: "approle",
-        mount: "approle",
-        roleIdFile: join(dir, "cancel-kv-role-id"),
-        secretIdFile: join(dir, "cancel-kv-secret-id"),
-      },
-    };
+    const kv = await kvMode("cancel-kv");
     await setup(signFlags());
-    await setup(kvFlags);
     for (const [flags, section, requests] of [
       // sys/health, login, capabilities-self, ca/pem, ca_chain, the test signature, the foreign one
       [signFlags(), approle(), 7],
       // sys/health, login, capabilities-self, the KV pair (two reads through one function, with
       // no line between them: the first is the one held)
-      [kvFlags, kvSection, 4],
+      [kv.flags, kv.section, 4],
     ] as const) {
       const full = await check(flags, section);
       assert.equal(full.exitCode, 0, full.out);
