@@ -71,7 +71,11 @@ export async function main(argv: string[]): Promise<void> {
       import("./errors.js"),
     ]);
     // commander has printed its own message (and help) for flag errors.
-    if (!(err instanceof CommanderError)) process.stderr.write(`meshvault: ${(err as Error).message}\n`);
+    if (!(err instanceof CommanderError)) {
+      // The error is the last line: the (asynchronous) log written before it goes out first.
+      (await import("../log/flush.js")).flushLogsSync();
+      process.stderr.write(`meshvault: ${(err as Error).message}\n`);
+    }
     process.exit(exitCodeFor(err));
   }
 }

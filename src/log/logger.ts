@@ -5,6 +5,7 @@
 // and "12:00:00.123 INFO  message key=value" in local time (coloured on a terminal) for
 // people. Without an explicit format, a terminal on stderr gets the human shape.
 import { pino, type Logger } from "pino";
+import { flushBeforeExit } from "./flush.js";
 
 export type { Logger };
 
@@ -109,7 +110,7 @@ export function createLogger(opts: LogOptions = {}): Logger {
       },
     });
   }
-  return pino(base, pino.destination({ dest: 2, sync: false }));
+  return pino(base, flushBeforeExit(pino.destination({ dest: 2, sync: false })));
 }
 
 /** A logger that drops everything, for tests and library use. */
