@@ -25,8 +25,6 @@ export interface StartAgentOptions {
   caClient?: CaClient;
   /** Collect Node process metrics too. Default false (several agents may share a process). */
   processMetrics?: boolean;
-  /** Do not wait for the first certificates before resolving. Default false: wait up to readyTimeoutMs. */
-  waitForCertificates?: boolean;
   /** How often ca.rootCertFile is checked for a new trust bundle (root rotation). Default 5 s. */
   rootsPollMs?: number;
   /** The addresses of a statusListen host name; default the system resolver. */

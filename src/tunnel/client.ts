@@ -17,7 +17,7 @@ import {
   type RunningTunnel,
 } from "./runtime.js";
 import { createContext, type TlsVersion } from "./tls-context.js";
-import { splitHostPort } from "../net/listen.js";
+import { joinHostPort, splitHostPort } from "../net/listen.js";
 import { classifyTlsFailure } from "../net/tls-failure.js";
 import { silentLog, type Log } from "../log/logger.js";
 
@@ -134,7 +134,11 @@ export async function startTunnelClient(o: TunnelClientOptions): Promise<Running
     stopFollowing,
   });
   log.info(
-    { listen: `${listen.host}:${tunnel.port}`, connect: o.connect, spiffeId: certificate.own.spiffeId },
+    {
+      listen: joinHostPort(listen.host, tunnel.port),
+      connect: o.connect,
+      spiffeId: certificate.own.spiffeId,
+    },
     "tunnel client listening",
   );
   return tunnel;

@@ -17,7 +17,7 @@ import {
   type RunningTunnel,
 } from "./runtime.js";
 import { secureContextOptions, type TlsVersion } from "./tls-context.js";
-import { splitHostPort } from "../net/listen.js";
+import { joinHostPort, splitHostPort } from "../net/listen.js";
 import { classifyTlsFailure } from "../net/tls-failure.js";
 import { silentLog, type Log } from "../log/logger.js";
 
@@ -164,7 +164,7 @@ export async function startTunnelServer(o: TunnelServerOptions): Promise<Running
   });
   log.info(
     {
-      listen: `${listen.host}:${tunnel.port}`,
+      listen: joinHostPort(listen.host, tunnel.port),
       target: o.target,
       allow: o.allow,
       spiffeId: certificate.own.spiffeId,

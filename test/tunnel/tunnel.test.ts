@@ -517,3 +517,32 @@ test("--listen and --status on a name for 127.0.0.1 and ::1: both tunnels answer
     await server.close();
   }
 });
+
+test("the listening log lines write an IPv6 listener as [host]:port", async (t) => {
+  if (!(await ipv6Loopback())) return t.skip("no IPv6 loopback on this machine (binding ::1 failed)");
+  const log = recordingLog();
+  const server = await startTunnelServer({
+    listen: "[::1]:0",
+    target: `127.0.0.1:${echoPort}`,
+    allow: [SLEEP],
+    credentials: staticCredentialSource(createMutableSecretSource(issue(HTTPBIN))),
+    logger: log,
+  });
+  try {
+    const client = await startTunnelClient({
+      listen: "[::1]:0",
+      connect: `[::1]:${server.port}`,
+      verifySpiffeId: [HTTPBIN],
+      credentials: staticCredentialSource(createMutableSecretSource(issue(SLEEP))),
+      logger: log,
+    });
+    try {
+      const listening = log.records.filter((r) => r.msg.endsWith("listening")).map((r) => r.obj["listen"]);
+      assert.deepEqual(listening, [`[::1]:${server.port}`, `[::1]:${client.port}`]);
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await server.close();
+  }
+});
