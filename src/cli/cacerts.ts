@@ -20,6 +20,7 @@ import {
   VaultIntermediateSource,
   type IntermediateSource,
 } from "../kube/intermediate-source.js";
+import { CloserStack } from "../lifecycle/closer-stack.js";
 import { UsageError } from "./errors.js";
 import { closeOnSignal, type ShutdownOptions } from "./shutdown.js";
 import type { CaCertsFlags } from "./commands/cacerts.js";
@@ -77,6 +78,8 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
     } catch (err) {
       fail((err as Error).message);
     }
+    const closers = new CloserStack();
+    closers.defer(() => authority.close());
     const opts = { authority, sink, tlsLayout: flags.tlsLayout ?? false, log: caLog };
     if (flags.once) {
       try {
@@ -86,24 +89,24 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
           "CA from Vault KV",
         );
       } finally {
-        await authority.close();
+        await closers.closeOrThrow();
       }
       return;
     }
-    const runner = followKvCaCerts(opts);
-    try {
+    await closers.unlessStartFails(async () => {
+      const runner = followKvCaCerts(opts);
+      closers.defer(() => runner.stop());
       await runner.ready;
-    } catch (err) {
-      await authority.close();
-      throw err;
-    }
-    await untilClosed(log, () => runner.stop().then(() => authority.close()));
+    });
+    await untilClosed(log, () => closers.closeOrThrow());
     return;
   }
 
   let source: IntermediateSource;
   let vaultClient: VaultClient | undefined;
-  const closers: (() => void | Promise<void>)[] = [];
+  // Last-first: the loop, the Vault clients the rotation store opened, the source. close()
+  // rejects with a closer's error, so the command fails with it.
+  const closers = new CloserStack();
   if (flags.source === "local") {
     source = new LocalIntermediateSource({
       dataDir: config.dataDir,
@@ -129,36 +132,34 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
       onClose: () => vault.close(),
     });
   } else fail(`--source ${flags.source} must be vault, vault-kv or local`);
+  closers.defer(() => source.close());
 
-  // Follow `meshvault root rotate` (the state named by the same config as the servers').
-  const store = rotationStore(
-    rotationStateRef(config),
-    () => {
-      if (vaultClient) return vaultClient;
-      const v = connectVault(vaultConnectionFromConfig(config.vault));
-      closers.push(v.close);
-      return v.client;
-    },
-    () => loadKubeConfig({ kubeconfig: flags.kubeconfig ?? config.kubernetes?.kubeconfig }),
-  );
-  const rotation = cacertsRotation(
-    store,
-    flags.source === "local" ? "local" : "vault-intermediate",
-    config.rotation.pollInterval * 1000,
-    caLog,
-  );
-  const close = async (): Promise<void> => {
-    await source.close();
-    await Promise.all(closers.map((c) => c()));
-  };
-  const opts: CaCertsOptions = {
-    source,
-    sink,
-    tlsLayout: flags.tlsLayout ?? false,
-    renewAt,
-    log: caLog,
-    rotation,
-  };
+  const opts: CaCertsOptions = await closers.unlessStartFails(async () => {
+    // Follow `meshvault root rotate` (the state named by the same config as the servers').
+    const store = rotationStore(
+      rotationStateRef(config),
+      () => {
+        if (vaultClient) return vaultClient;
+        const v = connectVault(vaultConnectionFromConfig(config.vault));
+        closers.defer(v.close);
+        return v.client;
+      },
+      () => loadKubeConfig({ kubeconfig: flags.kubeconfig ?? config.kubernetes?.kubeconfig }),
+    );
+    return {
+      source,
+      sink,
+      tlsLayout: flags.tlsLayout ?? false,
+      renewAt,
+      log: caLog,
+      rotation: cacertsRotation(
+        store,
+        flags.source === "local" ? "local" : "vault-intermediate",
+        config.rotation.pollInterval * 1000,
+        caLog,
+      ),
+    };
+  });
 
   if (flags.once) {
     try {
@@ -175,12 +176,15 @@ export async function runCaCertsCommand(flags: CaCertsFlags): Promise<void> {
         r.action === "issued" ? "new intermediate written" : "current intermediate kept",
       );
     } finally {
-      await close();
+      await closers.closeOrThrow();
     }
     return;
   }
-  const runner = runCaCerts(opts);
-  await untilClosed(log, () => runner.stop().then(close));
+  await closers.unlessStartFails(async () => {
+    const runner = runCaCerts(opts);
+    closers.defer(() => runner.stop());
+  });
+  await untilClosed(log, () => closers.closeOrThrow());
 }
 
 /** Runs until SIGINT/SIGTERM, then closes (within the shutdown deadline) and returns. */

@@ -11,6 +11,7 @@ import { parseSourceSpec, SourceSpecError } from "../verify/sources.js";
 import { RotationOperator, describeStep, waitsFor, type Observation } from "../rotation/operator.js";
 import { rotationStateRef, rotationStore, stateKubeConfig } from "../rotation/server-hook.js";
 import { PHASES, enteredAt, phaseIndex, type Phase } from "../rotation/state.js";
+import { CloserStack } from "../lifecycle/closer-stack.js";
 import type { RootFlags, RotateFlags } from "./commands/root.js";
 
 function usage(msg: string): never {
@@ -28,11 +29,24 @@ function readBundle(file: string): string {
   }
 }
 
-function setup(f: RootFlags & Partial<RotateFlags>): {
+function setup(f: RootFlags & Partial<RotateFlags>): Promise<{
   op: RotationOperator;
-  close: () => void;
+  close: () => Promise<void>;
   config: ServerConfig;
-} {
+}> {
+  // The Vault clients opened on first use; close() rejects with a closer's error (the
+  // command then fails with it), and a failed setup closes what it had opened.
+  const closers = new CloserStack();
+  return closers.unlessStartFails(async () => ({
+    ...setupOperator(f, closers),
+    close: () => closers.closeOrThrow(),
+  }));
+}
+
+function setupOperator(
+  f: RootFlags & Partial<RotateFlags>,
+  closers: CloserStack,
+): { op: RotationOperator; config: ServerConfig } {
   const config = loadServerConfig(f.config ? { file: f.config } : {});
   let checks;
   try {
@@ -46,7 +60,6 @@ function setup(f: RootFlags & Partial<RotateFlags>): {
     if (err instanceof SourceSpecError) usage(err.message);
     throw err;
   }
-  const closers: (() => void | Promise<void>)[] = [];
   const ref = rotationStateRef(config);
   // The state is written with the admin token (like `vault setup`), read with it too.
   let admin: VaultClient | undefined;
@@ -57,12 +70,12 @@ function setup(f: RootFlags & Partial<RotateFlags>): {
     if (!token) {
       // No admin token: log in like the server (enough to read the state for `status`).
       const v = connectVault(vaultConnectionFromConfig(config.vault, process.env));
-      closers.push(v.close);
+      closers.defer(v.close);
       admin = v.client;
       return admin;
     }
     admin = new VaultClient(conn, { token });
-    closers.push(() => admin?.close());
+    closers.defer(() => admin?.close());
     return admin;
   };
   const store = rotationStore(ref, adminClient, stateKubeConfig(config));
@@ -84,8 +97,7 @@ function setup(f: RootFlags & Partial<RotateFlags>): {
     ...("new" in f && f.new ? { newRotation: true } : {}),
     ...(f.importRoot ? { importRoot: { pem: readBundle(f.importRoot), source: f.importRoot } } : {}),
   });
-  const close = async (): Promise<void> => void (await Promise.all(closers.map((c) => c())));
-  return { op, config, close };
+  return { op, config };
 }
 
 export function formatStatus(obs: Observation, stateRef: string): string {
@@ -140,7 +152,7 @@ export function formatStatus(obs: Observation, stateRef: string): string {
 }
 
 export async function runRootStatus(f: RootFlags): Promise<void> {
-  const { op, config, close } = setup(f);
+  const { op, config, close } = await setup(f);
   try {
     const obs = await op.observe();
     process.stdout.write(
@@ -154,7 +166,7 @@ export async function runRootStatus(f: RootFlags): Promise<void> {
 export async function runRootRotate(f: RotateFlags): Promise<void> {
   if (f.until && !PHASES.includes(f.until as Phase))
     usage(`--until ${f.until}: expected one of ${PHASES.join(", ")}`);
-  const { op, config, close } = setup(f);
+  const { op, config, close } = await setup(f);
   const say = (m: string): void => void process.stdout.write(`${m}\n`);
   try {
     let obs = await op.observe();

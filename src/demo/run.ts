@@ -15,6 +15,7 @@ import { parseAgentConfig, startAgent, type RunningAgent } from "../agent/index.
 import type { IssuedInfo } from "../agent/workload.js";
 import { loadServerConfig } from "../config/load.js";
 import { mintLocalToken } from "../identity/local-issuer.js";
+import { CloserStack } from "../lifecycle/closer-stack.js";
 import { silentLogger, type Logger } from "../log/logger.js";
 import type { KeyAlgorithm } from "../pki/keys.js";
 import { startCaServer, type CaServerHandle } from "../server/run.js";
@@ -100,14 +101,16 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     if (!o.keepDir) rmSync(work, { recursive: true, force: true });
   };
   process.once("exit", removeWork);
-  const cleanups: (() => Promise<unknown>)[] = [];
+  // Every server, agent, tunnel and credential source started, stopped last-first at the end
+  // (also when a step fails); a part that fails to stop does not keep the others running.
+  const cleanups = new CloserStack();
   const id = (sa: string): string => `spiffe://${td}/ns/default/sa/${sa}`;
 
   try {
     print(`meshvault demo: seed 000's sleep -> httpbin over mutual TLS, on loopback (work dir ${work})`);
     // 1. The CA.
     const prepared: PreparedAuthority = await provider.prepare({ workDir: work, trustDomain: td, print });
-    cleanups.push(() => prepared.cleanup());
+    cleanups.defer(() => prepared.cleanup());
     const dataDir = join(work, "ca");
     const config = loadServerConfig({
       env: {},
@@ -121,8 +124,8 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       },
     });
     const ca: CaServerHandle = await startCaServer(config, { log, defaultMetrics: false });
+    cleanups.defer(() => ca.close());
     await ca.firstAttempt;
-    cleanups.push(() => ca.close());
     const readiness = ca.readiness();
     if (!readiness.ready) throw new Error(`the CA server is not ready: ${readiness.reason}`);
     print(`CA: ${prepared.description}; Istio CA gRPC API on 127.0.0.1:${ca.grpcPort} (TLS)`);
@@ -161,7 +164,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
         ),
         { logger: log },
       );
-      cleanups.push(() => agent.close());
+      cleanups.defer(() => agent.close());
       agents.set(sa, agent);
     }
     await Promise.race([
@@ -196,14 +199,14 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
 
     // 3. httpbin and the tunnels.
     const app: HttpbinApp = await startHttpbin();
-    cleanups.push(() => app.close());
+    cleanups.defer(() => app.close());
     const sources: CredentialSource[] = [];
     const httpbinCreds = sdsCredentialSource(
       agents.get("httpbin")!.identities.get("default/httpbin")!.sds!.address,
       "httpbin-tunnel",
     );
     sources.push(httpbinCreds);
-    cleanups.push(() => httpbinCreds.close());
+    cleanups.defer(() => httpbinCreds.close());
     const tunnels: RunningTunnel[] = [];
     const server = await startTunnelServer({
       listen: "127.0.0.1:0",
@@ -213,10 +216,10 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       logger: log.child({ component: "tunnel", tunnel: "server" }),
     });
     tunnels.push(server);
-    cleanups.push(() => server.close());
+    cleanups.defer(() => server.close());
     const clientFor = async (sa: string): Promise<RunningTunnel> => {
       const creds = fileCredentialSource(join(work, sa, "var/run/secrets/workload-spiffe-credentials"), 500);
-      cleanups.push(() => creds.close());
+      cleanups.defer(() => creds.close());
       const t = await startTunnelClient({
         listen: "127.0.0.1:0",
         connect: `127.0.0.1:${server.port}`,
@@ -224,7 +227,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
         credentials: creds,
         logger: log.child({ component: "tunnel", tunnel: sa }),
       });
-      cleanups.push(() => t.close());
+      cleanups.defer(() => t.close());
       return t;
     };
     const sleepTunnel = await clientFor("sleep");
@@ -271,7 +274,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     print(ok ? "all three outcomes hold." : "DEMO FAILED: at least one outcome did not hold.");
     return { ok, outcomes, identities, authority: prepared.description };
   } finally {
-    for (const c of cleanups.reverse()) await c().catch(() => {});
+    await cleanups.close();
     removeWork();
     process.removeListener("exit", removeWork);
     print(o.keepDir ? `kept ${work}` : "cleaned up: every server, agent, tunnel and temp file is gone.");

@@ -9,6 +9,7 @@ export type Closer = () => Promise<void> | void;
 export class CloserStack {
   private readonly closers: Closer[] = [];
   private closing: Promise<void> | undefined;
+  private failed: { err: unknown } | undefined;
 
   constructor(private readonly onError: (err: unknown) => void = () => undefined) {}
 
@@ -41,10 +42,20 @@ export class CloserStack {
         try {
           await c();
         } catch (err) {
+          this.failed ??= { err };
           this.onError(err);
         }
       }
     })();
     return this.closing;
+  }
+
+  /**
+   * close(), then rejects with the first closer's error: for a command whose exit status
+   * says its teardown failed (the other closers have still run).
+   */
+  async closeOrThrow(): Promise<void> {
+    await this.close();
+    if (this.failed) throw this.failed.err;
   }
 }
