@@ -73,7 +73,7 @@ export async function main(argv: string[]): Promise<void> {
     // commander has printed its own message (and help) for flag errors.
     if (!(err instanceof CommanderError)) {
       // The error is the last line: the (asynchronous) log written before it goes out first.
-      (await import("../log/flush.js")).flushLogsSync();
+      await (await import("../log/flush.js")).flushLogs();
       process.stderr.write(`meshvault: ${(err as Error).message}\n`);
     }
     process.exit(exitCodeFor(err));
