@@ -15,7 +15,7 @@ import { startSdsServer, type SdsServer } from "./sds/index.js";
 import { OutputChain, RetryingOutput, type OutputStatus } from "./outputs.js";
 import { RootFileState } from "./trust-bundle.js";
 import { WorkloadIdentity, type IdentityStatus } from "./workload.js";
-import { listenOnEveryAddress } from "../net/listen.js";
+import { closeServers, listenOnEveryAddress } from "../net/listen.js";
 import { CloserStack } from "../lifecycle/closer-stack.js";
 
 export interface StartAgentOptions {
@@ -242,9 +242,7 @@ async function startParts(
       ...(opts.resolveHost ? { resolve: opts.resolveHost } : {}),
     });
     statusPort = bound.port;
-    closers.defer(async () => {
-      await Promise.all(bound.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    });
+    closers.defer(() => closeServers(bound.servers));
   }
 
   return {

@@ -75,7 +75,7 @@ export async function listenOnEveryAddress<S extends Server>(
         );
       return { servers, port: bound };
     } catch (err) {
-      await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+      await closeServers(servers);
       const e = err as NodeJS.ErrnoException & { host: string };
       // The port the first address got is taken on another one: try again with a new port.
       if (port === 0 && servers.length > 0 && e.code === "EADDRINUSE" && attempt < PORT_0_ATTEMPTS) continue;
@@ -101,6 +101,11 @@ function fixFor(code: string | undefined, port: number): string {
   if (code === "EADDRNOTAVAIL")
     return ": no interface of this machine has that address; use one it has, or 0.0.0.0";
   return "";
+}
+
+/** Stops every server listenOnEveryAddress bound; resolves once each has closed. */
+export async function closeServers(servers: readonly Server[]): Promise<void> {
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
 }
 
 async function resolveHost(o: ListenOptions<Server>, host: string): Promise<string[]> {

@@ -6,7 +6,7 @@ import { splice } from "./forward.js";
 import type { TunnelMetrics } from "./metrics.js";
 import { startStatusServer, type StatusServer } from "./status.js";
 import { describeOwn, type OwnCertificate } from "./tls-context.js";
-import { joinHostPort, listenOnEveryAddress, splitHostPort } from "../net/listen.js";
+import { closeServers, joinHostPort, listenOnEveryAddress, splitHostPort } from "../net/listen.js";
 import type { Log } from "../log/logger.js";
 
 export interface TunnelStats {
@@ -153,7 +153,7 @@ export async function serveTunnel(o: ServeOptions): Promise<RunningTunnel> {
       statusServer = await startStatusServer(o.statusAddress, status, metrics, o.log, o.resolveHost);
   } catch (err) {
     o.stopFollowing();
-    await closeAll(servers);
+    await closeServers(servers);
     throw err;
   }
   return {
@@ -164,14 +164,10 @@ export async function serveTunnel(o: ServeOptions): Promise<RunningTunnel> {
     status,
     close: async () => {
       o.stopFollowing();
-      const closed = closeAll(servers);
+      const closed = closeServers(servers);
       for (const s of sockets) s.destroy();
       await closed;
       await statusServer?.close();
     },
   };
-}
-
-function closeAll(servers: net.Server[]): Promise<void> {
-  return Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r())))).then(() => {});
 }

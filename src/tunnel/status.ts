@@ -1,7 +1,7 @@
 // The tunnel's HTTP status port: /_status (JSON), /_metrics and /metrics (Prometheus), /healthz.
 import { createServer, type RequestListener } from "node:http";
 import type { TunnelMetrics } from "./metrics.js";
-import { listenOnEveryAddress } from "../net/listen.js";
+import { closeServers, listenOnEveryAddress } from "../net/listen.js";
 import type { Log } from "../log/logger.js";
 
 export interface StatusServer {
@@ -45,16 +45,9 @@ export async function startStatusServer(
   });
   return {
     port,
-    close: async () => {
-      await Promise.all(
-        servers.map(
-          (server) =>
-            new Promise<void>((r) => {
-              server.closeAllConnections();
-              server.close(() => r());
-            }),
-        ),
-      );
+    close: () => {
+      for (const s of servers) s.closeAllConnections();
+      return closeServers(servers);
     },
   };
 }
