@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync 
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import tls from "node:tls";
-import { createServer, connect as netConnect } from "node:net";
+import { connect as netConnect } from "node:net";
 import { once } from "node:events";
 import { X509Certificate } from "node:crypto";
 import {
@@ -18,7 +18,7 @@ import {
 import { parseCertificate } from "../../src/pki/certificate.js";
 import { SdsTestClient, secretsByName } from "../helpers/sds-client.js";
 import { startCaFixture, type CaFixture } from "./ca-fixture.js";
-import { ipv6Loopback } from "../helpers/ports.js";
+import { busyPort, ipv6Loopback } from "../helpers/ports.js";
 
 const SLEEP = "spiffe://cluster.local/ns/default/sa/sleep";
 const HTTPBIN = "spiffe://cluster.local/ns/default/sa/httpbin";
@@ -297,9 +297,8 @@ test("statusListen on a name for 127.0.0.1 and ::1 serves the status port over b
 });
 
 test("a start that fails at the status port stops what it started: the SDS socket is gone and the renewal loop sends nothing more", async () => {
-  const blocker = createServer();
-  await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", () => r()));
-  const port = (blocker.address() as { port: number }).port;
+  const blocker = await busyPort();
+  const port = blocker.port;
   // A CA that refuses at once, counting each identity's requests by its token.
   const calls = new Map<string, number>();
   const refusing: CaClient = {

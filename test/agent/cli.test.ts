@@ -1,7 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
@@ -11,7 +10,7 @@ import { registerTunnelCommand } from "../../src/cli/commands/tunnel.js";
 import { registerDemoCommand } from "../../src/cli/commands/demo.js";
 import { cli } from "../helpers/cli.js";
 import { makeTestCa } from "../helpers/pki-fixtures.js";
-import { freePort } from "../helpers/ports.js";
+import { busyPort, freePort } from "../helpers/ports.js";
 
 test("sidecar flags and Istio env make one identity with istio-agent's defaults", () => {
   const c = agentConfigFromFlags(
@@ -94,9 +93,8 @@ test("commands register with commander", () => {
 
 test("meshvault agent whose status port is taken exits 1 naming the address and the fix, and removes the SDS socket it had opened", async () => {
   const dir = mkdtempSync(join(tmpdir(), "meshvault-agent-cli-"));
-  const blocker = createServer();
-  await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", () => r()));
-  const port = (blocker.address() as { port: number }).port;
+  const blocker = await busyPort();
+  const port = blocker.port;
   try {
     const root = join(dir, "root-cert.pem");
     writeFileSync(root, makeTestCa().root.pem);

@@ -61,6 +61,16 @@ export async function freePort(ephemeral: () => Promise<number> = bindEphemeral)
   throw new Error(`freePort: ${ATTEMPTS} ports in a row were claimed by other test processes (${CLAIMS})`);
 }
 
+/** A port held by a listener of this process (for "port in use" cases); close() frees it. */
+export async function busyPort(host = "127.0.0.1"): Promise<{ port: number; close(): void }> {
+  const s = createServer();
+  await new Promise<void>((resolve, reject) => {
+    s.once("error", reject);
+    s.listen(0, host, () => resolve());
+  });
+  return { port: (s.address() as { port: number }).port, close: () => void s.close() };
+}
+
 /** Whether this machine can bind ::1 (detected: a container may have no IPv6 loopback). */
 export async function ipv6Loopback(): Promise<boolean> {
   const s = createServer();

@@ -23,7 +23,7 @@ import { buildCsr } from "../../src/pki/csr.js";
 import { generateKeyPairFor, privateKeyPem } from "../../src/pki/keys.js";
 import { parseCertificate } from "../../src/pki/certificate.js";
 import { opensslSelfSigned } from "../helpers/openssl.js";
-import { freePort } from "../helpers/ports.js";
+import { busyPort, freePort } from "../helpers/ports.js";
 import { waitFor, within } from "../helpers/wait.js";
 
 type GrpcServer = (typeof GRPC_SERVERS)[number];
@@ -533,9 +533,8 @@ test("before the authority has issued the server's certificate, every TLS handsh
 });
 
 test("an HTTP port in use: the start is refused, the gRPC port it had bound is free again and the data directory unlocked, on both", async () => {
-  const blocker = createTcpServer();
-  await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", () => r()));
-  const httpPort = (blocker.address() as { port: number }).port;
+  const blocker = await busyPort();
+  const httpPort = blocker.port;
   try {
     for (const t of GRPC_SERVERS) {
       const grpcPort = await freePort();

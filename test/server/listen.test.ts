@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import * as http2 from "node:http2";
 import { once } from "node:events";
 import { lookup } from "node:dns/promises";
-import { createServer, connect as tcpConnect, type Server } from "node:net";
+import { createServer, connect as tcpConnect } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,7 +17,7 @@ import { GRPC_SERVERS } from "../../src/config/schema.js";
 import { silentLog, silentLogger } from "../../src/log/logger.js";
 import { startCaServer } from "../../src/server/run.js";
 import { joinHostPort, listenOnEveryAddress, splitHostPort } from "../../src/net/listen.js";
-import { ipv6Loopback } from "../helpers/ports.js";
+import { busyPort, ipv6Loopback } from "../helpers/ports.js";
 import { within } from "../helpers/wait.js";
 
 /** A TCP connection to host:port that the server accepted (the handshake is the client's part). */
@@ -126,9 +126,8 @@ test("a name for 127.0.0.1 and ::1 on port 0 listens on both, on the one port th
 
 test("a port taken on one of the name's addresses is refused naming that address", async (t) => {
   if (!(await ipv6Loopback())) return t.skip("no IPv6 loopback on this machine (binding ::1 failed)");
-  const blocker: Server = createServer();
-  await new Promise<void>((r) => blocker.listen(0, "::1", () => r()));
-  const port = (blocker.address() as { port: number }).port;
+  const blocker = await busyPort("::1");
+  const port = blocker.port;
   try {
     await assert.rejects(
       listenOnEveryAddress({
