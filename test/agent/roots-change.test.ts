@@ -12,8 +12,7 @@ import { parseAgentConfig, startAgent, type IssuedInfo } from "../../src/agent/i
 import { readCredentialFiles, writeCredentialFiles } from "../../src/agent/file-output.js";
 import { OutputChain, RetryingOutput, type OutputStatus } from "../../src/agent/outputs.js";
 import type { WorkloadSecrets } from "../../src/agent/sds/source.js";
-import { generateKeyPairFor } from "../../src/pki/keys.js";
-import { issueCa } from "../../src/pki/issue.js";
+import { selfSignedRootPem } from "../helpers/pki-fixtures.js";
 import { silentLog } from "../../src/log/logger.js";
 import { waitFor } from "../helpers/wait.js";
 import { startCaFixture, type CaFixture } from "./ca-fixture.js";
@@ -26,15 +25,6 @@ before(async () => {
 after(async () => {
   await ca.dispose();
 });
-
-/** A self-signed root that is not the CA's: the "new root" of a rotation. */
-function otherRoot(cn: string): string {
-  return issueCa({
-    subject: { commonName: cn },
-    key: generateKeyPairFor("ec-p256").privateKey,
-    ttlSeconds: 3600,
-  }).pem;
-}
 
 test("a new trust bundle goes through the file output (retried until written, reported meanwhile) and runs the hook", async () => {
   const tok = await ca.token("default", "bundle");
@@ -81,7 +71,7 @@ test("a new trust bundle goes through the file output (retried until written, re
     // root-cert.pem cannot be replaced while a directory stands in its place (for root too).
     rmSync(join(outDir, "root-cert.pem"));
     mkdirSync(join(outDir, "root-cert.pem"));
-    const bundle = ca.server.rootsPem() + otherRoot("next root");
+    const bundle = ca.server.rootsPem() + selfSignedRootPem("next root", 3600);
     writeFileSync(rootFile, bundle);
     await waitFor(
       "the agent publishing the new bundle",
@@ -181,7 +171,7 @@ async function someSecrets(): Promise<WorkloadSecrets> {
 test("a new bundle for the certificate being written is written after it: the newest publication is what the files hold", async () => {
   const dir = join(ca.dir, "order-1");
   const first = await someSecrets();
-  const rebundled = { ...first, rootsPem: first.rootsPem + otherRoot("next root") };
+  const rebundled = { ...first, rootsPem: first.rootsPem + selfSignedRootPem("next root", 3600) };
   const g = gatedFiles(dir);
   const a = g.output.publish(first, info("01"));
   await g.writing;
@@ -196,7 +186,7 @@ test("a new bundle for the certificate being written is written after it: the ne
 test("a renewal landing while a bundle change is going down the outputs: no output is handed the older one afterwards", async () => {
   const dir = join(ca.dir, "order-2");
   const old = await someSecrets();
-  const rebundled = { ...old, rootsPem: old.rootsPem + otherRoot("next root") };
+  const rebundled = { ...old, rootsPem: old.rootsPem + selfSignedRootPem("next root", 3600) };
   const renewed = { ...(await someSecrets()), rootsPem: rebundled.rootsPem };
   const g = gatedFiles(dir);
   const announced: string[] = [];

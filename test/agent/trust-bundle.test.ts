@@ -4,13 +4,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { composeTrustBundle, RootFileState } from "../../src/agent/trust-bundle.js";
-import { issueCa } from "../../src/pki/issue.js";
-import { generateKeyPairFor } from "../../src/pki/keys.js";
+import { selfSignedRootPem } from "../helpers/pki-fixtures.js";
 
-const root = (cn: string): string =>
-  issueCa({ subject: { commonName: cn }, key: generateKeyPairFor("ec-p256").privateKey, ttlSeconds: 3600 })
-    .pem;
-const [oldRoot, newRoot, tlsRoot] = [root("old"), root("new"), root("the CA's TLS root")];
+const [oldRoot, newRoot, tlsRoot] = [
+  selfSignedRootPem("old", 3600),
+  selfSignedRootPem("new", 3600),
+  selfSignedRootPem("the CA's TLS root", 3600),
+];
 
 test("a root file behind the CA: the answer adds the roots the file has not listed yet, and the file later drops them", () => {
   const file = new RootFileState();

@@ -34,3 +34,9 @@ export function makeTestCa(alg: KeyAlgorithm = "ec-p256", ttlSeconds = 86400 * 3
   );
   return { root, rootSigner, intermediate, signer: createSigner(intermediate, intKey.privateKey) };
 }
+
+/** A self-signed root (PEM) named `cn` with a key of its own: another CA's root, or a rotation's new one. */
+export function selfSignedRootPem(cn: string, ttlSeconds = 86400): string {
+  return issueCa({ subject: { commonName: cn }, key: generateKeyPairFor("ec-p256").privateKey, ttlSeconds })
+    .pem;
+}

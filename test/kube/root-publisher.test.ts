@@ -3,8 +3,7 @@
 // replicas behind one Lease.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { issueCa } from "../../src/pki/issue.js";
-import { generateKeyPairFor } from "../../src/pki/keys.js";
+import { selfSignedRootPem } from "../helpers/pki-fixtures.js";
 import { CoreV1Api, type V1ConfigMap } from "@kubernetes/client-node";
 import { loadKubeConfig } from "../../src/kube/client.js";
 import { listAndWatch } from "../../src/kube/list-watch.js";
@@ -16,14 +15,6 @@ import { waitFor } from "../helpers/wait.js";
 let kube: KubeEnv;
 const handles: RootPublisherHandle[] = [];
 const quiet = recordingLog({ echo: !!process.env.DEBUG_KUBE });
-
-function root(cn: string): string {
-  return issueCa({
-    subject: { commonName: cn },
-    key: generateKeyPairFor("ec-p256").privateKey,
-    ttlSeconds: 86400,
-  }).pem;
-}
 
 interface Cm {
   metadata: {
@@ -79,7 +70,7 @@ function recordBundles(ns: string): { values: string[]; stop(): void } {
 }
 
 let roots: string[];
-const rootA = root("root A");
+const rootA = selfSignedRootPem("root A", 86400);
 
 async function publisher(identity: string, extra: Partial<Parameters<typeof startRootPublisher>[0]> = {}) {
   const h = await startRootPublisher({
@@ -156,7 +147,7 @@ test("publishes, repairs, never rewrites when equal, rotates with overlap; two r
 
   // Root rotation: old + new while the overlap lasts, then only the new one. A watch records
   // every bundle app-a held, so the overlap is seen however briefly the test gets to look.
-  const rootB = root("root B");
+  const rootB = selfSignedRootPem("root B", 86400);
   const published = recordBundles("app-a");
   try {
     await waitFor("the recorder sees the current bundle", async () => published.values.at(-1) === rootA);
